@@ -1,0 +1,152 @@
+//! Storage: one small trait, and its implementation on `object_store`.
+//!
+//! The rest of the store speaks only `Backend`: put a whole immutable
+//! object, get it (or a byte range of it), list a prefix, delete. Objects
+//! are never overwritten; `put` of a name that exists with the same bytes is
+//! harmless because names are content hashes. `object_store` is async; the
+//! store's pipeline is threads and rayon, so this layer owns a small tokio
+//! runtime and blocks on it.
+
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, PutPayload};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub trait Backend: Send + Sync {
+    fn put(&self, name: &str, bytes: Bytes) -> Result<()>;
+    fn get(&self, name: &str) -> Result<Bytes>;
+    fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Every object name under `prefix` (which ends in `/`), with its size.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    fn delete(&self, name: &str) -> Result<()>;
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+}
+
+pub struct ObjectStoreBackend {
+    store: Arc<dyn ObjectStore>,
+    runtime: tokio::runtime::Runtime,
+    location: String,
+    /// Set for a local directory: puts are fsynced there, since
+    /// `object_store`'s local store renames into place without a sync and a
+    /// backup that reports success must survive a power cut.
+    local_root: Option<PathBuf>,
+}
+
+impl ObjectStoreBackend {
+    /// A repository in a local directory (which must exist).
+    pub fn local(root: &Path) -> Result<Self> {
+        let store = LocalFileSystem::new_with_prefix(root).map_err(|e| Error::Storage {
+            object: root.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dedupe-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the I/O runtime", e))?;
+        Ok(ObjectStoreBackend {
+            store: Arc::new(store),
+            runtime,
+            location: root.display().to_string(),
+            local_root: Some(root.to_path_buf()),
+        })
+    }
+
+    fn err(&self, name: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::Missing(name.to_string()),
+            other => {
+                // Surface the OS error (full disk above all) with its own kind.
+                let mut src: Option<&dyn std::error::Error> = Some(&other);
+                while let Some(s) = src {
+                    if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                        let copy = match io.raw_os_error() {
+                            Some(code) => std::io::Error::from_raw_os_error(code),
+                            None => std::io::Error::new(io.kind(), io.to_string()),
+                        };
+                        return Error::io(format!("storage operation on {name}"), copy);
+                    }
+                    src = s.source();
+                }
+                Error::Storage {
+                    object: name.to_string(),
+                    message: other.to_string(),
+                }
+            }
+        }
+    }
+
+    fn sync_local(&self, name: &str) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let path = root.join(name);
+        let f = std::fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening {name} to sync it"), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("syncing {name}"), e))?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Backend for ObjectStoreBackend {
+    fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = ObjPath::from(name);
+        self.runtime
+            .block_on(self.store.put(&path, PutPayload::from_bytes(bytes)))
+            .map_err(|e| self.err(name, e))?;
+        self.sync_local(name)
+    }
+
+    fn get(&self, name: &str) -> Result<Bytes> {
+        let path = ObjPath::from(name);
+        self.runtime
+            .block_on(async { self.store.get(&path).await?.bytes().await })
+            .map_err(|e| self.err(name, e))
+    }
+
+    fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
+        let path = ObjPath::from(name);
+        self.runtime
+            .block_on(self.store.get_range(&path, range))
+            .map_err(|e| self.err(name, e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let path = ObjPath::from(prefix.trim_end_matches('/'));
+        let metas: Vec<_> = self
+            .runtime
+            .block_on(self.store.list(Some(&path)).try_collect::<Vec<_>>())
+            .map_err(|e| self.err(prefix, e))?;
+        let mut out: Vec<(String, u64)> = metas
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let path = ObjPath::from(name);
+        match self.runtime.block_on(self.store.delete(&path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(name, e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}

@@ -1,0 +1,511 @@
+//! The backup pipeline.
+//!
+//! ```text
+//! reader thread        main thread (rayon inside)              uploader thread
+//! source → chunker ─►  hash, dedup, compress+encrypt ─► pack ─► put pack, put index object
+//!          batches     (parallel)  then trees in order   (bounded: one pack in flight)
+//! ```
+//! Queues are bounded, so a slow disk or network throttles the reader and
+//! memory stays flat whatever the input size. A duplicate chunk costs a hash
+//! and an index probe. The manifest is written only after every pack and
+//! index object is stored: an interrupted backup leaves packs that the next
+//! backup finds in the index and reuses, and no snapshot.
+
+use crate::blob;
+use crate::chunker::{Chunker, Chunking};
+use crate::crypto::{hex_id, Id};
+use crate::error::{Error, Result};
+use crate::index::seal_index_object;
+use crate::pack::{pack_name, FinishedPack, PackWriter};
+use crate::repo::{now_rfc3339, Indexed};
+use crate::snapshot::{encode_records, Manifest, Node, NodeKind, Stats, Tree, HOLE, LIST_RECORDS};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What a source says about one entry's content.
+pub enum Body {
+    /// Directories, symlinks, hard links.
+    None,
+    /// A stream read once, front to back.
+    Stream(Box<dyn Read + Send>),
+    /// A file on disk, opened only if its content must be read; holes are
+    /// found with SEEK_DATA/SEEK_HOLE and stored as holes.
+    File(PathBuf),
+}
+
+/// One named entry of a source: a node (content left empty) and its body.
+pub struct Entry {
+    pub node: Node,
+    pub body: Body,
+    /// How to chunk this file.
+    pub chunking: Chunking,
+}
+
+/// A backup source: a stream of named entries, parents before children.
+pub trait Source: Send {
+    fn next_entry(&mut self) -> Result<Option<Entry>>;
+    /// Warnings collected on the way (skipped sockets, devices...).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+pub struct BackupOptions {
+    pub name: String,
+    pub source_description: String,
+    /// Read every file even when size, mtime, ctime and inode match the previous snapshot.
+    pub force_read: bool,
+    pub compression_level: i32,
+    pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Counters a progress display can poll from another thread.
+#[derive(Default)]
+pub struct Progress {
+    pub bytes_read: AtomicU64,
+    pub bytes_new: AtomicU64,
+}
+
+pub struct BackupResult {
+    pub snapshot_id: String,
+    pub manifest: Manifest,
+    pub warnings: Vec<String>,
+}
+
+enum Item {
+    Start(Node),
+    Chunk(Vec<u8>),
+    Hole(u64),
+    End,
+    /// A node complete as it is (non-files, and files reused unread).
+    Whole(Node),
+}
+
+const BATCH_BYTES: usize = 8 << 20;
+const BATCH_ITEMS: usize = 256;
+
+type Batch = Result<Vec<Item>>;
+
+impl Indexed {
+    pub fn backup(
+        &self,
+        mut source: Box<dyn Source>,
+        opts: BackupOptions,
+        progress: Arc<Progress>,
+    ) -> Result<BackupResult> {
+        let started = Instant::now();
+        let parent = self.previous_snapshot(&opts.name)?;
+        let previous: HashMap<String, Node> = match &parent {
+            Some((_, m)) => self
+                .read_tree(m)?
+                .nodes
+                .into_iter()
+                .map(|n| (n.path.clone(), n))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let force_read = opts.force_read;
+
+        let (batch_tx, batch_rx) = bounded::<Batch>(2);
+        let read_progress = progress.clone();
+        let reader = std::thread::Builder::new()
+            .name("dedupe-read".into())
+            .spawn(move || {
+                let r = read_source(
+                    &mut *source,
+                    &previous,
+                    force_read,
+                    &batch_tx,
+                    &read_progress,
+                );
+                if let Err(e) = r {
+                    let _ = batch_tx.send(Err(e));
+                }
+                source.warnings()
+            })
+            .map_err(|e| Error::io("starting the reader thread", e))?;
+
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
+        let backend = self.backend.clone();
+        let keys = self.keys.clone();
+        let uploader = std::thread::Builder::new()
+            .name("dedupe-upload".into())
+            .spawn(move || -> Result<()> {
+                for pack in pack_rx {
+                    backend.put(&pack_name(&pack.id), pack.bytes.into())?;
+                    let (name, bytes) = seal_index_object(&keys, &[(pack.id, pack.entries)]);
+                    backend.put(&name, bytes.into())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::io("starting the upload thread", e))?;
+
+        let mut w = Writer {
+            repo: self,
+            level: opts.compression_level,
+            claimed: Mutex::new(HashSet::new()),
+            pack: PackWriter::new(),
+            pack_tx: Some(pack_tx),
+            stats: Stats::default(),
+            progress: progress.clone(),
+        };
+        let processed = w.process(batch_rx);
+        // Whatever happened, stop the reader and let the uploader drain.
+        let warnings = reader.join().unwrap_or_default();
+        let tree = match processed {
+            Ok(tree) => w.finish(tree),
+            Err(e) => Err(e),
+        };
+        drop(w.pack_tx.take());
+        let uploaded = uploader
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the upload thread panicked".into())));
+        // An upload failure explains a stopped writer, so it is reported first.
+        uploaded?;
+        let tree_id = tree?;
+
+        let mut stats = w.stats;
+        stats.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+        stats.seconds = started.elapsed().as_secs_f64();
+        let manifest = Manifest {
+            version: 1,
+            name: opts.name,
+            time: now_rfc3339(),
+            hostname: crate::keyfile::hostname(),
+            username: std::env::var("USER").unwrap_or_default(),
+            source: opts.source_description,
+            tree: hex_id(&tree_id),
+            parent: parent.map(|(id, _)| id),
+            stats,
+            metadata: opts.metadata,
+        };
+        let snapshot_id = self.write_manifest(&manifest)?;
+        Ok(BackupResult {
+            snapshot_id,
+            manifest,
+            warnings,
+        })
+    }
+
+    fn previous_snapshot(&self, name: &str) -> Result<Option<(String, Manifest)>> {
+        match self.find_snapshot("latest", Some(name)) {
+            Ok(s) => Ok(Some(s)),
+            Err(Error::NoSnapshot(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Runs on the reader thread: walks the source and sends batches of items.
+fn read_source(
+    source: &mut dyn Source,
+    previous: &HashMap<String, Node>,
+    force_read: bool,
+    tx: &Sender<Batch>,
+    progress: &Progress,
+) -> Result<()> {
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut push = |item: Item, batch: &mut Vec<Item>| -> Result<()> {
+        if let Item::Chunk(c) = &item {
+            batch_bytes += c.len();
+            progress
+                .bytes_read
+                .fetch_add(c.len() as u64, Ordering::Relaxed);
+        }
+        batch.push(item);
+        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_ITEMS {
+            batch_bytes = 0;
+            tx.send(Ok(std::mem::take(batch)))
+                .map_err(|_| Error::Invalid("backup stopped".into()))?;
+        }
+        Ok(())
+    };
+    while let Some(entry) = source.next_entry()? {
+        let Entry {
+            mut node,
+            body,
+            chunking,
+        } = entry;
+        match body {
+            Body::None => push(Item::Whole(node), &mut batch)?,
+            Body::File(path) => {
+                if !force_read {
+                    if let Some(prev) = previous.get(&node.path) {
+                        if unchanged(prev, &node) {
+                            node.content = prev.content.clone();
+                            push(Item::Whole(node), &mut batch)?;
+                            continue;
+                        }
+                    }
+                }
+                let size = node.size;
+                push(Item::Start(node), &mut batch)?;
+                let file = File::open(&path)
+                    .map_err(|e| Error::Input(format!("cannot open {}: {e}", path.display())))?;
+                for (data, extent) in extents(&file, size)
+                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
+                {
+                    if !data {
+                        push(Item::Hole(extent.1), &mut batch)?;
+                        continue;
+                    }
+                    let mut f = &file;
+                    f.seek(SeekFrom::Start(extent.0))
+                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+                    let mut read = 0u64;
+                    for chunk in Chunker::new(f.take(extent.1), chunking) {
+                        let chunk = chunk.map_err(|e| {
+                            Error::Input(format!("reading {}: {e}", path.display()))
+                        })?;
+                        read += chunk.len() as u64;
+                        push(Item::Chunk(chunk), &mut batch)?;
+                    }
+                    if read != extent.1 {
+                        return Err(Error::Input(format!(
+                            "{} shrank while it was read: is the source a live filesystem rather than a snapshot?",
+                            path.display()
+                        )));
+                    }
+                }
+                push(Item::End, &mut batch)?;
+            }
+            Body::Stream(reader) => {
+                push(Item::Start(node), &mut batch)?;
+                for chunk in Chunker::new(reader, chunking) {
+                    let chunk = chunk.map_err(|e| Error::Input(e.to_string()))?;
+                    push(Item::Chunk(chunk), &mut batch)?;
+                }
+                push(Item::End, &mut batch)?;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tx.send(Ok(batch))
+            .map_err(|_| Error::Invalid("backup stopped".into()))?;
+    }
+    Ok(())
+}
+
+fn unchanged(prev: &Node, cur: &Node) -> bool {
+    prev.kind == NodeKind::File
+        && prev.size == cur.size
+        && prev.mtime_ns == cur.mtime_ns
+        && prev.ctime_ns == cur.ctime_ns
+        && prev.inode == cur.inode
+        && cur.inode != 0
+        && (prev.size == 0 || !prev.content.is_empty())
+}
+
+/// Data and hole extents of a file, as (is_data, (offset, length)).
+fn extents(file: &File, size: u64) -> io::Result<Vec<(bool, (u64, u64))>> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        // SAFETY: lseek on a valid fd has no memory effects.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                // No data after pos: the rest is a hole.
+                Some(libc::ENXIO) => {
+                    out.push((false, (pos, size - pos)));
+                    break;
+                }
+                // The filesystem cannot tell: treat everything as data.
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+                    out.push((true, (pos, size - pos)));
+                    break;
+                }
+                _ => return Err(err),
+            }
+        }
+        let data = (data as u64).min(size);
+        if data > pos {
+            out.push((false, (pos, data - pos)));
+        }
+        if data >= size {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        let hole = if hole < 0 {
+            size
+        } else {
+            (hole as u64).min(size)
+        };
+        out.push((true, (data, hole - data)));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Runs on the calling thread: turns batches into packs and the tree.
+struct Writer<'a> {
+    repo: &'a Indexed,
+    level: i32,
+    /// Chunks this backup has stored (or is storing): the in-run dedup set.
+    claimed: Mutex<HashSet<Id>>,
+    pack: PackWriter,
+    pack_tx: Option<Sender<FinishedPack>>,
+    stats: Stats,
+    progress: Arc<Progress>,
+}
+
+struct OpenFile {
+    node: Node,
+    records: Vec<(Id, u64)>,
+    /// Bytes of content so far: a stream's size is known only at its end.
+    logical: u64,
+}
+
+impl Writer<'_> {
+    /// Claims a chunk for storing: true if nobody has it yet.
+    fn claim(&self, id: &Id) -> bool {
+        !self.repo.index.contains(id) && self.claimed.lock().expect("not poisoned").insert(*id)
+    }
+
+    fn process(&mut self, rx: Receiver<Batch>) -> Result<Tree> {
+        let mut tree = Tree::default();
+        let mut open: Option<OpenFile> = None;
+        for batch in rx {
+            let batch = batch?;
+            let keys = &self.repo.keys;
+            let level = self.level;
+            let this = &*self;
+            // Hash, dedup and seal in parallel; results keep batch order.
+            let sealed: Vec<Option<(Id, Option<Vec<u8>>)>> = batch
+                .par_iter()
+                .map(|item| match item {
+                    Item::Chunk(data) => {
+                        let id = keys.chunk_id(data);
+                        let blob = this
+                            .claim(&id)
+                            .then(|| blob::seal_chunk(keys, &id, data, level));
+                        Some((id, blob))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (item, sealed) in batch.into_iter().zip(sealed) {
+                match item {
+                    Item::Whole(node) => {
+                        if node.kind == NodeKind::File {
+                            self.stats.files += 1;
+                            self.stats.files_unchanged += 1;
+                            self.stats.bytes += node.size;
+                        }
+                        tree.nodes.push(node);
+                    }
+                    Item::Start(node) => {
+                        open = Some(OpenFile {
+                            node,
+                            records: Vec::new(),
+                            logical: 0,
+                        })
+                    }
+                    Item::Hole(len) => self.push_record(open.as_mut(), HOLE, len)?,
+                    Item::Chunk(data) => {
+                        let (id, blob) = sealed.expect("chunks have results");
+                        self.stats.chunks += 1;
+                        if let Some(blob) = blob {
+                            self.store(id, &blob, data.len())?;
+                        }
+                        self.push_record(open.as_mut(), id, data.len() as u64)?;
+                    }
+                    Item::End => {
+                        let mut f = open
+                            .take()
+                            .ok_or_else(|| Error::Invalid("file end without start".into()))?;
+                        self.flush_list(&mut f)?;
+                        f.node.size = f.logical;
+                        self.stats.files += 1;
+                        self.stats.bytes += f.logical;
+                        tree.nodes.push(f.node);
+                    }
+                }
+            }
+        }
+        if open.is_some() {
+            return Err(Error::Input(
+                "the source ended in the middle of a file".into(),
+            ));
+        }
+        Ok(tree)
+    }
+
+    fn push_record(&mut self, open: Option<&mut OpenFile>, id: Id, len: u64) -> Result<()> {
+        let f = open.ok_or_else(|| Error::Invalid("content outside a file".into()))?;
+        f.records.push((id, len));
+        f.logical += len;
+        if f.records.len() == LIST_RECORDS {
+            self.flush_list(f)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the pending records of a file as one list chunk.
+    fn flush_list(&mut self, f: &mut OpenFile) -> Result<()> {
+        if f.records.is_empty() {
+            return Ok(());
+        }
+        let bytes = encode_records(&f.records);
+        f.records.clear();
+        let id = self.store_small(&bytes)?;
+        f.node.content.push(hex_id(&id));
+        Ok(())
+    }
+
+    /// Stores a small chunk made here (list chunk, tree), deduplicated.
+    fn store_small(&mut self, data: &[u8]) -> Result<Id> {
+        let id = self.repo.keys.chunk_id(data);
+        if self.claim(&id) {
+            let blob = blob::seal_chunk(&self.repo.keys, &id, data, self.level);
+            self.store(id, &blob, data.len())?;
+        }
+        Ok(id)
+    }
+
+    fn store(&mut self, id: Id, blob: &[u8], raw_len: usize) -> Result<()> {
+        self.stats.new_chunks += 1;
+        self.stats.new_bytes += raw_len as u64;
+        self.stats.new_bytes_stored += blob.len() as u64;
+        self.progress
+            .bytes_new
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.pack.add(id, blob, raw_len);
+        if self.pack.is_full() {
+            self.flush_pack()?;
+        }
+        Ok(())
+    }
+
+    fn flush_pack(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let pack = std::mem::take(&mut self.pack).finish(&self.repo.keys);
+        self.pack = PackWriter::new();
+        self.stats.packs_written += 1;
+        let tx = self.pack_tx.as_ref().expect("open while writing");
+        // A closed channel means the uploader failed; its error is reported at join.
+        tx.send(pack)
+            .map_err(|_| Error::Invalid("upload stopped".into()))
+    }
+
+    fn finish(&mut self, tree: Tree) -> Result<Id> {
+        let bytes = serde_json::to_vec(&tree).expect("tree serializes");
+        let id = self.store_small(&bytes)?;
+        self.flush_pack()?;
+        Ok(id)
+    }
+}

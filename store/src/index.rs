@@ -1,0 +1,346 @@
+//! Where each chunk is: repository index objects and the local index cache.
+//!
+//! Index objects (`index/<id>`) are written next to every pack, so chunks of
+//! an interrupted backup are found by the next one. Plaintext:
+//! ```text
+//! repeated: pack id (32) || count (u32 LE) || count x pack entry (44, see pack.rs)
+//! ```
+//! sealed with associated data `"dedupe index v1"`; the object name is the
+//! unkeyed BLAKE3 of the sealed bytes.
+//!
+//! The local cache merges every index object into one file of sorted,
+//! fixed-width records opened with memmap2, so a lookup is a binary search
+//! and memory does not grow with the repository. The file also names the
+//! index objects it holds; on open, only new objects are fetched and merged.
+
+use crate::backend::Backend;
+use crate::crypto::{Id, Keys};
+use crate::error::{Error, Result};
+use crate::pack::{PackEntry, ENTRY_LEN};
+use memmap2::Mmap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub const INDEX_AAD: &[u8] = b"dedupe index v1";
+const CACHE_MAGIC: &[u8; 16] = b"dedupe idxcache1";
+const REC: usize = 48;
+/// New records are sorted and merged into the cache file in batches of this
+/// many, which bounds memory when a cache is first built for a big repository.
+const MERGE_BATCH: usize = 1 << 20;
+
+/// Encodes and seals one index object; returns (name, bytes).
+pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String, Vec<u8>) {
+    let mut plain = Vec::new();
+    for (pack, entries) in packs {
+        plain.extend_from_slice(pack);
+        plain.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            e.encode(&mut plain);
+        }
+    }
+    let sealed = keys.seal(INDEX_AAD, &plain);
+    (format!("index/{}", blake3::hash(&sealed).to_hex()), sealed)
+}
+
+pub fn open_index_object(
+    keys: &Keys,
+    name: &str,
+    sealed: &[u8],
+) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+    let expect = name.rsplit('/').next().unwrap_or_default();
+    if blake3::hash(sealed).to_hex().as_str() != expect {
+        return Err(Error::corrupt(name, "its content does not match its name"));
+    }
+    let plain = keys
+        .open(INDEX_AAD, sealed)
+        .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
+    let mut out = Vec::new();
+    let mut p = &plain[..];
+    while !p.is_empty() {
+        if p.len() < 36 {
+            return Err(Error::corrupt(name, "truncated pack record"));
+        }
+        let pack: Id = p[..32].try_into().expect("32");
+        let n = u32::from_le_bytes(p[32..36].try_into().expect("4")) as usize;
+        p = &p[36..];
+        if p.len() < n * ENTRY_LEN {
+            return Err(Error::corrupt(name, "truncated entry list"));
+        }
+        out.push((
+            pack,
+            p[..n * ENTRY_LEN]
+                .chunks_exact(ENTRY_LEN)
+                .map(PackEntry::decode)
+                .collect(),
+        ));
+        p = &p[n * ENTRY_LEN..];
+    }
+    Ok(out)
+}
+
+/// Where a chunk lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: Id,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+/// The merged, memory-mapped index.
+pub struct Index {
+    map: Option<Mmap>,
+    names: HashSet<Id>,
+    packs: Vec<Id>,
+    records_at: usize,
+    count: usize,
+}
+
+fn rec_id(r: &[u8]) -> &[u8] {
+    &r[..32]
+}
+
+impl Index {
+    fn empty() -> Self {
+        Index {
+            map: None,
+            names: HashSet::new(),
+            packs: Vec::new(),
+            records_at: 0,
+            count: 0,
+        }
+    }
+
+    fn records(&self) -> &[u8] {
+        match &self.map {
+            Some(m) => &m[self.records_at..self.records_at + self.count * REC],
+            None => &[],
+        }
+    }
+
+    /// Number of chunk records.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Every pack the index knows.
+    pub fn packs(&self) -> &[Id] {
+        &self.packs
+    }
+
+    pub fn lookup(&self, id: &Id) -> Option<Location> {
+        let recs = self.records();
+        let (mut lo, mut hi) = (0usize, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let r = &recs[mid * REC..(mid + 1) * REC];
+            match rec_id(r).cmp(&id[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
+                    return Some(Location {
+                        pack: self.packs[u(32) as usize],
+                        offset: u(36),
+                        length: u(40),
+                        raw_len: u(44),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.lookup(id).is_some()
+    }
+
+    /// Every (chunk id, raw length) once, in id order.
+    pub fn iter_ids(&self) -> impl Iterator<Item = (Id, u32)> + '_ {
+        let mut last: Option<&[u8]> = None;
+        self.records().chunks_exact(REC).filter_map(move |r| {
+            if last == Some(rec_id(r)) {
+                return None;
+            }
+            last = Some(rec_id(r));
+            Some((
+                r[..32].try_into().expect("32"),
+                u32::from_le_bytes(r[44..48].try_into().expect("4")),
+            ))
+        })
+    }
+
+    fn load(path: &Path) -> Result<Option<Index>> {
+        let Ok(f) = File::open(path) else {
+            return Ok(None);
+        };
+        // SAFETY: cache files are only ever replaced by rename, never written in place.
+        let map = unsafe { Mmap::map(&f) }
+            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let parse = || -> Option<Index> {
+            if map.len() < 16 || &map[..16] != CACHE_MAGIC {
+                return None;
+            }
+            let mut p = 16;
+            let u32at = |p: usize| {
+                map.get(p..p + 4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+            };
+            let n_names = u32at(p)?;
+            p += 4;
+            let names = (0..n_names)
+                .map(|i| map[p + i * 32..p + i * 32 + 32].try_into().expect("32"))
+                .collect::<HashSet<Id>>();
+            p += n_names * 32;
+            let n_packs = u32at(p)?;
+            p += 4;
+            let packs = map
+                .get(p..p + n_packs * 32)?
+                .chunks_exact(32)
+                .map(|c| c.try_into().expect("32"))
+                .collect();
+            p += n_packs * 32;
+            let count = u64::from_le_bytes(map.get(p..p + 8)?.try_into().ok()?) as usize;
+            p += 8;
+            if map.len() != p + count * REC {
+                return None;
+            }
+            Some(Index {
+                map: None,
+                names,
+                packs,
+                records_at: p,
+                count,
+            })
+        };
+        Ok(parse().map(|mut ix| {
+            ix.map = Some(map);
+            ix
+        }))
+    }
+}
+
+/// Brings the local cache up to date with the repository's index objects
+/// and opens it.
+pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Result<Index> {
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
+    let path = cache_dir.join("index.bin");
+    let listed: Vec<(String, Id)> = backend
+        .list("index/")?
+        .into_iter()
+        .filter_map(|(n, _)| crate::crypto::parse_id(n.rsplit('/').next()?).map(|id| (n, id)))
+        .collect();
+    let listed_ids: HashSet<Id> = listed.iter().map(|(_, id)| *id).collect();
+    let mut old = Index::load(&path)?.unwrap_or_else(Index::empty);
+    // An index object we merged has gone (`repair index` replaced it): start over.
+    if !old.names.is_subset(&listed_ids) {
+        old = Index::empty();
+    }
+    let new: Vec<&(String, Id)> = listed
+        .iter()
+        .filter(|(_, id)| !old.names.contains(id))
+        .collect();
+    if new.is_empty() {
+        return Ok(old);
+    }
+    let mut cur = old;
+    for batch in new.chunks(64) {
+        let mut pack_no: HashMap<Id, u32> = cur
+            .packs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i as u32))
+            .collect();
+        let mut packs = cur.packs.clone();
+        let mut names = cur.names.clone();
+        let mut recs: Vec<[u8; REC]> = Vec::new();
+        for (name, id) in batch {
+            let sealed = backend.get(name)?;
+            for (pack, entries) in open_index_object(keys, name, &sealed)? {
+                let no = *pack_no.entry(pack).or_insert_with(|| {
+                    packs.push(pack);
+                    (packs.len() - 1) as u32
+                });
+                for e in entries {
+                    let mut r = [0u8; REC];
+                    r[..32].copy_from_slice(&e.id);
+                    r[32..36].copy_from_slice(&no.to_le_bytes());
+                    r[36..40].copy_from_slice(&e.offset.to_le_bytes());
+                    r[40..44].copy_from_slice(&e.length.to_le_bytes());
+                    r[44..48].copy_from_slice(&e.raw_len.to_le_bytes());
+                    recs.push(r);
+                }
+            }
+            names.insert(*id);
+            if recs.len() >= MERGE_BATCH {
+                break;
+            }
+        }
+        recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
+        write_cache(&path, &cur, &names, &packs, &recs)?;
+        cur = Index::load(&path)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "index cache {} unreadable after writing",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(cur)
+}
+
+fn write_cache(
+    path: &Path,
+    old: &Index,
+    names: &HashSet<Id>,
+    packs: &[Id],
+    new: &[[u8; REC]],
+) -> Result<()> {
+    let dir = path.parent().expect("cache file has a parent");
+    let tmp = tempfile_in(dir)?;
+    let ctx = |e| Error::io(format!("writing index cache in {}", dir.display()), e);
+    {
+        let f = File::create(&tmp).map_err(ctx)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(CACHE_MAGIC).map_err(ctx)?;
+        w.write_all(&(names.len() as u32).to_le_bytes())
+            .map_err(ctx)?;
+        for n in names {
+            w.write_all(n).map_err(ctx)?;
+        }
+        w.write_all(&(packs.len() as u32).to_le_bytes())
+            .map_err(ctx)?;
+        for p in packs {
+            w.write_all(p).map_err(ctx)?;
+        }
+        w.write_all(&((old.count + new.len()) as u64).to_le_bytes())
+            .map_err(ctx)?;
+        // Merge two sorted runs.
+        let olds = old.records();
+        let (mut i, mut j) = (0, 0);
+        while i < old.count || j < new.len() {
+            let take_old =
+                j == new.len() || (i < old.count && olds[i * REC..i * REC + 32] <= new[j][..32]);
+            if take_old {
+                w.write_all(&olds[i * REC..(i + 1) * REC]).map_err(ctx)?;
+                i += 1;
+            } else {
+                w.write_all(&new[j]).map_err(ctx)?;
+                j += 1;
+            }
+        }
+        w.into_inner().map_err(|e| ctx(e.into_error()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(ctx)
+}
+
+fn tempfile_in(dir: &Path) -> Result<PathBuf> {
+    use rand::RngCore;
+    Ok(dir.join(format!(".tmp-{:016x}", rand::rng().next_u64())))
+}

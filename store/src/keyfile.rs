@@ -1,0 +1,133 @@
+//! Key objects (`keys/<id>`): the master key wrapped by one passphrase.
+//!
+//! A key object is JSON: Argon2id parameters and salt, and the master key
+//! sealed with XChaCha20-Poly1305 under the Argon2id output. Several key
+//! objects may wrap the same master key; any one of them opens the
+//! repository. A wrong passphrase fails the AEAD tag, which is how it is
+//! told apart from a damaged key object (that fails JSON or length checks).
+
+use crate::crypto::{self, Keys, KEY_LEN};
+use crate::error::{Error, Result};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+const AAD: &[u8] = b"dedupe key v1";
+
+/// Argon2id cost. The default takes a fraction of a second and 64 MiB once
+/// per command; tests may lower it through `KdfParams::from_env`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// `DEDUPE_KDF_MEMORY_KIB` lowers the cost for test suites that create
+    /// hundreds of repositories; real repositories keep the default.
+    pub fn from_env() -> Self {
+        let mut p = KdfParams::default();
+        if let Some(m) = std::env::var("DEDUPE_KDF_MEMORY_KIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            p.memory_kib = m;
+            p.iterations = 1;
+        }
+        p
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct KeyFile {
+    pub kdf: String,
+    #[serde(flatten)]
+    pub params: KdfParams,
+    pub salt: String,
+    /// nonce || ciphertext || tag of the 32-byte master key.
+    pub sealed_master: String,
+    pub created: String,
+    pub hostname: String,
+    pub username: String,
+}
+
+fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; KEY_LEN]> {
+    let params = Params::new(p.memory_kib, p.iterations, p.parallelism, Some(KEY_LEN))
+        .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
+    let mut out = [0u8; KEY_LEN];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password, salt, &mut out)
+        .map_err(|e| Error::Invalid(format!("Argon2id failed: {e}")))?;
+    Ok(out)
+}
+
+impl KeyFile {
+    pub fn wrap(keys: &Keys, password: &[u8], params: KdfParams, created: String) -> Result<Self> {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let kek = derive(password, &salt, params)?;
+        let cipher = XChaCha20Poly1305::new(&kek.into());
+        let sealed = crypto::seal_with(&cipher, AAD, keys.master());
+        Ok(KeyFile {
+            kdf: "argon2id".into(),
+            params,
+            salt: B64.encode(salt),
+            sealed_master: B64.encode(sealed),
+            created,
+            hostname: hostname(),
+            username: std::env::var("USER").unwrap_or_default(),
+        })
+    }
+
+    /// `Ok(None)` for a wrong password; `Err` for a damaged key object.
+    pub fn unwrap_keys(&self, object: &str, password: &[u8]) -> Result<Option<Keys>> {
+        if self.kdf != "argon2id" {
+            return Err(Error::corrupt(
+                object,
+                format!("unknown kdf {:?}", self.kdf),
+            ));
+        }
+        let bad = |what: &str| Error::corrupt(object, format!("{what} is not valid base64"));
+        let salt = B64.decode(&self.salt).map_err(|_| bad("salt"))?;
+        let sealed = B64
+            .decode(&self.sealed_master)
+            .map_err(|_| bad("sealed_master"))?;
+        if sealed.len() != KEY_LEN + crypto::OVERHEAD {
+            return Err(Error::corrupt(
+                object,
+                "sealed master key has the wrong length",
+            ));
+        }
+        let kek = derive(password, &salt, self.params)?;
+        let cipher = XChaCha20Poly1305::new(&kek.into());
+        Ok(crypto::open_with(&cipher, AAD, &sealed).map(|m| {
+            let master: [u8; KEY_LEN] = m.try_into().expect("length checked above");
+            Keys::from_master(master)
+        }))
+    }
+}
+
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,333 @@
+//! The repository and its states: `Repository` (found, config read),
+//! `Unlocked` (a key opened: manifests and keys can be read), `Indexed`
+//! (the index is loaded: chunks can be read and written). Code that needs
+//! chunks cannot be written against a repository that has no index.
+
+use crate::backend::Backend;
+use crate::blob;
+use crate::chunker::Chunking;
+use crate::crypto::{hex_id, parse_id, Id, Keys};
+use crate::error::{Error, Result};
+use crate::index::{self, Index, Location};
+use crate::keyfile::{KdfParams, KeyFile};
+use crate::pack::pack_name;
+use crate::snapshot::{decode_records, Manifest, Node, Tree, MANIFEST_AAD};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    /// 32 random bytes, hex: names the local cache of this repository.
+    pub id: String,
+    pub chunking: Chunking,
+    pub compression_level: i32,
+    pub created: String,
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    pub config: Config,
+}
+
+impl Repository {
+    /// Creates a repository with a new master key wrapped by `password`.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
+        match backend.get("config") {
+            Ok(_) => return Err(Error::RepositoryExists(backend.location())),
+            Err(Error::Missing(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let mut id = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: hex::encode(id),
+            chunking: Chunking::DEFAULT_CDC,
+            compression_level: 3,
+            created: now_rfc3339(),
+        };
+        let keys = Keys::generate();
+        // The key goes first: a config without a key would be a repository nobody can open.
+        put_key(&*backend, &keys, password, kdf)?;
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        backend.put("config", bytes.into())?;
+        Ok(Repository { backend, config })
+    }
+
+    pub fn open(backend: Arc<dyn Backend>) -> Result<Repository> {
+        let bytes = match backend.get("config") {
+            Ok(b) => b,
+            Err(Error::Missing(_)) => return Err(Error::NoRepository(backend.location())),
+            Err(e) => return Err(e),
+        };
+        let config: Config = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt("config", format!("not valid JSON: {e}")))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::Invalid(format!(
+                "repository format version {} is not supported by this dedupe (it reads version {FORMAT_VERSION})",
+                config.version
+            )));
+        }
+        Ok(Repository { backend, config })
+    }
+
+    /// Tries every key object; `WrongPassword` when none opens.
+    pub fn unlock(self, password: &[u8]) -> Result<Unlocked> {
+        let keys = self.backend.list("keys/")?;
+        if keys.is_empty() {
+            return Err(Error::corrupt("keys/", "the repository has no key objects"));
+        }
+        for (name, _) in &keys {
+            let kf = read_keyfile(&*self.backend, name)?;
+            if let Some(k) = kf.unwrap_keys(name, password)? {
+                return Ok(Unlocked {
+                    backend: self.backend,
+                    config: self.config,
+                    keys: k,
+                    key_name: name.clone(),
+                });
+            }
+        }
+        Err(Error::WrongPassword)
+    }
+}
+
+fn read_keyfile(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
+    let b = backend.get(name)?;
+    serde_json::from_slice(&b).map_err(|e| Error::corrupt(name, format!("not a key object: {e}")))
+}
+
+fn put_key(backend: &dyn Backend, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<String> {
+    let kf = KeyFile::wrap(keys, password, kdf, now_rfc3339())?;
+    let bytes = serde_json::to_vec_pretty(&kf).expect("key serializes");
+    let name = format!("keys/{}", blake3::hash(&bytes).to_hex());
+    backend.put(&name, bytes.into())?;
+    Ok(name)
+}
+
+/// One key object, as `key list` shows it.
+#[derive(Debug, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub created: String,
+    pub hostname: String,
+    pub username: String,
+    pub current: bool,
+}
+
+pub struct Unlocked {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub config: Config,
+    pub(crate) keys: Keys,
+    key_name: String,
+}
+
+impl Unlocked {
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        let name = put_key(&*self.backend, &self.keys, password, kdf)?;
+        Ok(name.trim_start_matches("keys/").to_string())
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list("keys/")? {
+            let kf = read_keyfile(&*self.backend, &name)?;
+            out.push(KeyInfo {
+                id: name.trim_start_matches("keys/").to_string(),
+                created: kf.created,
+                hostname: kf.hostname,
+                username: kf.username,
+                current: name == self.key_name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a key object by id or unique prefix. The key in use cannot be
+    /// removed: that guards against locking oneself out with a typo.
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let matches: Vec<_> = self
+            .backend
+            .list("keys/")?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.trim_start_matches("keys/").starts_with(prefix))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(Error::Invalid(format!("no key matches {prefix}"))),
+            [one] if *one == self.key_name => Err(Error::Invalid(
+                "that is the key this command was opened with; open with another password to remove it".into(),
+            )),
+            [one] => {
+                self.backend.delete(one)?;
+                Ok(one.trim_start_matches("keys/").to_string())
+            }
+            _ => Err(Error::Invalid(format!("{prefix} matches several keys: give more characters"))),
+        }
+    }
+
+    /// Every snapshot, oldest first, with its id.
+    pub fn snapshots(&self) -> Result<Vec<(String, Manifest)>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list("snapshots/")? {
+            let id = name.trim_start_matches("snapshots/").to_string();
+            out.push((id, self.read_manifest(&name)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    fn read_manifest(&self, name: &str) -> Result<Manifest> {
+        let sealed = self.backend.get(name)?;
+        let expect = name.rsplit('/').next().unwrap_or_default();
+        if blake3::hash(&sealed).to_hex().as_str() != expect {
+            return Err(Error::corrupt(name, "its content does not match its name"));
+        }
+        let plain = self
+            .keys
+            .open(MANIFEST_AAD, &sealed)
+            .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
+    }
+
+    /// Finds a snapshot by id prefix, or `latest` (of `name` when given).
+    pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(String, Manifest)> {
+        let all = self.snapshots()?;
+        let mut matching: Vec<(String, Manifest)> = all
+            .into_iter()
+            .filter(|(_, m)| name.is_none_or(|n| m.name == n))
+            .collect();
+        if spec == "latest" {
+            return matching.pop().ok_or_else(|| {
+                Error::NoSnapshot(match name {
+                    Some(n) => format!("latest of name {n}"),
+                    None => "latest (the repository has no snapshots)".into(),
+                })
+            });
+        }
+        let hits: Vec<_> = matching
+            .into_iter()
+            .filter(|(id, _)| id.starts_with(spec))
+            .collect();
+        match hits.len() {
+            0 => Err(Error::NoSnapshot(spec.to_string())),
+            1 => Ok(hits.into_iter().next().expect("one")),
+            _ => Err(Error::AmbiguousSnapshot(spec.to_string())),
+        }
+    }
+
+    /// Writes a manifest; the snapshot exists from this moment on.
+    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<String> {
+        let plain = serde_json::to_vec(m).expect("manifest serializes");
+        let sealed = self.keys.seal(MANIFEST_AAD, &plain);
+        let id = blake3::hash(&sealed).to_hex().to_string();
+        self.backend
+            .put(&format!("snapshots/{id}"), sealed.into())?;
+        Ok(id)
+    }
+
+    /// The local cache directory of this repository.
+    pub fn cache_dir(&self, base: &std::path::Path) -> PathBuf {
+        base.join(&self.config.id)
+    }
+
+    /// Loads (and updates) the local index cache.
+    pub fn indexed(self, cache_base: &std::path::Path) -> Result<Indexed> {
+        let index = index::sync_cache(&*self.backend, &self.keys, &self.cache_dir(cache_base))?;
+        Ok(Indexed {
+            repo: self,
+            index,
+            cache_base: cache_base.to_path_buf(),
+        })
+    }
+}
+
+pub struct Indexed {
+    pub repo: Unlocked,
+    pub index: Index,
+    pub(crate) cache_base: PathBuf,
+}
+
+impl std::ops::Deref for Indexed {
+    type Target = Unlocked;
+    fn deref(&self) -> &Unlocked {
+        &self.repo
+    }
+}
+
+impl Indexed {
+    pub fn locate(&self, id: &Id) -> Result<Location> {
+        self.index
+            .lookup(id)
+            .ok_or_else(|| Error::UnknownChunk(hex_id(id)))
+    }
+
+    /// Reads, authenticates and decompresses one chunk.
+    pub fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let name = pack_name(&loc.pack);
+        let sealed = self.backend.get_range(
+            &name,
+            loc.offset as u64..loc.offset as u64 + loc.length as u64,
+        )?;
+        if sealed.len() != loc.length as usize {
+            return Err(Error::corrupt(
+                &name,
+                format!("is shorter than its index says (chunk {})", hex_id(id)),
+            ));
+        }
+        blob::open_chunk(&self.keys, id, &sealed, loc.raw_len as usize).map_err(|e| {
+            let why = match e {
+                blob::OpenError::Tag => {
+                    "fails authentication (a byte changed on storage)".to_string()
+                }
+                blob::OpenError::Framing(s) => s,
+            };
+            Error::corrupt(&name, format!("chunk {} {why}", hex_id(id)))
+        })
+    }
+
+    pub fn read_tree(&self, m: &Manifest) -> Result<Tree> {
+        let id =
+            parse_id(&m.tree).ok_or_else(|| Error::corrupt("snapshot", "tree id is not hex"))?;
+        let bytes = self.read_chunk(&id)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("tree {}", m.tree), e.to_string()))
+    }
+
+    /// The records (chunk id or hole, length) of a file node, list chunk by list chunk.
+    pub fn file_records<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> impl Iterator<Item = Result<Vec<(Id, u64)>>> + 'a {
+        node.content.iter().map(move |h| {
+            let id = parse_id(h).ok_or_else(|| {
+                Error::corrupt(format!("node {}", node.path), "content id is not hex")
+            })?;
+            let bytes = self.read_chunk(&id)?;
+            decode_records(&bytes)
+                .ok_or_else(|| Error::corrupt(format!("list chunk {h}"), "not whole records"))
+        })
+    }
+
+    pub fn cache_base(&self) -> &std::path::Path {
+        &self.cache_base
+    }
+}
