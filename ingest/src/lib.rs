@@ -1,1 +1,14 @@
+//! Where backups come from and where restores go.
+//!
+//! Sources turn something a DBA has (a stream on stdin, a mounted snapshot
+//! directory) into the store's shape: a stream of named entries with
+//! metadata. Sinks turn a snapshot's entries back into a directory or a
+//! byte stream. Nothing here knows about packs or keys.
 
+pub mod dir;
+pub mod sink;
+pub mod stream;
+
+pub use dir::DirSource;
+pub use sink::{restore_to_dir, restore_to_writer, RestoreReport, Selection};
+pub use stream::StreamSource;

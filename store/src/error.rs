@@ -40,7 +40,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             object: object.into(),
             reason: reason.into(),

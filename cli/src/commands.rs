@@ -1,0 +1,541 @@
+//! One function per command.
+
+use crate::exit::{self, Failure};
+use crate::password::{new_password, PasswordSource};
+use crate::{Cli, Command, KeyCommand, RepairCommand};
+use dedupe_ingest::{restore_to_dir, restore_to_writer, DirSource, Selection, StreamSource};
+use dedupe_store::backend::ObjectStoreBackend;
+use dedupe_store::keyfile::KdfParams;
+use dedupe_store::{BackupOptions, Indexed, NodeKind, Progress, Repository, Source, Unlocked};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+type R<T = ()> = Result<T, Failure>;
+
+struct Ctx {
+    repo: PathBuf,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    cache_dir: PathBuf,
+    json: bool,
+    quiet: bool,
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("dedupe");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/dedupe");
+    }
+    PathBuf::from("/var/tmp/dedupe-cache")
+}
+
+impl Ctx {
+    fn backend(&self) -> R<Arc<ObjectStoreBackend>> {
+        if !self.repo.is_dir() {
+            return Err(Failure::new(
+                exit::NO_REPOSITORY,
+                format!(
+                    "no dedupe repository at {}: run `dedupe init` first, or check --repo",
+                    self.repo.display()
+                ),
+            ));
+        }
+        Ok(Arc::new(ObjectStoreBackend::local(&self.repo)?))
+    }
+
+    fn password(&self) -> R<String> {
+        PasswordSource {
+            file: self.password_file.as_deref(),
+            command: self.password_command.as_deref(),
+        }
+        .get()
+    }
+
+    fn unlocked(&self) -> R<Unlocked> {
+        let repo = Repository::open(self.backend()?)?;
+        Ok(repo.unlock(self.password()?.as_bytes())?)
+    }
+
+    fn indexed(&self) -> R<Indexed> {
+        Ok(self.unlocked()?.indexed(&self.cache_dir)?)
+    }
+
+    fn progress_bar(&self, len: Option<u64>) -> ProgressBar {
+        let target = if self.quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let pb = match len {
+            Some(n) => ProgressBar::with_draw_target(Some(n), target).with_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+                )
+                .expect("template is valid"),
+            ),
+            None => ProgressBar::with_draw_target(None, target).with_style(
+                ProgressStyle::with_template(
+                    "{spinner} {bytes} read, {binary_bytes_per_sec} {msg}",
+                )
+                .expect("template is valid"),
+            ),
+        };
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    }
+
+    /// A human summary goes to stdout unless --quiet or --json.
+    fn say(&self, s: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            println!("{}", s.as_ref());
+        }
+    }
+}
+
+pub fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+pub fn run(cli: Cli) -> R {
+    let repo = cli
+        .repo
+        .clone()
+        .ok_or_else(|| Failure::usage("no repository given: pass --repo or set DEDUPE_REPO"))?;
+    let ctx = Ctx {
+        repo,
+        password_file: cli.password_file,
+        password_command: cli.password_command,
+        cache_dir: cli.cache_dir.unwrap_or_else(default_cache),
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Init => init(&ctx),
+        Command::Backup {
+            source,
+            name,
+            filename,
+            force_read,
+            compression,
+        } => backup(&ctx, &source, name, &filename, force_read, compression),
+        Command::Restore {
+            snapshot,
+            name,
+            target,
+            stdout,
+            path,
+            force,
+        } => restore(
+            &ctx,
+            &snapshot,
+            name.as_deref(),
+            target.as_deref(),
+            stdout,
+            path,
+            force,
+        ),
+        Command::Snapshots { name } => snapshots(&ctx, name.as_deref()),
+        Command::Ls { snapshot, name } => ls(&ctx, &snapshot, name.as_deref()),
+        Command::Stats => stats(&ctx),
+        Command::Key { command } => key(&ctx, command),
+        Command::Repair {
+            command: RepairCommand::Index,
+        } => repair_index(&ctx),
+    }
+}
+
+fn init(ctx: &Ctx) -> R {
+    let password = if ctx.password_file.is_some()
+        || ctx.password_command.is_some()
+        || std::env::var_os("DEDUPE_PASSWORD").is_some()
+    {
+        ctx.password()?
+    } else {
+        new_password(None, "DEDUPE_PASSWORD")?
+    };
+    std::fs::create_dir_all(&ctx.repo).map_err(|e| {
+        Failure::new(
+            exit::STORAGE,
+            format!("cannot create {}: {e}", ctx.repo.display()),
+        )
+    })?;
+    let repo = Repository::init(ctx.backend()?, password.as_bytes(), KdfParams::from_env())?;
+    if ctx.json {
+        println!("{}", json!({"repository": ctx.repo, "id": repo.config.id}));
+    }
+    ctx.say(format!(
+        "created repository {} at {}",
+        &repo.config.id[..8],
+        ctx.repo.display()
+    ));
+    Ok(())
+}
+
+fn backup(
+    ctx: &Ctx,
+    source: &str,
+    name: Option<String>,
+    filename: &str,
+    force_read: bool,
+    compression: Option<i32>,
+) -> R {
+    let repo = ctx.indexed()?;
+    let name = name.unwrap_or_else(dedupe_store::keyfile::hostname);
+    if name.is_empty() {
+        return Err(Failure::usage("no --name given and the host has no name"));
+    }
+    let chunking = repo.config.chunking;
+    let (src, description): (Box<dyn Source>, String) = if source == "-" {
+        if filename.contains('/') || filename.is_empty() || filename == "." || filename == ".." {
+            return Err(Failure::usage("--filename must be a plain file name"));
+        }
+        (
+            Box::new(StreamSource::new(
+                Box::new(std::io::stdin()),
+                filename,
+                chunking,
+            )),
+            "stdin".into(),
+        )
+    } else {
+        let path = Path::new(source);
+        let abs = std::fs::canonicalize(path)
+            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {source}: {e}")))?;
+        (
+            Box::new(DirSource::new(&abs, chunking)?),
+            format!("directory {}", abs.display()),
+        )
+    };
+    let progress = Arc::new(Progress::default());
+    let pb = ctx.progress_bar(None);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (pb, progress, done) = (pb.clone(), progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                pb.set_position(progress.bytes_read.load(Ordering::Relaxed));
+                pb.set_message(format!(
+                    "{} new",
+                    human(progress.bytes_new.load(Ordering::Relaxed))
+                ));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let opts = BackupOptions {
+        name,
+        source_description: description,
+        force_read,
+        compression_level: compression.unwrap_or(repo.config.compression_level),
+        metadata: Default::default(),
+    };
+    let result = repo.backup(src, opts, progress);
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    pb.finish_and_clear();
+    let result = result?;
+    let m = &result.manifest;
+    let s = &m.stats;
+    for w in &result.warnings {
+        eprintln!("dedupe: warning: {w}");
+    }
+    let ratio = if s.new_bytes_stored == 0 {
+        f64::INFINITY
+    } else {
+        s.bytes as f64 / s.new_bytes_stored as f64
+    };
+    if ctx.json {
+        let out = json!({
+            "snapshot": result.snapshot_id,
+            "name": m.name,
+            "time": m.time,
+            "files": s.files,
+            "files_unchanged": s.files_unchanged,
+            "bytes": s.bytes,
+            "bytes_read": s.bytes_read,
+            "chunks": s.chunks,
+            "new_chunks": s.new_chunks,
+            "new_bytes": s.new_bytes,
+            "new_bytes_stored": s.new_bytes_stored,
+            "packs_written": s.packs_written,
+            "dedup_ratio": if ratio.is_finite() { json!(ratio) } else { json!(null) },
+            "seconds": s.seconds,
+            "warnings": result.warnings,
+        });
+        println!("{out}");
+    }
+    ctx.say(format!(
+        "snapshot {} of {} saved: {} in {} files, {} new ({} stored), {:.1} s",
+        &result.snapshot_id[..8],
+        m.name,
+        human(s.bytes),
+        s.files,
+        human(s.new_bytes),
+        human(s.new_bytes_stored),
+        s.seconds
+    ));
+    Ok(())
+}
+
+fn dir_is_empty(p: &Path) -> R<bool> {
+    match std::fs::read_dir(p) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Failure::new(
+            exit::STORAGE,
+            format!("cannot read {}: {e}", p.display()),
+        )),
+    }
+}
+
+fn restore(
+    ctx: &Ctx,
+    spec: &str,
+    name: Option<&str>,
+    target: Option<&Path>,
+    stdout: bool,
+    path: Option<String>,
+    force: bool,
+) -> R {
+    // Check the target before anything slow or password-protected.
+    if let Some(t) = target {
+        if !force && !dir_is_empty(t)? {
+            return Err(Failure::new(
+                exit::TARGET_NOT_EMPTY,
+                format!("{} is not empty: restore into an empty directory, or pass --force to overwrite", t.display()),
+            ));
+        }
+    }
+    let repo = ctx.indexed()?;
+    let (id, manifest) = repo.find_snapshot(spec, name)?;
+    let tree = repo.read_tree(&manifest)?;
+    let nodes = Selection { path }.apply(tree)?;
+    let started = std::time::Instant::now();
+    if stdout {
+        let files = nodes.iter().filter(|n| n.kind == NodeKind::File).count();
+        if files > 1 {
+            return Err(Failure::usage(format!(
+                "the snapshot selection has {files} files: --stdout writes one; pick one with --path or use --target"
+            )));
+        }
+        // A File on fd 1 rather than Stdout: unbuffered by lines, and Send for the writer thread.
+        let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
+            .try_clone_to_owned()
+            .map_err(|e| Failure::new(exit::STORAGE, format!("cannot use stdout: {e}")))?;
+        let mut out = std::fs::File::from(fd);
+        let bytes = restore_to_writer(&repo, &nodes, &mut out)?;
+        if ctx.json {
+            eprintln!(
+                "{}",
+                json!({"snapshot": id, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()})
+            );
+        }
+        return Ok(());
+    }
+    let target = target.expect("clap requires --target without --stdout");
+    std::fs::create_dir_all(target).map_err(|e| {
+        Failure::new(
+            exit::STORAGE,
+            format!("cannot create {}: {e}", target.display()),
+        )
+    })?;
+    let total: u64 = nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::File)
+        .map(|n| n.size)
+        .sum();
+    let pb = ctx.progress_bar(Some(total));
+    let report = restore_to_dir(&repo, &nodes, target, &|n| pb.set_position(n));
+    pb.finish_and_clear();
+    let report = report?;
+    for w in &report.warnings {
+        eprintln!("dedupe: warning: {w}");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if ctx.json {
+        println!(
+            "{}",
+            json!({"snapshot": id, "target": target, "files": report.files, "dirs": report.dirs,
+                   "links": report.links, "bytes": report.bytes, "seconds": secs})
+        );
+    }
+    ctx.say(format!(
+        "restored snapshot {} into {}: {} files, {}, {:.1} s",
+        &id[..8],
+        target.display(),
+        report.files,
+        human(report.bytes),
+        secs
+    ));
+    Ok(())
+}
+
+fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
+    let repo = ctx.unlocked()?;
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, m)| name.is_none_or(|n| m.name == n))
+        .collect();
+    if ctx.json {
+        let arr: Vec<_> = snaps
+            .iter()
+            .map(|(id, m)| {
+                let mut v = serde_json::to_value(m).expect("manifest serializes");
+                v["id"] = json!(id);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        return Ok(());
+    }
+    if ctx.quiet {
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<26} {:<16} {:>11} {:>11}  source",
+        "id", "time", "name", "size", "new"
+    );
+    for (id, m) in &snaps {
+        println!(
+            "{:<10} {:<26} {:<16} {:>11} {:>11}  {}",
+            &id[..8],
+            &m.time[..m.time.len().min(26)],
+            m.name,
+            human(m.stats.bytes),
+            human(m.stats.new_bytes),
+            m.source
+        );
+    }
+    Ok(())
+}
+
+fn ls(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
+    let repo = ctx.indexed()?;
+    let (_, manifest) = repo.find_snapshot(spec, name)?;
+    let tree = repo.read_tree(&manifest)?;
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tree.nodes).expect("json")
+        );
+        return Ok(());
+    }
+    for n in &tree.nodes {
+        let kind = match n.kind {
+            NodeKind::Dir => 'd',
+            NodeKind::Symlink => 'l',
+            NodeKind::Hardlink => 'h',
+            NodeKind::File => '-',
+        };
+        let extra = n
+            .target
+            .as_ref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        println!(
+            "{kind}{:04o} {:>6} {:>6} {:>14} {}{}",
+            n.mode, n.uid, n.gid, n.size, n.path, extra
+        );
+    }
+    Ok(())
+}
+
+fn stats(ctx: &Ctx) -> R {
+    let repo = ctx.indexed()?;
+    let s = repo.stats()?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&s).expect("json"));
+        return Ok(());
+    }
+    ctx.say(format!(
+        "{} snapshots, {} in all; {} unique chunks ({}), stored in {} packs as {}\ndeduplication {:.2}x, compression {:.2}x",
+        s.snapshots,
+        human(s.logical_bytes),
+        s.unique_chunks,
+        human(s.unique_bytes),
+        s.packs,
+        human(s.stored_bytes),
+        s.dedup_ratio,
+        s.compression_ratio
+    ));
+    Ok(())
+}
+
+fn key(ctx: &Ctx, cmd: KeyCommand) -> R {
+    let repo = ctx.unlocked()?;
+    match cmd {
+        KeyCommand::Add { new_password_file } => {
+            let pw = new_password(new_password_file.as_deref(), "DEDUPE_NEW_PASSWORD")?;
+            let id = repo.add_key(pw.as_bytes(), KdfParams::from_env())?;
+            if ctx.json {
+                println!("{}", json!({"id": id}));
+            }
+            ctx.say(format!("added key {}", &id[..8]));
+        }
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if ctx.json {
+                println!("{}", serde_json::to_string_pretty(&keys).expect("json"));
+            } else if !ctx.quiet {
+                for k in keys {
+                    println!(
+                        "{} {} {} {}@{}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..8],
+                        k.created,
+                        k.username,
+                        k.hostname
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id)?;
+            if ctx.json {
+                println!("{}", json!({"removed": removed}));
+            }
+            ctx.say(format!("removed key {}", &removed[..8]));
+        }
+    }
+    Ok(())
+}
+
+fn repair_index(ctx: &Ctx) -> R {
+    let repo = ctx.unlocked()?;
+    let pb = ctx.progress_bar(None);
+    let report = repo.repair_index(&|n, total| {
+        pb.set_length(total);
+        pb.set_position(n);
+    });
+    pb.finish_and_clear();
+    let report = report?;
+    // The old cache names index objects that are gone now; it rebuilds itself on open.
+    let _ = repo.indexed(&ctx.cache_dir)?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    }
+    ctx.say(format!(
+        "index rebuilt from {} packs ({} chunks): {} index objects written, {} removed",
+        report.packs, report.chunks, report.index_objects_written, report.index_objects_removed
+    ));
+    Ok(())
+}

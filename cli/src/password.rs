@@ -1,0 +1,92 @@
+//! Where the passphrase comes from: `--password-file`, `--password-command`,
+//! `DEDUPE_PASSWORD`, or a prompt when stdin is a terminal; in that order.
+
+use crate::exit::{Failure, USAGE};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::Command;
+
+pub struct PasswordSource<'a> {
+    pub file: Option<&'a Path>,
+    pub command: Option<&'a str>,
+}
+
+fn trim_newline(mut s: String) -> String {
+    while s.ends_with('\n') || s.ends_with('\r') {
+        s.pop();
+    }
+    s
+}
+
+impl PasswordSource<'_> {
+    pub fn get(&self) -> Result<String, Failure> {
+        if let Some(f) = self.file {
+            let s = std::fs::read_to_string(f).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot read the password file {}: {e}",
+                    f.display()
+                ))
+            })?;
+            return Ok(trim_newline(s));
+        }
+        if let Some(c) = self.command {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(c)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| Failure::usage(format!("cannot run the password command: {e}")))?;
+            if !out.status.success() {
+                return Err(Failure::usage(format!(
+                    "the password command failed ({})",
+                    out.status
+                )));
+            }
+            return Ok(trim_newline(
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            ));
+        }
+        if let Ok(p) = std::env::var("DEDUPE_PASSWORD") {
+            return Ok(p);
+        }
+        if std::io::stdin().is_terminal() {
+            return rpassword::prompt_password("repository password: ")
+                .map_err(|e| Failure::usage(format!("cannot read the password: {e}")));
+        }
+        Err(Failure::new(
+            USAGE,
+            "no password given: set DEDUPE_PASSWORD, or pass --password-file or --password-command",
+        ))
+    }
+}
+
+/// A new passphrase (init, key add): from a file, `env_var`, or asked twice on a terminal.
+pub fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failure> {
+    if let Some(f) = file {
+        return PasswordSource {
+            file: Some(f),
+            command: None,
+        }
+        .get();
+    }
+    if let Ok(p) = std::env::var(env_var) {
+        if !p.is_empty() {
+            return Ok(p);
+        }
+    }
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("new password: ")
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        let b = rpassword::prompt_password("again: ").map_err(|e| Failure::usage(e.to_string()))?;
+        if a != b {
+            return Err(Failure::usage("the two passwords differ"));
+        }
+        if a.is_empty() {
+            return Err(Failure::usage("an empty password protects nothing"));
+        }
+        return Ok(a);
+    }
+    Err(Failure::usage(format!(
+        "no new password given: set {env_var} or pass a password file"
+    )))
+}
