@@ -41,21 +41,14 @@ impl Ctx {
         if !self.repo.is_dir() {
             return Err(Failure::new(
                 exit::NO_REPOSITORY,
-                format!(
-                    "no dedupe repository at {}: run `dedupe init` first, or check --repo",
-                    self.repo.display()
-                ),
+                format!("no dedupe repository at {}: run `dedupe init` first, or check --repo", self.repo.display()),
             ));
         }
         Ok(Arc::new(ObjectStoreBackend::local(&self.repo)?))
     }
 
     fn password(&self) -> R<String> {
-        PasswordSource {
-            file: self.password_file.as_deref(),
-            command: self.password_command.as_deref(),
-        }
-        .get()
+        PasswordSource { file: self.password_file.as_deref(), command: self.password_command.as_deref() }.get()
     }
 
     fn unlocked(&self) -> R<Unlocked> {
@@ -75,16 +68,12 @@ impl Ctx {
         };
         let pb = match len {
             Some(n) => ProgressBar::with_draw_target(Some(n), target).with_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-                )
-                .expect("template is valid"),
+                ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+                    .expect("template is valid"),
             ),
             None => ProgressBar::with_draw_target(None, target).with_style(
-                ProgressStyle::with_template(
-                    "{spinner} {bytes} read, {binary_bytes_per_sec} {msg}",
-                )
-                .expect("template is valid"),
+                ProgressStyle::with_template("{spinner} {bytes} read, {binary_bytes_per_sec} {msg}")
+                    .expect("template is valid"),
             ),
         };
         pb.enable_steady_tick(Duration::from_millis(200));
@@ -115,10 +104,7 @@ pub fn human(n: u64) -> String {
 }
 
 pub fn run(cli: Cli) -> R {
-    let repo = cli
-        .repo
-        .clone()
-        .ok_or_else(|| Failure::usage("no repository given: pass --repo or set DEDUPE_REPO"))?;
+    let repo = cli.repo.clone().ok_or_else(|| Failure::usage("no repository given: pass --repo or set DEDUPE_REPO"))?;
     let ctx = Ctx {
         repo,
         password_file: cli.password_file,
@@ -129,36 +115,17 @@ pub fn run(cli: Cli) -> R {
     };
     match cli.command {
         Command::Init => init(&ctx),
-        Command::Backup {
-            source,
-            name,
-            filename,
-            force_read,
-            compression,
-        } => backup(&ctx, &source, name, &filename, force_read, compression),
-        Command::Restore {
-            snapshot,
-            name,
-            target,
-            stdout,
-            path,
-            force,
-        } => restore(
-            &ctx,
-            &snapshot,
-            name.as_deref(),
-            target.as_deref(),
-            stdout,
-            path,
-            force,
-        ),
+        Command::Backup { source, name, filename, force_read, compression } => {
+            backup(&ctx, &source, name, &filename, force_read, compression)
+        }
+        Command::Restore { snapshot, name, target, stdout, path, force } => {
+            restore(&ctx, &snapshot, name.as_deref(), target.as_deref(), stdout, path, force)
+        }
         Command::Snapshots { name } => snapshots(&ctx, name.as_deref()),
         Command::Ls { snapshot, name } => ls(&ctx, &snapshot, name.as_deref()),
         Command::Stats => stats(&ctx),
         Command::Key { command } => key(&ctx, command),
-        Command::Repair {
-            command: RepairCommand::Index,
-        } => repair_index(&ctx),
+        Command::Repair { command: RepairCommand::Index } => repair_index(&ctx),
     }
 }
 
@@ -171,21 +138,13 @@ fn init(ctx: &Ctx) -> R {
     } else {
         new_password(None, "DEDUPE_PASSWORD")?
     };
-    std::fs::create_dir_all(&ctx.repo).map_err(|e| {
-        Failure::new(
-            exit::STORAGE,
-            format!("cannot create {}: {e}", ctx.repo.display()),
-        )
-    })?;
+    std::fs::create_dir_all(&ctx.repo)
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", ctx.repo.display())))?;
     let repo = Repository::init(ctx.backend()?, password.as_bytes(), KdfParams::from_env())?;
     if ctx.json {
         println!("{}", json!({"repository": ctx.repo, "id": repo.config.id}));
     }
-    ctx.say(format!(
-        "created repository {} at {}",
-        &repo.config.id[..8],
-        ctx.repo.display()
-    ));
+    ctx.say(format!("created repository {} at {}", &repo.config.id[..8], ctx.repo.display()));
     Ok(())
 }
 
@@ -207,22 +166,12 @@ fn backup(
         if filename.contains('/') || filename.is_empty() || filename == "." || filename == ".." {
             return Err(Failure::usage("--filename must be a plain file name"));
         }
-        (
-            Box::new(StreamSource::new(
-                Box::new(std::io::stdin()),
-                filename,
-                chunking,
-            )),
-            "stdin".into(),
-        )
+        (Box::new(StreamSource::new(Box::new(std::io::stdin()), filename, chunking)), "stdin".into())
     } else {
         let path = Path::new(source);
         let abs = std::fs::canonicalize(path)
             .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {source}: {e}")))?;
-        (
-            Box::new(DirSource::new(&abs, chunking)?),
-            format!("directory {}", abs.display()),
-        )
+        (Box::new(DirSource::new(&abs, chunking)?), format!("directory {}", abs.display()))
     };
     let progress = Arc::new(Progress::default());
     let pb = ctx.progress_bar(None);
@@ -232,10 +181,7 @@ fn backup(
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 pb.set_position(progress.bytes_read.load(Ordering::Relaxed));
-                pb.set_message(format!(
-                    "{} new",
-                    human(progress.bytes_new.load(Ordering::Relaxed))
-                ));
+                pb.set_message(format!("{} new", human(progress.bytes_new.load(Ordering::Relaxed))));
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
@@ -257,11 +203,7 @@ fn backup(
     for w in &result.warnings {
         eprintln!("dedupe: warning: {w}");
     }
-    let ratio = if s.new_bytes_stored == 0 {
-        f64::INFINITY
-    } else {
-        s.bytes as f64 / s.new_bytes_stored as f64
-    };
+    let ratio = if s.new_bytes_stored == 0 { f64::INFINITY } else { s.bytes as f64 / s.new_bytes_stored as f64 };
     if ctx.json {
         let out = json!({
             "snapshot": result.snapshot_id,
@@ -299,10 +241,7 @@ fn dir_is_empty(p: &Path) -> R<bool> {
     match std::fs::read_dir(p) {
         Ok(mut rd) => Ok(rd.next().is_none()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(Failure::new(
-            exit::STORAGE,
-            format!("cannot read {}: {e}", p.display()),
-        )),
+        Err(e) => Err(Failure::new(exit::STORAGE, format!("cannot read {}: {e}", p.display()))),
     }
 }
 
@@ -343,25 +282,14 @@ fn restore(
         let mut out = std::fs::File::from(fd);
         let bytes = restore_to_writer(&repo, &nodes, &mut out)?;
         if ctx.json {
-            eprintln!(
-                "{}",
-                json!({"snapshot": id, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()})
-            );
+            eprintln!("{}", json!({"snapshot": id, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()}));
         }
         return Ok(());
     }
     let target = target.expect("clap requires --target without --stdout");
-    std::fs::create_dir_all(target).map_err(|e| {
-        Failure::new(
-            exit::STORAGE,
-            format!("cannot create {}: {e}", target.display()),
-        )
-    })?;
-    let total: u64 = nodes
-        .iter()
-        .filter(|n| n.kind == NodeKind::File)
-        .map(|n| n.size)
-        .sum();
+    std::fs::create_dir_all(target)
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", target.display())))?;
+    let total: u64 = nodes.iter().filter(|n| n.kind == NodeKind::File).map(|n| n.size).sum();
     let pb = ctx.progress_bar(Some(total));
     let report = restore_to_dir(&repo, &nodes, target, &|n| pb.set_position(n));
     pb.finish_and_clear();
@@ -390,11 +318,7 @@ fn restore(
 
 fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
     let repo = ctx.unlocked()?;
-    let snaps: Vec<_> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, m)| name.is_none_or(|n| m.name == n))
-        .collect();
+    let snaps: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, m)| name.is_none_or(|n| m.name == n)).collect();
     if ctx.json {
         let arr: Vec<_> = snaps
             .iter()
@@ -410,10 +334,7 @@ fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
     if ctx.quiet {
         return Ok(());
     }
-    println!(
-        "{:<10} {:<26} {:<16} {:>11} {:>11}  source",
-        "id", "time", "name", "size", "new"
-    );
+    println!("{:<10} {:<26} {:<16} {:>11} {:>11}  source", "id", "time", "name", "size", "new");
     for (id, m) in &snaps {
         println!(
             "{:<10} {:<26} {:<16} {:>11} {:>11}  {}",
@@ -433,10 +354,7 @@ fn ls(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
     let (_, manifest) = repo.find_snapshot(spec, name)?;
     let tree = repo.read_tree(&manifest)?;
     if ctx.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&tree.nodes).expect("json")
-        );
+        println!("{}", serde_json::to_string_pretty(&tree.nodes).expect("json"));
         return Ok(());
     }
     for n in &tree.nodes {
@@ -446,15 +364,8 @@ fn ls(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
             NodeKind::Hardlink => 'h',
             NodeKind::File => '-',
         };
-        let extra = n
-            .target
-            .as_ref()
-            .map(|t| format!(" -> {t}"))
-            .unwrap_or_default();
-        println!(
-            "{kind}{:04o} {:>6} {:>6} {:>14} {}{}",
-            n.mode, n.uid, n.gid, n.size, n.path, extra
-        );
+        let extra = n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        println!("{kind}{:04o} {:>6} {:>6} {:>14} {}{}", n.mode, n.uid, n.gid, n.size, n.path, extra);
     }
     Ok(())
 }

@@ -26,10 +26,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-        }
+        Failure { code, message: message.into() }
     }
     pub fn usage(message: impl Into<String>) -> Self {
         Failure::new(USAGE, message)

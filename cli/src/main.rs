@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "dedupe",
-    version,
-    about = "Deduplicating, encrypted backups for databases"
-)]
+#[command(name = "dedupe", version, about = "Deduplicating, encrypted backups for databases")]
 pub struct Cli {
     /// Repository: a local directory (created by `dedupe init`).
     #[arg(long, env = "DEDUPE_REPO", global = true)]
@@ -127,11 +123,7 @@ fn main() {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
             std::process::exit(code);
         }

@@ -21,12 +21,8 @@ fn trim_newline(mut s: String) -> String {
 impl PasswordSource<'_> {
     pub fn get(&self) -> Result<String, Failure> {
         if let Some(f) = self.file {
-            let s = std::fs::read_to_string(f).map_err(|e| {
-                Failure::usage(format!(
-                    "cannot read the password file {}: {e}",
-                    f.display()
-                ))
-            })?;
+            let s = std::fs::read_to_string(f)
+                .map_err(|e| Failure::usage(format!("cannot read the password file {}: {e}", f.display())))?;
             return Ok(trim_newline(s));
         }
         if let Some(c) = self.command {
@@ -37,14 +33,9 @@ impl PasswordSource<'_> {
                 .output()
                 .map_err(|e| Failure::usage(format!("cannot run the password command: {e}")))?;
             if !out.status.success() {
-                return Err(Failure::usage(format!(
-                    "the password command failed ({})",
-                    out.status
-                )));
+                return Err(Failure::usage(format!("the password command failed ({})", out.status)));
             }
-            return Ok(trim_newline(
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-            ));
+            return Ok(trim_newline(String::from_utf8_lossy(&out.stdout).into_owned()));
         }
         if let Ok(p) = std::env::var("DEDUPE_PASSWORD") {
             return Ok(p);
@@ -63,11 +54,7 @@ impl PasswordSource<'_> {
 /// A new passphrase (init, key add): from a file, `env_var`, or asked twice on a terminal.
 pub fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failure> {
     if let Some(f) = file {
-        return PasswordSource {
-            file: Some(f),
-            command: None,
-        }
-        .get();
+        return PasswordSource { file: Some(f), command: None }.get();
     }
     if let Ok(p) = std::env::var(env_var) {
         if !p.is_empty() {
@@ -75,8 +62,7 @@ pub fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failur
         }
     }
     if std::io::stdin().is_terminal() {
-        let a = rpassword::prompt_password("new password: ")
-            .map_err(|e| Failure::usage(e.to_string()))?;
+        let a = rpassword::prompt_password("new password: ").map_err(|e| Failure::usage(e.to_string()))?;
         let b = rpassword::prompt_password("again: ").map_err(|e| Failure::usage(e.to_string()))?;
         if a != b {
             return Err(Failure::usage("the two passwords differ"));
@@ -86,7 +72,5 @@ pub fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failur
         }
         return Ok(a);
     }
-    Err(Failure::usage(format!(
-        "no new password given: set {env_var} or pass a password file"
-    )))
+    Err(Failure::usage(format!("no new password given: set {env_var} or pass a password file")))
 }

@@ -26,13 +26,9 @@ pub struct DirSource {
 
 impl DirSource {
     pub fn new(root: &Path, chunking: Chunking) -> Result<Self> {
-        let meta = fs::metadata(root)
-            .map_err(|e| Error::Input(format!("cannot read {}: {e}", root.display())))?;
+        let meta = fs::metadata(root).map_err(|e| Error::Input(format!("cannot read {}: {e}", root.display())))?;
         if !meta.is_dir() {
-            return Err(Error::Input(format!(
-                "{} is not a directory",
-                root.display()
-            )));
+            return Err(Error::Input(format!("{} is not a directory", root.display())));
         }
         Ok(DirSource {
             root: root.to_path_buf(),
@@ -45,24 +41,16 @@ impl DirSource {
     }
 
     fn list(&mut self, dir: &Path, rel: &str) -> Result<()> {
-        let rd = fs::read_dir(dir)
-            .map_err(|e| Error::Input(format!("cannot list {}: {e}", dir.display())))?;
+        let rd = fs::read_dir(dir).map_err(|e| Error::Input(format!("cannot list {}: {e}", dir.display())))?;
         let mut children = Vec::new();
         for de in rd {
             let de = de.map_err(|e| Error::Input(format!("cannot list {}: {e}", dir.display())))?;
             let name = de.file_name();
             let Some(name) = name.to_str() else {
-                self.warnings.push(format!(
-                    "skipped {}: the name is not UTF-8",
-                    de.path().display()
-                ));
+                self.warnings.push(format!("skipped {}: the name is not UTF-8", de.path().display()));
                 continue;
             };
-            let path = if rel == ROOT {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let path = if rel == ROOT { name.to_string() } else { format!("{rel}/{name}") };
             children.push((de.path(), path));
         }
         // Reverse order: the stack pops the smallest name first.
@@ -90,18 +78,13 @@ impl Source for DirSource {
     fn next_entry(&mut self) -> Result<Option<Entry>> {
         if !self.started {
             self.started = true;
-            let m = fs::metadata(&self.root)
-                .map_err(|e| Error::Input(format!("{}: {e}", self.root.display())))?;
+            let m = fs::metadata(&self.root).map_err(|e| Error::Input(format!("{}: {e}", self.root.display())))?;
             let root = self.root.clone();
             self.list(&root, ROOT)?;
             let mut node = node_from(ROOT.into(), NodeKind::Dir, &m);
             node.inode = 0;
             node.ctime_ns = 0;
-            return Ok(Some(Entry {
-                node,
-                body: Body::None,
-                chunking: self.chunking,
-            }));
+            return Ok(Some(Entry { node, body: Body::None, chunking: self.chunking }));
         }
         loop {
             let Some(top) = self.stack.last_mut() else {
@@ -115,16 +98,10 @@ impl Source for DirSource {
                 Ok(m) => m,
                 // Gone since the listing: only a live tree does that; say so and go on.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.warnings
-                        .push(format!("{} vanished during the backup", fs_path.display()));
+                    self.warnings.push(format!("{} vanished during the backup", fs_path.display()));
                     continue;
                 }
-                Err(e) => {
-                    return Err(Error::Input(format!(
-                        "cannot stat {}: {e}",
-                        fs_path.display()
-                    )))
-                }
+                Err(e) => return Err(Error::Input(format!("cannot stat {}: {e}", fs_path.display()))),
             };
             let ft = m.file_type();
             let entry = if ft.is_dir() {
@@ -132,31 +109,19 @@ impl Source for DirSource {
                 let mut node = node_from(path, NodeKind::Dir, &m);
                 node.inode = 0;
                 node.ctime_ns = 0;
-                Entry {
-                    node,
-                    body: Body::None,
-                    chunking: self.chunking,
-                }
+                Entry { node, body: Body::None, chunking: self.chunking }
             } else if ft.is_symlink() {
-                let target = fs::read_link(&fs_path).map_err(|e| {
-                    Error::Input(format!("cannot read link {}: {e}", fs_path.display()))
-                })?;
+                let target = fs::read_link(&fs_path)
+                    .map_err(|e| Error::Input(format!("cannot read link {}: {e}", fs_path.display())))?;
                 let Some(target) = target.to_str() else {
-                    self.warnings.push(format!(
-                        "skipped {}: link target is not UTF-8",
-                        fs_path.display()
-                    ));
+                    self.warnings.push(format!("skipped {}: link target is not UTF-8", fs_path.display()));
                     continue;
                 };
                 let mut node = node_from(path, NodeKind::Symlink, &m);
                 node.target = Some(target.to_string());
                 node.inode = 0;
                 node.ctime_ns = 0;
-                Entry {
-                    node,
-                    body: Body::None,
-                    chunking: self.chunking,
-                }
+                Entry { node, body: Body::None, chunking: self.chunking }
             } else if ft.is_file() {
                 if m.nlink() > 1 {
                     if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
@@ -165,20 +130,12 @@ impl Source for DirSource {
                         node.size = 0;
                         node.inode = 0;
                         node.ctime_ns = 0;
-                        return Ok(Some(Entry {
-                            node,
-                            body: Body::None,
-                            chunking: self.chunking,
-                        }));
+                        return Ok(Some(Entry { node, body: Body::None, chunking: self.chunking }));
                     }
                     self.links.insert((m.dev(), m.ino()), path.clone());
                 }
                 let node = node_from(path, NodeKind::File, &m);
-                Entry {
-                    node,
-                    body: Body::File(fs_path),
-                    chunking: self.chunking,
-                }
+                Entry { node, body: Body::File(fs_path), chunking: self.chunking }
             } else {
                 let what = if ft.is_socket() {
                     "socket"
@@ -189,10 +146,7 @@ impl Source for DirSource {
                 } else {
                     "special file"
                 };
-                self.warnings.push(format!(
-                    "skipped {}: a {what} is not backed up",
-                    fs_path.display()
-                ));
+                self.warnings.push(format!("skipped {}: a {what} is not backed up", fs_path.display()));
                 continue;
             };
             return Ok(Some(entry));

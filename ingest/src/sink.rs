@@ -73,15 +73,8 @@ pub struct RestoreReport {
 /// could step outside the target (`..`, absolute paths).
 fn safe_rel(p: &str) -> Result<PathBuf> {
     let path = Path::new(p);
-    if p.is_empty()
-        || path
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(Error::corrupt(
-            format!("tree entry {p:?}"),
-            "path leaves the restore target",
-        ));
+    if p.is_empty() || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(Error::corrupt(format!("tree entry {p:?}"), "path leaves the restore target"));
     }
     Ok(path.to_path_buf())
 }
@@ -109,11 +102,7 @@ pub fn restore_to_dir(
     let mut dir_meta: Vec<(PathBuf, &Node)> = Vec::new();
     let mut done: u64 = 0;
     for node in nodes {
-        let dest = if node.path == ROOT {
-            target.to_path_buf()
-        } else {
-            target.join(safe_rel(&node.path)?)
-        };
+        let dest = if node.path == ROOT { target.to_path_buf() } else { target.join(safe_rel(&node.path)?) };
         if node.path != ROOT {
             let parent = dest.parent().expect("below target").to_path_buf();
             if !dirs.contains(&parent) {
@@ -126,8 +115,7 @@ pub fn restore_to_dir(
                 if node.path != ROOT {
                     match fs::create_dir(&dest) {
                         Ok(()) => {}
-                        Err(e)
-                            if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
                         Err(e) => return Err(io_err("creating", &dest)(e)),
                     }
                 }
@@ -151,11 +139,8 @@ pub fn restore_to_dir(
             }
             NodeKind::File => {
                 let _ = fs::remove_file(&dest);
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&dest)
-                    .map_err(io_err("creating", &dest))?;
+                let mut f =
+                    OpenOptions::new().write(true).create_new(true).open(&dest).map_err(io_err("creating", &dest))?;
                 let mut pos = 0u64;
                 let mut seek_needed = false;
                 let err = io_err("writing", &dest);
@@ -163,8 +148,7 @@ pub fn restore_to_dir(
                     match piece {
                         Piece::Data(d) => {
                             if seek_needed {
-                                f.seek(SeekFrom::Start(pos))
-                                    .map_err(|e| Error::io("seeking", e))?;
+                                f.seek(SeekFrom::Start(pos)).map_err(|e| Error::io("seeking", e))?;
                                 seek_needed = false;
                             }
                             f.write_all(d).map_err(|e| Error::io("writing", e))?;
@@ -199,13 +183,7 @@ pub fn restore_to_dir(
     Ok(report)
 }
 
-fn apply_meta(
-    dest: &Path,
-    node: &Node,
-    root: bool,
-    warned: &mut bool,
-    report: &mut RestoreReport,
-) -> Result<()> {
+fn apply_meta(dest: &Path, node: &Node, root: bool, warned: &mut bool, report: &mut RestoreReport) -> Result<()> {
     let symlink = node.kind == NodeKind::Symlink;
     if let Err(e) = std::os::unix::fs::lchown(dest, Some(node.uid), Some(node.gid)) {
         if root {
@@ -213,9 +191,7 @@ fn apply_meta(
         }
         if !*warned {
             *warned = true;
-            report
-                .warnings
-                .push("not running as root: files keep the restoring user as owner".into());
+            report.warnings.push("not running as root: files keep the restoring user as owner".into());
         }
     }
     if !symlink {
@@ -231,11 +207,7 @@ fn apply_meta(
 }
 
 /// Writes the content of the selected files to `out`, holes as zeros.
-pub fn restore_to_writer(
-    repo: &Indexed,
-    nodes: &[Node],
-    out: &mut (dyn Write + Send),
-) -> Result<u64> {
+pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Send)) -> Result<u64> {
     let zeros = vec![0u8; 1 << 16];
     let mut total = 0u64;
     for node in nodes.iter().filter(|n| n.kind == NodeKind::File) {
@@ -259,7 +231,6 @@ pub fn restore_to_writer(
             r.map_err(|e| Error::io("writing the output", e))
         })?;
     }
-    out.flush()
-        .map_err(|e| Error::io("writing the output", e))?;
+    out.flush().map_err(|e| Error::io("writing the output", e))?;
     Ok(total)
 }

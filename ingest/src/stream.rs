@@ -19,13 +19,7 @@ impl StreamSource {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        StreamSource {
-            entry: Some(Entry {
-                node,
-                body: Body::Stream(reader),
-                chunking,
-            }),
-        }
+        StreamSource { entry: Some(Entry { node, body: Body::Stream(reader), chunking }) }
     }
 }
 

@@ -15,7 +15,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutPayload};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub trait Backend: Send + Sync {
     fn put(&self, name: &str, bytes: Bytes) -> Result<()>;
@@ -24,6 +24,10 @@ pub trait Backend: Send + Sync {
     /// Every object name under `prefix` (which ends in `/`), with its size.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
     fn delete(&self, name: &str) -> Result<()>;
+    /// Makes every `put` so far durable. Callers flush before writing an
+    /// object that refers to others (a manifest), so what it names survives
+    /// a power cut whenever it does.
+    fn flush(&self) -> Result<()>;
     /// Where the repository is, for messages.
     fn location(&self) -> String;
 }
@@ -32,19 +36,18 @@ pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
     location: String,
-    /// Set for a local directory: puts are fsynced there, since
-    /// `object_store`'s local store renames into place without a sync and a
-    /// backup that reports success must survive a power cut.
+    /// Set for a local directory: `object_store`'s local store renames into
+    /// place without a sync, and a backup that reports success must survive
+    /// a power cut, so puts are remembered here and synced by `flush`.
     local_root: Option<PathBuf>,
+    unsynced: Mutex<Vec<String>>,
 }
 
 impl ObjectStoreBackend {
     /// A repository in a local directory (which must exist).
     pub fn local(root: &Path) -> Result<Self> {
-        let store = LocalFileSystem::new_with_prefix(root).map_err(|e| Error::Storage {
-            object: root.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let store = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| Error::Storage { object: root.display().to_string(), message: e.to_string() })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("dedupe-io")
@@ -56,6 +59,7 @@ impl ObjectStoreBackend {
             runtime,
             location: root.display().to_string(),
             local_root: Some(root.to_path_buf()),
+            unsynced: Mutex::new(Vec::new()),
         })
     }
 
@@ -75,26 +79,26 @@ impl ObjectStoreBackend {
                     }
                     src = s.source();
                 }
-                Error::Storage {
-                    object: name.to_string(),
-                    message: other.to_string(),
-                }
+                Error::Storage { object: name.to_string(), message: other.to_string() }
             }
         }
     }
 
-    fn sync_local(&self, name: &str) -> Result<()> {
-        let Some(root) = &self.local_root else {
-            return Ok(());
-        };
-        let path = root.join(name);
-        let f = std::fs::File::open(&path)
-            .map_err(|e| Error::io(format!("opening {name} to sync it"), e))?;
-        f.sync_all()
-            .map_err(|e| Error::io(format!("syncing {name}"), e))?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+    fn sync_local(&self, names: &[String]) -> Result<()> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let mut dirs = std::collections::BTreeSet::new();
+        for name in names {
+            let path = root.join(name);
+            let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("opening {name} to sync it"), e))?;
+            f.sync_all().map_err(|e| Error::io(format!("syncing {name}"), e))?;
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        // The renames that made the objects visible live in their directories.
+        for dir in dirs {
+            if let Ok(d) = std::fs::File::open(&dir) {
+                d.sync_all().map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
             }
         }
         Ok(())
@@ -104,24 +108,21 @@ impl ObjectStoreBackend {
 impl Backend for ObjectStoreBackend {
     fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
         let path = ObjPath::from(name);
-        self.runtime
-            .block_on(self.store.put(&path, PutPayload::from_bytes(bytes)))
-            .map_err(|e| self.err(name, e))?;
-        self.sync_local(name)
+        self.runtime.block_on(self.store.put(&path, PutPayload::from_bytes(bytes))).map_err(|e| self.err(name, e))?;
+        if self.local_root.is_some() {
+            self.unsynced.lock().expect("not poisoned").push(name.to_string());
+        }
+        Ok(())
     }
 
     fn get(&self, name: &str) -> Result<Bytes> {
         let path = ObjPath::from(name);
-        self.runtime
-            .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map_err(|e| self.err(name, e))
+        self.runtime.block_on(async { self.store.get(&path).await?.bytes().await }).map_err(|e| self.err(name, e))
     }
 
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
         let path = ObjPath::from(name);
-        self.runtime
-            .block_on(self.store.get_range(&path, range))
-            .map_err(|e| self.err(name, e))
+        self.runtime.block_on(self.store.get_range(&path, range)).map_err(|e| self.err(name, e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
@@ -130,10 +131,7 @@ impl Backend for ObjectStoreBackend {
             .runtime
             .block_on(self.store.list(Some(&path)).try_collect::<Vec<_>>())
             .map_err(|e| self.err(prefix, e))?;
-        let mut out: Vec<(String, u64)> = metas
-            .into_iter()
-            .map(|m| (m.location.to_string(), m.size))
-            .collect();
+        let mut out: Vec<(String, u64)> = metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect();
         out.sort();
         Ok(out)
     }
@@ -144,6 +142,11 @@ impl Backend for ObjectStoreBackend {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(name, e)),
         }
+    }
+
+    fn flush(&self) -> Result<()> {
+        let names = std::mem::take(&mut *self.unsynced.lock().expect("not poisoned"));
+        self.sync_local(&names)
     }
 
     fn location(&self) -> String {

@@ -1,12 +1,16 @@
 //! The backup pipeline.
 //!
 //! ```text
-//! reader thread        main thread (rayon inside)              uploader thread
-//! source → chunker ─►  hash, dedup, compress+encrypt ─► pack ─► put pack, put index object
-//!          batches     (parallel)  then trees in order   (bounded: one pack in flight)
+//! reader thread          worker threads (one a core)       calling thread            uploader thread
+//! source → chunker ─►    hash, dedup, compress+encrypt ─►  in order: lists, tree ─►  put pack,
+//!          units of ≤2 MiB                                 packs                      put index object
 //! ```
-//! Queues are bounded, so a slow disk or network throttles the reader and
-//! memory stays flat whatever the input size. A duplicate chunk costs a hash
+//! Units carry a sequence number; the calling thread puts them back in order.
+//! Workers take units one at a time, so a large chunk on one core does not
+//! leave the other idle, as a batch barrier would. A fixed number of
+//! tokens bounds the units in flight, and one pack at most waits for the
+//! uploader, so a slow disk or network throttles the reader and memory
+//! stays flat whatever the input size. A duplicate chunk costs a hash
 //! and an index probe. The manifest is written only after every pack and
 //! index object is stored: an interrupted backup leaves packs that the next
 //! backup finds in the index and reuses, and no snapshot.
@@ -19,8 +23,7 @@ use crate::index::seal_index_object;
 use crate::pack::{pack_name, FinishedPack, PackWriter};
 use crate::repo::{now_rfc3339, Indexed};
 use crate::snapshot::{encode_records, Manifest, Node, NodeKind, Stats, Tree, HOLE, LIST_RECORDS};
-use crossbeam_channel::{bounded, Receiver, Sender};
-use rayon::prelude::*;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -89,10 +92,55 @@ enum Item {
     Whole(Node),
 }
 
-const BATCH_BYTES: usize = 8 << 20;
-const BATCH_ITEMS: usize = 256;
+/// A unit of work closes at this many bytes of chunk data or this many items.
+const UNIT_BYTES: usize = 2 << 20;
+const UNIT_ITEMS: usize = 256;
+/// Units between the reader and the in-order consumer: ~24 MiB of chunks.
+const IN_FLIGHT: usize = 12;
 
-type Batch = Result<Vec<Item>>;
+struct Unit {
+    seq: u64,
+    items: Vec<Item>,
+}
+
+/// A unit with, for each item, the chunk id and the sealed blob if the chunk is new.
+struct Done {
+    seq: u64,
+    items: Vec<Item>,
+    results: Vec<Option<(Id, Option<Vec<u8>>)>>,
+}
+
+/// What the workers share: read-only keys and index, and the in-run dedup set.
+struct Shared<'a> {
+    keys: &'a crate::crypto::Keys,
+    index: &'a crate::index::Index,
+    level: i32,
+    /// Chunks this backup has stored (or is storing).
+    claimed: Mutex<HashSet<Id>>,
+}
+
+impl Shared<'_> {
+    /// Claims a chunk for storing: true if nobody has it yet.
+    fn claim(&self, id: &Id) -> bool {
+        !self.index.contains(id) && self.claimed.lock().expect("not poisoned").insert(*id)
+    }
+
+    fn work(&self, unit: Unit) -> Done {
+        let results = unit
+            .items
+            .iter()
+            .map(|item| match item {
+                Item::Chunk(data) => {
+                    let id = self.keys.chunk_id(data);
+                    let blob = self.claim(&id).then(|| blob::seal_chunk(self.keys, &id, data, self.level));
+                    Some((id, blob))
+                }
+                _ => None,
+            })
+            .collect();
+        Done { seq: unit.seq, items: unit.items, results }
+    }
+}
 
 impl Indexed {
     pub fn backup(
@@ -104,34 +152,10 @@ impl Indexed {
         let started = Instant::now();
         let parent = self.previous_snapshot(&opts.name)?;
         let previous: HashMap<String, Node> = match &parent {
-            Some((_, m)) => self
-                .read_tree(m)?
-                .nodes
-                .into_iter()
-                .map(|n| (n.path.clone(), n))
-                .collect(),
+            Some((_, m)) => self.read_tree(m)?.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
             None => HashMap::new(),
         };
         let force_read = opts.force_read;
-
-        let (batch_tx, batch_rx) = bounded::<Batch>(2);
-        let read_progress = progress.clone();
-        let reader = std::thread::Builder::new()
-            .name("dedupe-read".into())
-            .spawn(move || {
-                let r = read_source(
-                    &mut *source,
-                    &previous,
-                    force_read,
-                    &batch_tx,
-                    &read_progress,
-                );
-                if let Err(e) = r {
-                    let _ = batch_tx.send(Err(e));
-                }
-                source.warnings()
-            })
-            .map_err(|e| Error::io("starting the reader thread", e))?;
 
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let backend = self.backend.clone();
@@ -148,26 +172,53 @@ impl Indexed {
             })
             .map_err(|e| Error::io("starting the upload thread", e))?;
 
-        let mut w = Writer {
-            repo: self,
+        let shared = Shared {
+            keys: &self.keys,
+            index: &self.index,
             level: opts.compression_level,
             claimed: Mutex::new(HashSet::new()),
+        };
+        let mut w = Writer {
+            shared: &shared,
             pack: PackWriter::new(),
             pack_tx: Some(pack_tx),
             stats: Stats::default(),
             progress: progress.clone(),
         };
-        let processed = w.process(batch_rx);
-        // Whatever happened, stop the reader and let the uploader drain.
-        let warnings = reader.join().unwrap_or_default();
-        let tree = match processed {
-            Ok(tree) => w.finish(tree),
-            Err(e) => Err(e),
-        };
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let (work_tx, work_rx) = unbounded::<Unit>();
+        let (done_tx, done_rx) = unbounded::<Done>();
+        let (token_tx, token_rx) = bounded::<()>(IN_FLIGHT);
+        for _ in 0..IN_FLIGHT {
+            token_tx.send(()).expect("capacity is IN_FLIGHT");
+        }
+        let (read, processed) = std::thread::scope(|s| {
+            let (src, prev, prog) = (&mut source, &previous, &*progress);
+            let reader = s.spawn(move || {
+                let r = read_source(&mut **src, prev, force_read, work_tx, token_rx, prog);
+                (r, src.warnings())
+            });
+            for _ in 0..workers {
+                let (rx, tx, shared) = (work_rx.clone(), done_tx.clone(), &shared);
+                s.spawn(move || {
+                    for unit in rx {
+                        if tx.send(shared.work(unit)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop((work_rx, done_tx));
+            // Returning drops the token sender and the result receiver, which stops the reader and workers.
+            let processed = w.process(done_rx, token_tx);
+            (reader.join(), processed)
+        });
+        let (read, warnings) =
+            read.unwrap_or_else(|_| (Err(Error::Invalid("the reader thread panicked".into())), vec![]));
+        // The reader's failure explains an incomplete tree, so it is reported first.
+        let tree = read.and(processed).and_then(|tree| w.finish(tree));
         drop(w.pack_tx.take());
-        let uploaded = uploader
-            .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("the upload thread panicked".into())));
+        let uploaded = uploader.join().unwrap_or_else(|_| Err(Error::Invalid("the upload thread panicked".into())));
         // An upload failure explains a stopped writer, so it is reported first.
         uploaded?;
         let tree_id = tree?;
@@ -188,11 +239,7 @@ impl Indexed {
             metadata: opts.metadata,
         };
         let snapshot_id = self.write_manifest(&manifest)?;
-        Ok(BackupResult {
-            snapshot_id,
-            manifest,
-            warnings,
-        })
+        Ok(BackupResult { snapshot_id, manifest, warnings })
     }
 
     fn previous_snapshot(&self, name: &str) -> Result<Option<(String, Manifest)>> {
@@ -209,32 +256,35 @@ fn read_source(
     source: &mut dyn Source,
     previous: &HashMap<String, Node>,
     force_read: bool,
-    tx: &Sender<Batch>,
+    tx: Sender<Unit>,
+    tokens: Receiver<()>,
     progress: &Progress,
 ) -> Result<()> {
+    let mut seq = 0u64;
+    let mut unit_bytes = 0usize;
     let mut batch = Vec::new();
-    let mut batch_bytes = 0usize;
+    let send = |batch: &mut Vec<Item>, seq: &mut u64| -> Result<()> {
+        // No token: the consumer has stopped (and reports why).
+        tokens.recv().map_err(|_| Error::Invalid("backup stopped".into()))?;
+        tx.send(Unit { seq: *seq, items: std::mem::take(batch) })
+            .map_err(|_| Error::Invalid("backup stopped".into()))?;
+        *seq += 1;
+        Ok(())
+    };
     let mut push = |item: Item, batch: &mut Vec<Item>| -> Result<()> {
         if let Item::Chunk(c) = &item {
-            batch_bytes += c.len();
-            progress
-                .bytes_read
-                .fetch_add(c.len() as u64, Ordering::Relaxed);
+            unit_bytes += c.len();
+            progress.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
         }
         batch.push(item);
-        if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_ITEMS {
-            batch_bytes = 0;
-            tx.send(Ok(std::mem::take(batch)))
-                .map_err(|_| Error::Invalid("backup stopped".into()))?;
+        if unit_bytes >= UNIT_BYTES || batch.len() >= UNIT_ITEMS {
+            unit_bytes = 0;
+            send(batch, &mut seq)?;
         }
         Ok(())
     };
     while let Some(entry) = source.next_entry()? {
-        let Entry {
-            mut node,
-            body,
-            chunking,
-        } = entry;
+        let Entry { mut node, body, chunking } = entry;
         match body {
             Body::None => push(Item::Whole(node), &mut batch)?,
             Body::File(path) => {
@@ -249,23 +299,20 @@ fn read_source(
                 }
                 let size = node.size;
                 push(Item::Start(node), &mut batch)?;
-                let file = File::open(&path)
-                    .map_err(|e| Error::Input(format!("cannot open {}: {e}", path.display())))?;
-                for (data, extent) in extents(&file, size)
-                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
+                let file =
+                    File::open(&path).map_err(|e| Error::Input(format!("cannot open {}: {e}", path.display())))?;
+                for (data, extent) in
+                    extents(&file, size).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
                 {
                     if !data {
                         push(Item::Hole(extent.1), &mut batch)?;
                         continue;
                     }
                     let mut f = &file;
-                    f.seek(SeekFrom::Start(extent.0))
-                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+                    f.seek(SeekFrom::Start(extent.0)).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
                     let mut read = 0u64;
                     for chunk in Chunker::new(f.take(extent.1), chunking) {
-                        let chunk = chunk.map_err(|e| {
-                            Error::Input(format!("reading {}: {e}", path.display()))
-                        })?;
+                        let chunk = chunk.map_err(|e| Error::Input(format!("reading {}: {e}", path.display())))?;
                         read += chunk.len() as u64;
                         push(Item::Chunk(chunk), &mut batch)?;
                     }
@@ -289,8 +336,8 @@ fn read_source(
         }
     }
     if !batch.is_empty() {
-        tx.send(Ok(batch))
-            .map_err(|_| Error::Invalid("backup stopped".into()))?;
+        drop(push);
+        send(&mut batch, &mut seq)?;
     }
     Ok(())
 }
@@ -338,23 +385,17 @@ fn extents(file: &File, size: u64) -> io::Result<Vec<(bool, (u64, u64))>> {
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        let hole = if hole < 0 {
-            size
-        } else {
-            (hole as u64).min(size)
-        };
+        let hole = if hole < 0 { size } else { (hole as u64).min(size) };
         out.push((true, (data, hole - data)));
         pos = hole;
     }
     Ok(out)
 }
 
-/// Runs on the calling thread: turns batches into packs and the tree.
+/// Runs on the calling thread: puts results back in order, writes list
+/// chunks, packs and the tree.
 struct Writer<'a> {
-    repo: &'a Indexed,
-    level: i32,
-    /// Chunks this backup has stored (or is storing): the in-run dedup set.
-    claimed: Mutex<HashSet<Id>>,
+    shared: &'a Shared<'a>,
     pack: PackWriter,
     pack_tx: Option<Sender<FinishedPack>>,
     stats: Stats,
@@ -369,78 +410,60 @@ struct OpenFile {
 }
 
 impl Writer<'_> {
-    /// Claims a chunk for storing: true if nobody has it yet.
-    fn claim(&self, id: &Id) -> bool {
-        !self.repo.index.contains(id) && self.claimed.lock().expect("not poisoned").insert(*id)
-    }
-
-    fn process(&mut self, rx: Receiver<Batch>) -> Result<Tree> {
+    fn process(&mut self, rx: Receiver<Done>, tokens: Sender<()>) -> Result<Tree> {
         let mut tree = Tree::default();
         let mut open: Option<OpenFile> = None;
-        for batch in rx {
-            let batch = batch?;
-            let keys = &self.repo.keys;
-            let level = self.level;
-            let this = &*self;
-            // Hash, dedup and seal in parallel; results keep batch order.
-            let sealed: Vec<Option<(Id, Option<Vec<u8>>)>> = batch
-                .par_iter()
-                .map(|item| match item {
-                    Item::Chunk(data) => {
-                        let id = keys.chunk_id(data);
-                        let blob = this
-                            .claim(&id)
-                            .then(|| blob::seal_chunk(keys, &id, data, level));
-                        Some((id, blob))
-                    }
-                    _ => None,
-                })
-                .collect();
-            for (item, sealed) in batch.into_iter().zip(sealed) {
-                match item {
-                    Item::Whole(node) => {
-                        if node.kind == NodeKind::File {
-                            self.stats.files += 1;
-                            self.stats.files_unchanged += 1;
-                            self.stats.bytes += node.size;
-                        }
-                        tree.nodes.push(node);
-                    }
-                    Item::Start(node) => {
-                        open = Some(OpenFile {
-                            node,
-                            records: Vec::new(),
-                            logical: 0,
-                        })
-                    }
-                    Item::Hole(len) => self.push_record(open.as_mut(), HOLE, len)?,
-                    Item::Chunk(data) => {
-                        let (id, blob) = sealed.expect("chunks have results");
-                        self.stats.chunks += 1;
-                        if let Some(blob) = blob {
-                            self.store(id, &blob, data.len())?;
-                        }
-                        self.push_record(open.as_mut(), id, data.len() as u64)?;
-                    }
-                    Item::End => {
-                        let mut f = open
-                            .take()
-                            .ok_or_else(|| Error::Invalid("file end without start".into()))?;
-                        self.flush_list(&mut f)?;
-                        f.node.size = f.logical;
+        let mut waiting: std::collections::BTreeMap<u64, Done> = Default::default();
+        let mut next = 0u64;
+        for done in rx {
+            waiting.insert(done.seq, done);
+            while let Some(done) = waiting.remove(&next) {
+                next += 1;
+                self.consume(done, &mut tree, &mut open)?;
+                let _ = tokens.send(());
+            }
+        }
+        if !waiting.is_empty() {
+            return Err(Error::Invalid("a worker stopped before its unit was done".into()));
+        }
+        if open.is_some() {
+            return Err(Error::Input("the source ended in the middle of a file".into()));
+        }
+        Ok(tree)
+    }
+
+    fn consume(&mut self, done: Done, tree: &mut Tree, open: &mut Option<OpenFile>) -> Result<()> {
+        for (item, sealed) in done.items.into_iter().zip(done.results) {
+            match item {
+                Item::Whole(node) => {
+                    if node.kind == NodeKind::File {
                         self.stats.files += 1;
-                        self.stats.bytes += f.logical;
-                        tree.nodes.push(f.node);
+                        self.stats.files_unchanged += 1;
+                        self.stats.bytes += node.size;
                     }
+                    tree.nodes.push(node);
+                }
+                Item::Start(node) => *open = Some(OpenFile { node, records: Vec::new(), logical: 0 }),
+                Item::Hole(len) => self.push_record(open.as_mut(), HOLE, len)?,
+                Item::Chunk(data) => {
+                    let (id, blob) = sealed.expect("chunks have results");
+                    self.stats.chunks += 1;
+                    if let Some(blob) = blob {
+                        self.store(id, &blob, data.len())?;
+                    }
+                    self.push_record(open.as_mut(), id, data.len() as u64)?;
+                }
+                Item::End => {
+                    let mut f = open.take().ok_or_else(|| Error::Invalid("file end without start".into()))?;
+                    self.flush_list(&mut f)?;
+                    f.node.size = f.logical;
+                    self.stats.files += 1;
+                    self.stats.bytes += f.logical;
+                    tree.nodes.push(f.node);
                 }
             }
         }
-        if open.is_some() {
-            return Err(Error::Input(
-                "the source ended in the middle of a file".into(),
-            ));
-        }
-        Ok(tree)
+        Ok(())
     }
 
     fn push_record(&mut self, open: Option<&mut OpenFile>, id: Id, len: u64) -> Result<()> {
@@ -467,9 +490,10 @@ impl Writer<'_> {
 
     /// Stores a small chunk made here (list chunk, tree), deduplicated.
     fn store_small(&mut self, data: &[u8]) -> Result<Id> {
-        let id = self.repo.keys.chunk_id(data);
-        if self.claim(&id) {
-            let blob = blob::seal_chunk(&self.repo.keys, &id, data, self.level);
+        let sh = self.shared;
+        let id = sh.keys.chunk_id(data);
+        if sh.claim(&id) {
+            let blob = blob::seal_chunk(sh.keys, &id, data, sh.level);
             self.store(id, &blob, data.len())?;
         }
         Ok(id)
@@ -479,9 +503,7 @@ impl Writer<'_> {
         self.stats.new_chunks += 1;
         self.stats.new_bytes += raw_len as u64;
         self.stats.new_bytes_stored += blob.len() as u64;
-        self.progress
-            .bytes_new
-            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.progress.bytes_new.fetch_add(raw_len as u64, Ordering::Relaxed);
         self.pack.add(id, blob, raw_len);
         if self.pack.is_full() {
             self.flush_pack()?;
@@ -493,13 +515,12 @@ impl Writer<'_> {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let pack = std::mem::take(&mut self.pack).finish(&self.repo.keys);
+        let pack = std::mem::take(&mut self.pack).finish(self.shared.keys);
         self.pack = PackWriter::new();
         self.stats.packs_written += 1;
         let tx = self.pack_tx.as_ref().expect("open while writing");
         // A closed channel means the uploader failed; its error is reported at join.
-        tx.send(pack)
-            .map_err(|_| Error::Invalid("upload stopped".into()))
+        tx.send(pack).map_err(|_| Error::Invalid("upload stopped".into()))
     }
 
     fn finish(&mut self, tree: Tree) -> Result<Id> {

@@ -27,10 +27,7 @@ pub fn seal_chunk(keys: &Keys, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
         && COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().map(|(l, _)| *l) != Some(level) {
-                *c = Some((
-                    level,
-                    zstd::bulk::Compressor::new(level).expect("zstd level is valid"),
-                ));
+                *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd level is valid")));
             }
             let (_, comp) = c.as_mut().expect("set above");
             // Only a strictly smaller result is kept: capacity is the input size.
@@ -70,28 +67,21 @@ pub enum OpenError {
 }
 
 /// Decrypts and decompresses a blob; `raw_len` is the expected plaintext size.
-pub fn open_chunk(
-    keys: &Keys,
-    id: &Id,
-    sealed: &[u8],
-    raw_len: usize,
-) -> Result<Vec<u8>, OpenError> {
+pub fn open_chunk(keys: &Keys, id: &Id, sealed: &[u8], raw_len: usize) -> Result<Vec<u8>, OpenError> {
     let mut buf = keys.open(id, sealed).ok_or(OpenError::Tag)?;
     let data = match buf.first() {
         Some(&RAW) => {
             buf.remove(0);
             buf
         }
-        Some(&ZSTD) => zstd::bulk::decompress(&buf[1..], raw_len)
-            .map_err(|e| OpenError::Framing(format!("zstd: {e}")))?,
+        Some(&ZSTD) => {
+            zstd::bulk::decompress(&buf[1..], raw_len).map_err(|e| OpenError::Framing(format!("zstd: {e}")))?
+        }
         Some(f) => return Err(OpenError::Framing(format!("unknown flag {f}"))),
         None => return Err(OpenError::Framing("empty payload".into())),
     };
     if data.len() != raw_len {
-        return Err(OpenError::Framing(format!(
-            "{} bytes where the index says {raw_len}",
-            data.len()
-        )));
+        return Err(OpenError::Framing(format!("{} bytes where the index says {raw_len}", data.len())));
     }
     Ok(data)
 }

@@ -22,11 +22,7 @@ pub enum Chunking {
 
 impl Chunking {
     /// The default for opaque streams: 256 KiB / 1 MiB / 4 MiB (see format-spec).
-    pub const DEFAULT_CDC: Chunking = Chunking::FastCdc {
-        min: 256 * 1024,
-        avg: 1024 * 1024,
-        max: 4 * 1024 * 1024,
-    };
+    pub const DEFAULT_CDC: Chunking = Chunking::FastCdc { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
 
     fn max(&self) -> usize {
         match *self {
@@ -52,15 +48,7 @@ pub struct Chunker<R> {
 impl<R: Read> Chunker<R> {
     pub fn new(source: R, chunking: Chunking) -> Self {
         let cap = (chunking.max() * 4).max(1 << 20);
-        Chunker {
-            source,
-            chunking,
-            buf: vec![0; cap],
-            start: 0,
-            end: 0,
-            eof: false,
-            bytes_read: 0,
-        }
+        Chunker { source, chunking, buf: vec![0; cap], start: 0, end: 0, eof: false, bytes_read: 0 }
     }
 
     /// Reads until the buffer holds at least one maximal chunk or the input ends.
@@ -143,10 +131,7 @@ mod tests {
     #[test]
     fn fixed_blocks_split_at_multiples() {
         let data = vec![1u8; 16384 * 3 + 5];
-        assert_eq!(
-            lens(&data, Chunking::Fixed { size: 16384 }),
-            vec![16384, 16384, 16384, 5]
-        );
+        assert_eq!(lens(&data, Chunking::Fixed { size: 16384 }), vec![16384, 16384, 16384, 5]);
     }
 
     #[test]
@@ -167,18 +152,13 @@ mod tests {
         }
         // Same cut points as the reference implementation over a slice.
         let reference: Vec<usize> =
-            fastcdc::v2020::FastCDC::new(&data, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
-                .map(|c| c.length)
-                .collect();
+            fastcdc::v2020::FastCDC::new(&data, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024).map(|c| c.length).collect();
         assert_eq!(l, reference);
     }
 
     #[test]
     fn zero_run_cuts_at_max() {
         let data = vec![0u8; 9 * 1024 * 1024];
-        assert_eq!(
-            lens(&data, Chunking::DEFAULT_CDC),
-            vec![4 << 20, 4 << 20, 1 << 20]
-        );
+        assert_eq!(lens(&data, Chunking::DEFAULT_CDC), vec![4 << 20, 4 << 20, 1 << 20]);
     }
 }

@@ -34,11 +34,7 @@ impl Keys {
     pub fn from_master(master: [u8; KEY_LEN]) -> Self {
         let id_key = blake3::derive_key(ID_CONTEXT, &master);
         let enc_key = blake3::derive_key(ENC_CONTEXT, &master);
-        Keys {
-            master,
-            id_key,
-            cipher: XChaCha20Poly1305::new(&enc_key.into()),
-        }
+        Keys { master, id_key, cipher: XChaCha20Poly1305::new(&enc_key.into()) }
     }
 
     pub fn generate() -> Self {
@@ -75,13 +71,7 @@ pub(crate) fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8]
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
         .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -94,9 +84,7 @@ pub(crate) fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -
         return None;
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-        .ok()
+    cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
 }
 
 /// Lower-case hex of an id.

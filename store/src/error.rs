@@ -15,9 +15,7 @@ pub enum Error {
     Corrupt { object: String, reason: String },
     #[error("object {0} is missing from the repository")]
     Missing(String),
-    #[error(
-        "chunk {0} is not in the index: run `dedupe repair index`, or the chunk's pack is gone"
-    )]
+    #[error("chunk {0} is not in the index: run `dedupe repair index`, or the chunk's pack is gone")]
     UnknownChunk(String),
     #[error("no snapshot matches {0}")]
     NoSnapshot(String),
@@ -41,17 +39,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Corrupt {
-            object: object.into(),
-            reason: reason.into(),
-        }
+        Error::Corrupt { object: object.into(), reason: reason.into() }
     }
 
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// True when the error means the disk (or bucket) has no room left.

@@ -44,18 +44,12 @@ pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String
     (format!("index/{}", blake3::hash(&sealed).to_hex()), sealed)
 }
 
-pub fn open_index_object(
-    keys: &Keys,
-    name: &str,
-    sealed: &[u8],
-) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+pub fn open_index_object(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
     let expect = name.rsplit('/').next().unwrap_or_default();
     if blake3::hash(sealed).to_hex().as_str() != expect {
         return Err(Error::corrupt(name, "its content does not match its name"));
     }
-    let plain = keys
-        .open(INDEX_AAD, sealed)
-        .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
+    let plain = keys.open(INDEX_AAD, sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
     let mut out = Vec::new();
     let mut p = &plain[..];
     while !p.is_empty() {
@@ -68,13 +62,7 @@ pub fn open_index_object(
         if p.len() < n * ENTRY_LEN {
             return Err(Error::corrupt(name, "truncated entry list"));
         }
-        out.push((
-            pack,
-            p[..n * ENTRY_LEN]
-                .chunks_exact(ENTRY_LEN)
-                .map(PackEntry::decode)
-                .collect(),
-        ));
+        out.push((pack, p[..n * ENTRY_LEN].chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect()));
         p = &p[n * ENTRY_LEN..];
     }
     Ok(out)
@@ -104,13 +92,7 @@ fn rec_id(r: &[u8]) -> &[u8] {
 
 impl Index {
     fn empty() -> Self {
-        Index {
-            map: None,
-            names: HashSet::new(),
-            packs: Vec::new(),
-            records_at: 0,
-            count: 0,
-        }
+        Index { map: None, names: HashSet::new(), packs: Vec::new(), records_at: 0, count: 0 }
     }
 
     fn records(&self) -> &[u8] {
@@ -169,10 +151,7 @@ impl Index {
                 return None;
             }
             last = Some(rec_id(r));
-            Some((
-                r[..32].try_into().expect("32"),
-                u32::from_le_bytes(r[44..48].try_into().expect("4")),
-            ))
+            Some((r[..32].try_into().expect("32"), u32::from_le_bytes(r[44..48].try_into().expect("4"))))
         })
     }
 
@@ -181,43 +160,28 @@ impl Index {
             return Ok(None);
         };
         // SAFETY: cache files are only ever replaced by rename, never written in place.
-        let map = unsafe { Mmap::map(&f) }
-            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
         let parse = || -> Option<Index> {
             if map.len() < 16 || &map[..16] != CACHE_MAGIC {
                 return None;
             }
             let mut p = 16;
-            let u32at = |p: usize| {
-                map.get(p..p + 4)
-                    .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
-            };
+            let u32at = |p: usize| map.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
             let n_names = u32at(p)?;
             p += 4;
-            let names = (0..n_names)
-                .map(|i| map[p + i * 32..p + i * 32 + 32].try_into().expect("32"))
-                .collect::<HashSet<Id>>();
+            let names =
+                (0..n_names).map(|i| map[p + i * 32..p + i * 32 + 32].try_into().expect("32")).collect::<HashSet<Id>>();
             p += n_names * 32;
             let n_packs = u32at(p)?;
             p += 4;
-            let packs = map
-                .get(p..p + n_packs * 32)?
-                .chunks_exact(32)
-                .map(|c| c.try_into().expect("32"))
-                .collect();
+            let packs = map.get(p..p + n_packs * 32)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
             p += n_packs * 32;
             let count = u64::from_le_bytes(map.get(p..p + 8)?.try_into().ok()?) as usize;
             p += 8;
             if map.len() != p + count * REC {
                 return None;
             }
-            Some(Index {
-                map: None,
-                names,
-                packs,
-                records_at: p,
-                count,
-            })
+            Some(Index { map: None, names, packs, records_at: p, count })
         };
         Ok(parse().map(|mut ix| {
             ix.map = Some(map);
@@ -229,8 +193,7 @@ impl Index {
 /// Brings the local cache up to date with the repository's index objects
 /// and opens it.
 pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Result<Index> {
-    std::fs::create_dir_all(cache_dir)
-        .map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
+    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
     let path = cache_dir.join("index.bin");
     let listed: Vec<(String, Id)> = backend
         .list("index/")?
@@ -243,21 +206,13 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
     if !old.names.is_subset(&listed_ids) {
         old = Index::empty();
     }
-    let new: Vec<&(String, Id)> = listed
-        .iter()
-        .filter(|(_, id)| !old.names.contains(id))
-        .collect();
+    let new: Vec<&(String, Id)> = listed.iter().filter(|(_, id)| !old.names.contains(id)).collect();
     if new.is_empty() {
         return Ok(old);
     }
     let mut cur = old;
     for batch in new.chunks(64) {
-        let mut pack_no: HashMap<Id, u32> = cur
-            .packs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i as u32))
-            .collect();
+        let mut pack_no: HashMap<Id, u32> = cur.packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
         let mut packs = cur.packs.clone();
         let mut names = cur.names.clone();
         let mut recs: Vec<[u8; REC]> = Vec::new();
@@ -285,23 +240,13 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
         }
         recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
         write_cache(&path, &cur, &names, &packs, &recs)?;
-        cur = Index::load(&path)?.ok_or_else(|| {
-            Error::Invalid(format!(
-                "index cache {} unreadable after writing",
-                path.display()
-            ))
-        })?;
+        cur = Index::load(&path)?
+            .ok_or_else(|| Error::Invalid(format!("index cache {} unreadable after writing", path.display())))?;
     }
     Ok(cur)
 }
 
-fn write_cache(
-    path: &Path,
-    old: &Index,
-    names: &HashSet<Id>,
-    packs: &[Id],
-    new: &[[u8; REC]],
-) -> Result<()> {
+fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new: &[[u8; REC]]) -> Result<()> {
     let dir = path.parent().expect("cache file has a parent");
     let tmp = tempfile_in(dir)?;
     let ctx = |e| Error::io(format!("writing index cache in {}", dir.display()), e);
@@ -309,24 +254,20 @@ fn write_cache(
         let f = File::create(&tmp).map_err(ctx)?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         w.write_all(CACHE_MAGIC).map_err(ctx)?;
-        w.write_all(&(names.len() as u32).to_le_bytes())
-            .map_err(ctx)?;
+        w.write_all(&(names.len() as u32).to_le_bytes()).map_err(ctx)?;
         for n in names {
             w.write_all(n).map_err(ctx)?;
         }
-        w.write_all(&(packs.len() as u32).to_le_bytes())
-            .map_err(ctx)?;
+        w.write_all(&(packs.len() as u32).to_le_bytes()).map_err(ctx)?;
         for p in packs {
             w.write_all(p).map_err(ctx)?;
         }
-        w.write_all(&((old.count + new.len()) as u64).to_le_bytes())
-            .map_err(ctx)?;
+        w.write_all(&((old.count + new.len()) as u64).to_le_bytes()).map_err(ctx)?;
         // Merge two sorted runs.
         let olds = old.records();
         let (mut i, mut j) = (0, 0);
         while i < old.count || j < new.len() {
-            let take_old =
-                j == new.len() || (i < old.count && olds[i * REC..i * REC + 32] <= new[j][..32]);
+            let take_old = j == new.len() || (i < old.count && olds[i * REC..i * REC + 32] <= new[j][..32]);
             if take_old {
                 w.write_all(&olds[i * REC..(i + 1) * REC]).map_err(ctx)?;
                 i += 1;

@@ -28,11 +28,7 @@ pub struct KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
@@ -41,10 +37,7 @@ impl KdfParams {
     /// hundreds of repositories; real repositories keep the default.
     pub fn from_env() -> Self {
         let mut p = KdfParams::default();
-        if let Some(m) = std::env::var("DEDUPE_KDF_MEMORY_KIB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        if let Some(m) = std::env::var("DEDUPE_KDF_MEMORY_KIB").ok().and_then(|v| v.parse().ok()) {
             p.memory_kib = m;
             p.iterations = 1;
         }
@@ -96,21 +89,13 @@ impl KeyFile {
     /// `Ok(None)` for a wrong password; `Err` for a damaged key object.
     pub fn unwrap_keys(&self, object: &str, password: &[u8]) -> Result<Option<Keys>> {
         if self.kdf != "argon2id" {
-            return Err(Error::corrupt(
-                object,
-                format!("unknown kdf {:?}", self.kdf),
-            ));
+            return Err(Error::corrupt(object, format!("unknown kdf {:?}", self.kdf)));
         }
         let bad = |what: &str| Error::corrupt(object, format!("{what} is not valid base64"));
         let salt = B64.decode(&self.salt).map_err(|_| bad("salt"))?;
-        let sealed = B64
-            .decode(&self.sealed_master)
-            .map_err(|_| bad("sealed_master"))?;
+        let sealed = B64.decode(&self.sealed_master).map_err(|_| bad("sealed_master"))?;
         if sealed.len() != KEY_LEN + crypto::OVERHEAD {
-            return Err(Error::corrupt(
-                object,
-                "sealed master key has the wrong length",
-            ));
+            return Err(Error::corrupt(object, "sealed master key has the wrong length"));
         }
         let kek = derive(password, &salt, self.params)?;
         let cipher = XChaCha20Poly1305::new(&kek.into());

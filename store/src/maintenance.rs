@@ -59,6 +59,7 @@ impl Unlocked {
             self.backend.put(&name, bytes.into())?;
             names.push(name);
         }
+        self.backend.flush()?;
         let mut removed = 0;
         for (name, _) in &old_index {
             if !names.contains(name) {

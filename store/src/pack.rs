@@ -33,12 +33,7 @@ impl PackEntry {
 
     pub fn decode(b: &[u8]) -> Self {
         let u = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        PackEntry {
-            id: b[..32].try_into().expect("32 bytes"),
-            offset: u(32),
-            length: u(36),
-            raw_len: u(40),
-        }
+        PackEntry { id: b[..32].try_into().expect("32 bytes"), offset: u(32), length: u(36), raw_len: u(40) }
     }
 }
 
@@ -68,10 +63,7 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new() -> Self {
-        PackWriter {
-            buf: Vec::with_capacity(TARGET_PACK_SIZE + (4 << 20)),
-            entries: Vec::new(),
-        }
+        PackWriter { buf: Vec::with_capacity(TARGET_PACK_SIZE + (4 << 20)), entries: Vec::new() }
     }
 
     pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: usize) {
@@ -106,11 +98,7 @@ impl PackWriter {
         bytes.extend_from_slice(&trailer);
         bytes.extend_from_slice(&(trailer.len() as u32).to_le_bytes());
         let id = *blake3::hash(&bytes).as_bytes();
-        FinishedPack {
-            id,
-            bytes,
-            entries: self.entries,
-        }
+        FinishedPack { id, bytes, entries: self.entries }
     }
 }
 
@@ -118,10 +106,7 @@ impl PackWriter {
 pub fn read_entries(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
     let name = pack_name(pack_id);
     if blake3::hash(bytes).as_bytes() != pack_id {
-        return Err(Error::corrupt(
-            &name,
-            "its content does not match its name (a byte changed on storage)",
-        ));
+        return Err(Error::corrupt(&name, "its content does not match its name (a byte changed on storage)"));
     }
     parse_trailer(keys, &name, bytes)
 }
@@ -133,32 +118,18 @@ fn parse_trailer(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<PackEntry>
     }
     let tlen = u32::from_le_bytes(bytes[n - 4..].try_into().expect("4 bytes")) as usize;
     if tlen + 4 > n {
-        return Err(Error::corrupt(
-            name,
-            "trailer length points outside the pack",
-        ));
+        return Err(Error::corrupt(name, "trailer length points outside the pack"));
     }
     let sealed = &bytes[n - 4 - tlen..n - 4];
-    let plain = keys
-        .open(TRAILER_AAD, sealed)
-        .ok_or_else(|| Error::corrupt(name, "trailer fails authentication"))?;
+    let plain = keys.open(TRAILER_AAD, sealed).ok_or_else(|| Error::corrupt(name, "trailer fails authentication"))?;
     if plain.len() % ENTRY_LEN != 0 {
-        return Err(Error::corrupt(
-            name,
-            "trailer length is not a whole number of entries",
-        ));
+        return Err(Error::corrupt(name, "trailer length is not a whole number of entries"));
     }
     let body_end = (n - 4 - tlen) as u64;
-    let entries: Vec<PackEntry> = plain
-        .chunks_exact(ENTRY_LEN)
-        .map(PackEntry::decode)
-        .collect();
+    let entries: Vec<PackEntry> = plain.chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect();
     for e in &entries {
         if e.offset as u64 + e.length as u64 > body_end {
-            return Err(Error::corrupt(
-                name,
-                "an entry points outside the pack body",
-            ));
+            return Err(Error::corrupt(name, "an entry points outside the pack body"));
         }
     }
     Ok(entries)

@@ -51,14 +51,16 @@ impl Repository {
             version: FORMAT_VERSION,
             id: hex::encode(id),
             chunking: Chunking::DEFAULT_CDC,
-            compression_level: 3,
+            compression_level: 1,
             created: now_rfc3339(),
         };
         let keys = Keys::generate();
         // The key goes first: a config without a key would be a repository nobody can open.
         put_key(&*backend, &keys, password, kdf)?;
+        backend.flush()?;
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
         backend.put("config", bytes.into())?;
+        backend.flush()?;
         Ok(Repository { backend, config })
     }
 
@@ -68,8 +70,8 @@ impl Repository {
             Err(Error::Missing(_)) => return Err(Error::NoRepository(backend.location())),
             Err(e) => return Err(e),
         };
-        let config: Config = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt("config", format!("not valid JSON: {e}")))?;
+        let config: Config =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("config", format!("not valid JSON: {e}")))?;
         if config.version != FORMAT_VERSION {
             return Err(Error::Invalid(format!(
                 "repository format version {} is not supported by this dedupe (it reads version {FORMAT_VERSION})",
@@ -88,12 +90,7 @@ impl Repository {
         for (name, _) in &keys {
             let kf = read_keyfile(&*self.backend, name)?;
             if let Some(k) = kf.unwrap_keys(name, password)? {
-                return Ok(Unlocked {
-                    backend: self.backend,
-                    config: self.config,
-                    keys: k,
-                    key_name: name.clone(),
-                });
+                return Ok(Unlocked { backend: self.backend, config: self.config, keys: k, key_name: name.clone() });
             }
         }
         Err(Error::WrongPassword)
@@ -141,6 +138,7 @@ impl Unlocked {
 
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
         let name = put_key(&*self.backend, &self.keys, password, kdf)?;
+        self.backend.flush()?;
         Ok(name.trim_start_matches("keys/").to_string())
     }
 
@@ -199,21 +197,16 @@ impl Unlocked {
         if blake3::hash(&sealed).to_hex().as_str() != expect {
             return Err(Error::corrupt(name, "its content does not match its name"));
         }
-        let plain = self
-            .keys
-            .open(MANIFEST_AAD, &sealed)
-            .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
+        let plain =
+            self.keys.open(MANIFEST_AAD, &sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
     }
 
     /// Finds a snapshot by id prefix, or `latest` (of `name` when given).
     pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(String, Manifest)> {
         let all = self.snapshots()?;
-        let mut matching: Vec<(String, Manifest)> = all
-            .into_iter()
-            .filter(|(_, m)| name.is_none_or(|n| m.name == n))
-            .collect();
+        let mut matching: Vec<(String, Manifest)> =
+            all.into_iter().filter(|(_, m)| name.is_none_or(|n| m.name == n)).collect();
         if spec == "latest" {
             return matching.pop().ok_or_else(|| {
                 Error::NoSnapshot(match name {
@@ -222,10 +215,7 @@ impl Unlocked {
                 })
             });
         }
-        let hits: Vec<_> = matching
-            .into_iter()
-            .filter(|(id, _)| id.starts_with(spec))
-            .collect();
+        let hits: Vec<_> = matching.into_iter().filter(|(id, _)| id.starts_with(spec)).collect();
         match hits.len() {
             0 => Err(Error::NoSnapshot(spec.to_string())),
             1 => Ok(hits.into_iter().next().expect("one")),
@@ -238,8 +228,7 @@ impl Unlocked {
         let plain = serde_json::to_vec(m).expect("manifest serializes");
         let sealed = self.keys.seal(MANIFEST_AAD, &plain);
         let id = blake3::hash(&sealed).to_hex().to_string();
-        self.backend
-            .put(&format!("snapshots/{id}"), sealed.into())?;
+        self.backend.put(&format!("snapshots/{id}"), sealed.into())?;
         Ok(id)
     }
 
@@ -251,11 +240,7 @@ impl Unlocked {
     /// Loads (and updates) the local index cache.
     pub fn indexed(self, cache_base: &std::path::Path) -> Result<Indexed> {
         let index = index::sync_cache(&*self.backend, &self.keys, &self.cache_dir(cache_base))?;
-        Ok(Indexed {
-            repo: self,
-            index,
-            cache_base: cache_base.to_path_buf(),
-        })
+        Ok(Indexed { repo: self, index, cache_base: cache_base.to_path_buf() })
     }
 }
 
@@ -274,30 +259,20 @@ impl std::ops::Deref for Indexed {
 
 impl Indexed {
     pub fn locate(&self, id: &Id) -> Result<Location> {
-        self.index
-            .lookup(id)
-            .ok_or_else(|| Error::UnknownChunk(hex_id(id)))
+        self.index.lookup(id).ok_or_else(|| Error::UnknownChunk(hex_id(id)))
     }
 
     /// Reads, authenticates and decompresses one chunk.
     pub fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let name = pack_name(&loc.pack);
-        let sealed = self.backend.get_range(
-            &name,
-            loc.offset as u64..loc.offset as u64 + loc.length as u64,
-        )?;
+        let sealed = self.backend.get_range(&name, loc.offset as u64..loc.offset as u64 + loc.length as u64)?;
         if sealed.len() != loc.length as usize {
-            return Err(Error::corrupt(
-                &name,
-                format!("is shorter than its index says (chunk {})", hex_id(id)),
-            ));
+            return Err(Error::corrupt(&name, format!("is shorter than its index says (chunk {})", hex_id(id))));
         }
         blob::open_chunk(&self.keys, id, &sealed, loc.raw_len as usize).map_err(|e| {
             let why = match e {
-                blob::OpenError::Tag => {
-                    "fails authentication (a byte changed on storage)".to_string()
-                }
+                blob::OpenError::Tag => "fails authentication (a byte changed on storage)".to_string(),
                 blob::OpenError::Framing(s) => s,
             };
             Error::corrupt(&name, format!("chunk {} {why}", hex_id(id)))
@@ -305,25 +280,18 @@ impl Indexed {
     }
 
     pub fn read_tree(&self, m: &Manifest) -> Result<Tree> {
-        let id =
-            parse_id(&m.tree).ok_or_else(|| Error::corrupt("snapshot", "tree id is not hex"))?;
+        let id = parse_id(&m.tree).ok_or_else(|| Error::corrupt("snapshot", "tree id is not hex"))?;
         let bytes = self.read_chunk(&id)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(format!("tree {}", m.tree), e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(format!("tree {}", m.tree), e.to_string()))
     }
 
     /// The records (chunk id or hole, length) of a file node, list chunk by list chunk.
-    pub fn file_records<'a>(
-        &'a self,
-        node: &'a Node,
-    ) -> impl Iterator<Item = Result<Vec<(Id, u64)>>> + 'a {
+    pub fn file_records<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = Result<Vec<(Id, u64)>>> + 'a {
         node.content.iter().map(move |h| {
-            let id = parse_id(h).ok_or_else(|| {
-                Error::corrupt(format!("node {}", node.path), "content id is not hex")
-            })?;
+            let id =
+                parse_id(h).ok_or_else(|| Error::corrupt(format!("node {}", node.path), "content id is not hex"))?;
             let bytes = self.read_chunk(&id)?;
-            decode_records(&bytes)
-                .ok_or_else(|| Error::corrupt(format!("list chunk {h}"), "not whole records"))
+            decode_records(&bytes).ok_or_else(|| Error::corrupt(format!("list chunk {h}"), "not whole records"))
         })
     }
 

@@ -140,12 +140,7 @@ pub fn decode_records(b: &[u8]) -> Option<Vec<(Id, u64)>> {
     }
     Some(
         b.chunks_exact(LIST_RECORD)
-            .map(|r| {
-                (
-                    r[..32].try_into().expect("32"),
-                    u64::from_le_bytes(r[32..40].try_into().expect("8")),
-                )
-            })
+            .map(|r| (r[..32].try_into().expect("32"), u64::from_le_bytes(r[32..40].try_into().expect("8"))))
             .collect(),
     )
 }
