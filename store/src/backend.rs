@@ -48,17 +48,22 @@ impl ObjectStoreBackend {
     pub fn local(root: &Path) -> Result<Self> {
         let store = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| Error::Storage { object: root.display().to_string(), message: e.to_string() })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("dedupe-io")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("starting the I/O runtime", e))?;
         Ok(ObjectStoreBackend {
             store: Arc::new(store),
-            runtime,
+            runtime: runtime()?,
             location: root.display().to_string(),
             local_root: Some(root.to_path_buf()),
+            unsynced: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A repository in memory, for benchmarks and tests of the store itself.
+    pub fn memory() -> Result<Self> {
+        Ok(ObjectStoreBackend {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            runtime: runtime()?,
+            location: "memory".into(),
+            local_root: None,
             unsynced: Mutex::new(Vec::new()),
         })
     }
@@ -103,6 +108,15 @@ impl ObjectStoreBackend {
         }
         Ok(())
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dedupe-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the I/O runtime", e))
 }
 
 impl Backend for ObjectStoreBackend {
