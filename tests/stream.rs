@@ -1,0 +1,116 @@
+//! A raw stream on stdin, backed up and restored through the real binary.
+
+use dedupe_suite::*;
+use std::io::Write;
+use std::process::Stdio;
+
+fn roundtrip(data: &[u8]) {
+    let repo = Repo::new();
+    let summary = repo.backup_bytes("db1", data);
+    assert_eq!(summary["bytes"], data.len() as u64);
+    // To stdout.
+    let out = repo.ok(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.len(), data.len());
+    assert!(out == data, "stdout restore differs");
+    // Into a directory, as the file named by --filename (default "stdin").
+    let target = repo.scratch("restore");
+    repo.ok(&["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), target.as_os_str()]);
+    assert!(std::fs::read(target.join("stdin")).expect("restored file") == data, "directory restore differs");
+}
+
+#[test]
+fn empty_stream_roundtrips() {
+    roundtrip(&[]);
+}
+
+#[test]
+fn one_byte_roundtrips() {
+    roundtrip(&[0x42]);
+}
+
+#[test]
+fn one_chunk_roundtrips() {
+    // Below FastCDC's minimum chunk size: exactly one chunk.
+    roundtrip(&Prng::new(1).bytes(200 * 1024));
+}
+
+#[test]
+fn several_chunks_with_repeats_roundtrip() {
+    let a = Prng::new(2).bytes(3 << 20);
+    let mut data = a.clone();
+    data.extend_from_slice(&vec![0u8; 9 << 20]);
+    data.extend_from_slice(&a);
+    roundtrip(&data);
+}
+
+/// Backs up `total` bytes of Prng(seed); returns the JSON summary.
+fn backup_stream(repo: &Repo, seed: u64, total: u64) -> serde_json::Value {
+    let mut child = repo.spawn_backup("big");
+    let mut stdin = child.stdin.take().expect("stdin");
+    write_stream(&mut stdin, seed, total).expect("feed backup");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn one_gib_stream_is_byte_exact_and_a_second_backup_costs_under_one_percent() {
+    const GIB: u64 = 1 << 30;
+    let repo = Repo::new();
+    let first = backup_stream(&repo, 7, GIB);
+    assert_eq!(first["bytes"], GIB);
+    let after_first = repo.size();
+    assert!(after_first > GIB, "random data cannot shrink: {after_first}");
+
+    let second = backup_stream(&repo, 7, GIB);
+    let growth = repo.size() - after_first;
+    eprintln!("second backup of 1 GiB grew the repository by {growth} bytes; summary {second}");
+    assert!(growth * 100 < GIB, "second backup grew the repository by {growth} bytes");
+    assert_eq!(second["new_chunks"].as_u64().unwrap() <= 2, true, "{second}");
+
+    // Restore to stdout and compare hashes without holding 1 GiB anywhere.
+    let mut expected = blake3::Hasher::new();
+    let mut rng = Prng::new(7);
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..(GIB >> 20) {
+        rng.fill(&mut buf);
+        expected.update(&buf);
+    }
+    let mut child = repo.cmd(["restore", "latest", "--stdout"]).stdout(Stdio::piped()).spawn().expect("restore");
+    let (hash, n) = hash_reader(child.stdout.as_mut().expect("stdout"));
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(n, GIB);
+    assert_eq!(hash, expected.finalize(), "restored stream differs");
+}
+
+#[test]
+fn names_keep_latest_apart() {
+    let repo = Repo::new();
+    repo.backup_bytes("alpha", b"alpha's data");
+    repo.backup_bytes("beta", b"beta's data");
+    assert_eq!(repo.ok(&["restore", "latest", "--name", "alpha", "--stdout"]), b"alpha's data");
+    assert_eq!(repo.ok(&["restore", "latest", "--stdout"]), b"beta's data");
+    let snaps = repo.json(&["snapshots"]);
+    let names: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    // A snapshot by id prefix.
+    let id = snaps[0]["id"].as_str().unwrap()[..8].to_string();
+    assert_eq!(repo.ok(&["restore", &id, "--stdout"]), b"alpha's data");
+}
+
+#[test]
+fn filename_names_the_stream_inside_the_snapshot() {
+    let repo = Repo::new();
+    let mut child = repo
+        .cmd(["backup", "--name", "pg", "--filename", "dump.sql", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"CREATE TABLE t (id int);\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let ls = repo.json(&["ls", "latest"]);
+    assert_eq!(ls[0]["path"], "dump.sql");
+    assert_eq!(ls[0]["size"], 25);
+}
