@@ -1,0 +1,288 @@
+//! Bad input and damage: each gets its own exit code, a one-line error, and
+//! leaves the repository consistent. Exit codes are documented in README.md.
+
+use dedupe_suite::*;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const NO_REPOSITORY: i32 = 3;
+const WRONG_PASSWORD: i32 = 4;
+const NO_SNAPSHOT: i32 = 5;
+const INPUT_FAILED: i32 = 6;
+const CORRUPT: i32 = 7;
+const MISSING: i32 = 8;
+const REPOSITORY_EXISTS: i32 = 12;
+
+#[test]
+fn wrong_password_has_its_exit_code_and_one_line() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", b"secret rows");
+    let out = repo.cmd(["restore", "latest", "--stdout"]).env("DEDUPE_PASSWORD", "not it").output().unwrap();
+    assert_eq!(out.status.code(), Some(WRONG_PASSWORD));
+    assert!(one_line_error(&out).contains("wrong password"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_repository_and_double_init() {
+    let repo = Repo::uninitialised();
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(NO_REPOSITORY));
+    assert!(one_line_error(&out).contains("dedupe init"));
+    repo.ok(&["init"]);
+    let out = repo.run(&["init"]);
+    assert_eq!(out.status.code(), Some(REPOSITORY_EXISTS));
+    one_line_error(&out);
+}
+
+#[test]
+fn unknown_snapshot() {
+    let repo = Repo::new();
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(NO_SNAPSHOT));
+    one_line_error(&out);
+    repo.backup_bytes("h", b"x");
+    let out = repo.run(&["restore", "ffffffff", "--stdout"]);
+    assert_eq!(out.status.code(), Some(NO_SNAPSHOT));
+}
+
+#[test]
+fn source_directory_that_does_not_exist_is_an_input_failure() {
+    let repo = Repo::new();
+    let out = repo.run(&["backup", "--name", "h", "/nonexistent/snapshot/mount"]);
+    assert_eq!(out.status.code(), Some(INPUT_FAILED));
+    one_line_error(&out);
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+}
+
+/// Flips one byte at `offset` (from the start, or from the end when negative).
+fn flip(path: &std::path::Path, offset: i64) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = if offset < 0 { (b.len() as i64 + offset) as usize } else { offset as usize };
+    b[i] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn one_flipped_byte_in_a_pack_fails_restore_and_repair_loudly_and_never_outputs_wrong_bytes() {
+    let repo = Repo::new();
+    let data = Prng::new(3).bytes(6 << 20);
+    repo.backup_bytes("h", &data);
+    let packs = repo.packs();
+    assert_eq!(packs.len(), 1);
+    let pack_name = packs[0].strip_prefix(&repo.path).unwrap().to_string_lossy().into_owned();
+    // A byte in the middle of the chunk data.
+    flip(&packs[0], 3 << 20);
+
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(CORRUPT));
+    let err = one_line_error(&out);
+    assert!(err.contains(&pack_name), "error does not name {pack_name}: {err}");
+    assert!(out.stdout.len() < data.len());
+    assert!(data.starts_with(&out.stdout), "restore wrote bytes that are not the original's");
+
+    let target = repo.scratch("t");
+    let out = repo.run(&["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), target.as_os_str()]);
+    assert_eq!(out.status.code(), Some(CORRUPT));
+
+    let out = repo.run(&["repair", "index"]);
+    assert_eq!(out.status.code(), Some(CORRUPT));
+    let err = one_line_error(&out);
+    assert!(err.contains(&pack_name), "repair does not name {pack_name}: {err}");
+    // Repair changed nothing: the index objects are still there.
+    assert!(std::fs::read_dir(repo.path.join("index")).unwrap().count() > 0);
+}
+
+#[test]
+fn a_flipped_byte_in_the_pack_trailer_is_caught_too() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", &Prng::new(4).bytes(1 << 20));
+    let pack = repo.packs().remove(0);
+    flip(&pack, -10);
+    let out = repo.run(&["repair", "index"]);
+    assert_eq!(out.status.code(), Some(CORRUPT));
+    one_line_error(&out);
+}
+
+#[test]
+fn a_missing_pack_is_named() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", &Prng::new(5).bytes(2 << 20));
+    let pack = repo.packs().remove(0);
+    std::fs::remove_file(&pack).unwrap();
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(MISSING));
+    let err = one_line_error(&out);
+    assert!(err.contains(pack.file_name().unwrap().to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn repair_index_rebuilds_an_index_that_was_lost() {
+    let repo = Repo::new();
+    let data = Prng::new(6).bytes(3 << 20);
+    repo.backup_bytes("h", &data);
+    std::fs::remove_dir_all(repo.path.join("index")).unwrap();
+    std::fs::create_dir(repo.path.join("index")).unwrap();
+    std::fs::remove_dir_all(&repo.cache).unwrap();
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(MISSING), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = repo.json(&["repair", "index"]);
+    assert_eq!(report["packs"], 1);
+    assert_eq!(repo.ok(&["restore", "latest", "--stdout"]), data);
+}
+
+#[test]
+fn a_backup_killed_halfway_leaves_no_snapshot_and_its_packs_are_reused() {
+    const TOTAL: u64 = 512 << 20;
+    let repo = Repo::new();
+    let mut child = repo.spawn_backup("h");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Fails with a broken pipe once the backup is killed.
+        let _ = write_stream(&mut stdin, 11, TOTAL);
+    });
+    let start = Instant::now();
+    while repo.packs().len() < 5 {
+        assert!(start.elapsed() < Duration::from_secs(120), "no packs appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), None, "the backup finished before it was killed");
+    feeder.join().unwrap();
+
+    // Readable, and no snapshot for the killed backup.
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+    let stored_before = repo.size();
+
+    // The next backup of the same input reuses what the killed one stored.
+    let mut child = repo.spawn_backup("h");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || write_stream(&mut stdin, 11, TOTAL).unwrap());
+    let out = child.wait_with_output().unwrap();
+    let expected = feeder.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new = summary["new_bytes"].as_u64().unwrap();
+    let reused = TOTAL - new;
+    eprintln!(
+        "killed backup had stored {stored_before} bytes; the next backup reused {reused} of {TOTAL} bytes ({:.0}%)",
+        reused as f64 * 100.0 / TOTAL as f64
+    );
+    assert!(reused >= 4 * 30 << 20, "only {reused} bytes reused");
+
+    let mut child = repo.cmd(["restore", "latest", "--stdout"]).stdout(Stdio::piped()).spawn().unwrap();
+    let (hash, n) = hash_reader(child.stdout.as_mut().unwrap());
+    assert!(child.wait().unwrap().success());
+    assert_eq!((hash, n), (expected, TOTAL));
+    // Every pack is intact: the index can be rebuilt from them.
+    repo.json(&["repair", "index"]);
+}
+
+#[test]
+fn keys_can_be_added_and_removed() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", b"rows");
+    let out = repo.cmd(["--json", "key", "add"]).env("DEDUPE_NEW_PASSWORD", "second password").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = repo.json(&["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    let first =
+        keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+
+    // The key in use cannot be removed.
+    let out = repo.run(&["key", "remove", &first[..12]]);
+    assert!(!out.status.success());
+    one_line_error(&out);
+
+    // Opened with the second password, the first can go.
+    let second = |args: &[&str]| repo.cmd(args).env("DEDUPE_PASSWORD", "second password").output().unwrap();
+    assert_eq!(second(&["restore", "latest", "--stdout"]).stdout, b"rows");
+    assert!(second(&["key", "remove", &first[..12]]).status.success());
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(WRONG_PASSWORD));
+}
+
+#[test]
+fn password_from_file_and_command() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", b"rows");
+    let pwfile = repo.scratch("pw");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+    let out = repo
+        .cmd(["restore", "latest", "--stdout"])
+        .arg("--password-file")
+        .arg(&pwfile)
+        .env_remove("DEDUPE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"rows", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = repo
+        .cmd(["restore", "latest", "--stdout", "--password-command", &format!("echo '{PASSWORD}'")])
+        .env_remove("DEDUPE_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, b"rows", "{}", String::from_utf8_lossy(&out.stderr));
+    // No password anywhere and no terminal: a usage error, not a hang.
+    let out = repo.cmd(["snapshots"]).env_remove("DEDUPE_PASSWORD").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    one_line_error(&out);
+}
+
+#[test]
+fn an_input_that_fails_to_read_commits_nothing() {
+    let repo = Repo::new();
+    // stdin opened on a directory: the first read fails with EISDIR.
+    let out = repo.cmd(["backup", "--name", "h", "-"]).stdin(std::fs::File::open("/").unwrap()).output().unwrap();
+    assert_eq!(out.status.code(), Some(INPUT_FAILED));
+    assert!(one_line_error(&out).contains("reading the input failed"));
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_backup_with_its_code_and_keeps_earlier_snapshots() {
+    const STORAGE_FULL: i32 = 9;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let repo = Repo::uninitialised();
+    std::fs::create_dir_all(&repo.path).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&repo.path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs failed");
+    let _disk = SmallDisk(repo.path.clone());
+    repo.ok(&["init"]);
+    let small = Prng::new(20).bytes(4 << 20);
+    repo.backup_bytes("h", &small);
+
+    let mut child = repo.spawn_backup("h");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = write_stream(&mut stdin, 21, 200 << 20);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert_eq!(out.status.code(), Some(STORAGE_FULL), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("full"));
+
+    // Only the first snapshot exists, and it restores exactly.
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert!(repo.ok(&["restore", "latest", "--stdout"]) == small);
+    repo.json(&["repair", "index"]);
+}
