@@ -47,7 +47,8 @@ impl Keys {
         &self.cipher
     }
 
-    pub(crate) fn master(&self) -> &[u8; KEY_LEN] {
+    /// The master key itself: for key export and the format test vectors.
+    pub fn master(&self) -> &[u8; KEY_LEN] {
         &self.master
     }
 

@@ -1,0 +1,201 @@
+//! The test vectors of `format-spec/`: fixed keys, inputs and object bytes,
+//! and a small frozen repository that any implementation must read.
+//!
+//! `cargo test --release --test format_vectors -- --ignored regenerate`
+//! rewrites them (only when the format changes on purpose).
+
+use dedupe_store::backend::ObjectStoreBackend;
+use dedupe_store::chunker::{Chunker, Chunking};
+use dedupe_store::crypto::{parse_id, Keys};
+use dedupe_store::{blob, pack, Piece, Repository};
+use dedupe_suite::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const ID_CONTEXT: &str = "dedupe 2026-11-21 chunk id";
+const ENC_CONTEXT: &str = "dedupe 2026-11-21 object encryption";
+const VECTOR_PASSWORD: &str = "dedupe test vector";
+
+fn vectors_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors")
+}
+
+fn load() -> Value {
+    let s = std::fs::read(vectors_dir().join("vectors.json")).expect("format-spec/vectors/vectors.json");
+    serde_json::from_slice(&s).expect("vectors.json is JSON")
+}
+
+fn h(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().expect("hex string")).expect("hex")
+}
+
+fn key32(v: &Value) -> [u8; 32] {
+    h(v).try_into().expect("32 bytes")
+}
+
+#[test]
+fn derived_keys_and_chunk_ids_match_the_vectors() {
+    let v = load();
+    let master = key32(&v["master_key"]);
+    assert_eq!(blake3::derive_key(ID_CONTEXT, &master), key32(&v["id_key"]));
+    assert_eq!(blake3::derive_key(ENC_CONTEXT, &master), key32(&v["encryption_key"]));
+    let keys = Keys::from_master(master);
+    for c in v["chunk_ids"].as_array().unwrap() {
+        let input = h(&c["input"]);
+        assert_eq!(keys.chunk_id(&input).to_vec(), h(&c["id"]), "chunk id of {:?}", c["input"]);
+    }
+}
+
+#[test]
+fn sealed_chunks_open_to_their_plaintext() {
+    let v = load();
+    let keys = Keys::from_master(key32(&v["master_key"]));
+    for s in v["sealed_chunks"].as_array().unwrap() {
+        let id: [u8; 32] = h(&s["id"]).try_into().unwrap();
+        let plain = h(&s["plaintext"]);
+        let opened = blob::open_chunk(&keys, &id, &h(&s["sealed"]), plain.len()).expect("vector opens");
+        assert_eq!(opened, plain);
+        // One flipped bit anywhere is refused.
+        let mut bad = h(&s["sealed"]);
+        bad[30] ^= 1;
+        assert!(blob::open_chunk(&keys, &id, &bad, plain.len()).is_err());
+    }
+}
+
+#[test]
+fn fastcdc_cut_points_match_the_vectors() {
+    let v = load();
+    let c = &v["fastcdc"];
+    let data = Prng::new(c["prng_seed"].as_u64().unwrap()).bytes(c["length"].as_u64().unwrap() as usize);
+    let lens: Vec<u64> = Chunker::new(&data[..], Chunking::DEFAULT_CDC).map(|c| c.unwrap().len() as u64).collect();
+    let want: Vec<u64> = c["chunk_lengths"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(lens, want);
+}
+
+#[test]
+fn the_frozen_repository_reads_back_exactly() {
+    let v = load();
+    let r = &v["repository"];
+    let backend = Arc::new(ObjectStoreBackend::local(&vectors_dir().join("repo")).unwrap());
+    let repo = Repository::open(backend).unwrap();
+    let unlocked = repo.unlock(r["password"].as_str().unwrap().as_bytes()).expect("vector password opens");
+    assert_eq!(unlocked.keys().master(), &key32(&v["master_key"]));
+    let cache = tempfile::tempdir().unwrap();
+    let repo = unlocked.indexed(cache.path()).unwrap();
+    // Every pack checks against its name and its trailer lists its chunks.
+    for p in repo.index.packs() {
+        let bytes = repo.backend().get(&pack::pack_name(p)).unwrap();
+        assert!(!pack::read_entries(repo.keys(), p, &bytes).unwrap().is_empty());
+    }
+    let (id, m) = repo.find_snapshot("latest", None).unwrap();
+    assert_eq!(id, r["snapshot"].as_str().unwrap());
+    let tree = repo.read_tree(&m).unwrap();
+    let files = r["files"].as_object().unwrap();
+    let mut seen = 0;
+    for node in &tree.nodes {
+        let Some(want) = files.get(&node.path) else { continue };
+        seen += 1;
+        assert_eq!(json!(node.kind).as_str().unwrap(), want["type"].as_str().unwrap(), "{}", node.path);
+        if let Some(t) = want.get("target") {
+            assert_eq!(node.target.as_deref(), t.as_str());
+        }
+        if let Some(b3) = want.get("blake3") {
+            let mut hasher = blake3::Hasher::new();
+            repo.read_file(node, &mut |p| {
+                match p {
+                    Piece::Data(d) => {
+                        hasher.update(d);
+                    }
+                    Piece::Hole(n) => {
+                        hasher.update(&vec![0u8; n as usize]);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(hasher.finalize().to_hex().as_str(), b3.as_str().unwrap(), "{}", node.path);
+        }
+    }
+    assert_eq!(seen, files.len());
+    assert!(parse_id(&m.tree).is_some());
+}
+
+/// Rewrites format-spec/vectors/. Run by hand when the format changes.
+#[test]
+#[ignore]
+fn regenerate() {
+    let dir = vectors_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // The frozen repository, made by the real binary from a small tree.
+    let src = tempfile::tempdir().unwrap();
+    let db = src.path().join("db");
+    std::fs::create_dir_all(db.join("empty-dir")).unwrap();
+    std::fs::write(db.join("hello.txt"), b"Hello, dedupe!\n").unwrap();
+    std::fs::write(db.join("pages.ibd"), b"0123456789abcdef".repeat(4096)).unwrap();
+    std::fs::write(db.join("random.bin"), Prng::new(4).bytes(300 * 1024)).unwrap();
+    std::os::unix::fs::symlink("hello.txt", db.join("link")).unwrap();
+    let repo_dir = dir.join("repo");
+    let cache = tempfile::tempdir().unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(dedupe_bin())
+            .arg("--repo")
+            .arg(&repo_dir)
+            .args(args)
+            .env("DEDUPE_PASSWORD", VECTOR_PASSWORD)
+            .env("DEDUPE_CACHE_DIR", cache.path())
+            .env("DEDUPE_KDF_MEMORY_KIB", "1024")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    run(&["init".as_ref()]);
+    let backup = ["--json".as_ref(), "backup".as_ref(), "--name".as_ref(), "vector".as_ref(), db.as_os_str()];
+    let summary: Value = serde_json::from_slice(&run(&backup)).unwrap();
+
+    // The master key is random: read it back through the password.
+    let backend = Arc::new(ObjectStoreBackend::local(&repo_dir).unwrap());
+    let unlocked = Repository::open(backend).unwrap().unlock(VECTOR_PASSWORD.as_bytes()).unwrap();
+    let keys = unlocked.keys();
+    let master = *keys.master();
+
+    let inputs: Vec<Vec<u8>> = vec![b"".to_vec(), b"hello".to_vec(), Prng::new(1).bytes(1000)];
+    let chunk_ids: Vec<Value> =
+        inputs.iter().map(|i| json!({"input": hex::encode(i), "id": hex::encode(keys.chunk_id(i))})).collect();
+    let plaintexts = [b"id=1 name=alice; id=2 name=bob; id=3 name=carol; ".repeat(8), Prng::new(2).bytes(64)];
+    let sealed: Vec<Value> = plaintexts
+        .iter()
+        .map(|p| {
+            let id = keys.chunk_id(p);
+            json!({"id": hex::encode(id), "plaintext": hex::encode(p), "sealed": hex::encode(blob::seal_chunk(keys, &id, p, 1))})
+        })
+        .collect();
+    let cdc_data = Prng::new(3).bytes(12 << 20);
+    let lens: Vec<u64> = Chunker::new(&cdc_data[..], Chunking::DEFAULT_CDC).map(|c| c.unwrap().len() as u64).collect();
+    let b3 = |p: &str| blake3::hash(&std::fs::read(db.join(p)).unwrap()).to_hex().to_string();
+    let v = json!({
+        "comment": "See format-spec/README.md, section Test vectors. Prng is xorshift64* as in tests/support/lib.rs.",
+        "master_key": hex::encode(master),
+        "id_key": hex::encode(blake3::derive_key(ID_CONTEXT, &master)),
+        "encryption_key": hex::encode(blake3::derive_key(ENC_CONTEXT, &master)),
+        "chunk_ids": chunk_ids,
+        "sealed_chunks": sealed,
+        "fastcdc": {"prng_seed": 3, "length": cdc_data.len(), "min": 262144, "avg": 1048576, "max": 4194304, "chunk_lengths": lens},
+        "repository": {
+            "path": "repo",
+            "password": VECTOR_PASSWORD,
+            "snapshot": summary["snapshot"],
+            "files": {
+                "hello.txt": {"type": "file", "blake3": b3("hello.txt")},
+                "pages.ibd": {"type": "file", "blake3": b3("pages.ibd")},
+                "random.bin": {"type": "file", "blake3": b3("random.bin")},
+                "link": {"type": "symlink", "target": "hello.txt"},
+                "empty-dir": {"type": "dir"},
+            }
+        }
+    });
+    std::fs::write(dir.join("vectors.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
