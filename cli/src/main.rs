@@ -16,10 +16,10 @@ pub struct Cli {
     #[arg(long, env = "DEDUPE_REPO", global = true)]
     repo: Option<PathBuf>,
     /// Read the password from this file (first line).
-    #[arg(long, global = true)]
+    #[arg(long, env = "DEDUPE_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password.
-    #[arg(long, global = true)]
+    #[arg(long, env = "DEDUPE_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
     /// Local cache (index, never the only copy of anything).
     #[arg(long, env = "DEDUPE_CACHE_DIR", global = true)]

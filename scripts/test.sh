@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, builds once in release, runs every test.
+#   scripts/test.sh            # the whole suite
+#   scripts/test.sh stream     # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+missing=()
+need cc || missing+=(build-essential)
+need mount || missing+=(mount)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing ${missing[*]}: install them (apt-get) or run this script as root" >&2
+    exit 1
+  fi
+fi
+if ! need cargo; then
+  echo "cargo is missing: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+# Integration tests drive the real binary, so build it first; heavy tests
+# (GiB streams) need the release profile.
+cargo build --release --workspace --locked
+cargo test --release --workspace --locked "$@"
