@@ -160,13 +160,19 @@ impl Indexed {
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let backend = self.backend.clone();
         let keys = self.keys.clone();
+        // Uploaded packs' buffers come back for the next pack.
+        let (spare_tx, spare_rx) = bounded::<Vec<u8>>(1);
         let uploader = std::thread::Builder::new()
             .name("dedupe-upload".into())
             .spawn(move || -> Result<()> {
                 for pack in pack_rx {
-                    backend.put(&pack_name(&pack.id), pack.bytes.into())?;
-                    let (name, bytes) = seal_index_object(&keys, &[(pack.id, pack.entries)]);
-                    backend.put(&name, bytes.into())?;
+                    let bytes = bytes::Bytes::from(pack.bytes);
+                    backend.put(&pack_name(&pack.id), bytes.clone())?;
+                    let (name, index) = seal_index_object(&keys, &[(pack.id, pack.entries)]);
+                    backend.put(&name, index.into())?;
+                    if let Ok(buf) = bytes.try_into_mut() {
+                        let _ = spare_tx.try_send(buf.into());
+                    }
                 }
                 Ok(())
             })
@@ -182,6 +188,7 @@ impl Indexed {
             shared: &shared,
             pack: PackWriter::new(),
             pack_tx: Some(pack_tx),
+            spare: spare_rx,
             stats: Stats::default(),
             progress: progress.clone(),
         };
@@ -398,6 +405,7 @@ struct Writer<'a> {
     shared: &'a Shared<'a>,
     pack: PackWriter,
     pack_tx: Option<Sender<FinishedPack>>,
+    spare: Receiver<Vec<u8>>,
     stats: Stats,
     progress: Arc<Progress>,
 }
@@ -516,7 +524,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let pack = std::mem::take(&mut self.pack).finish(self.shared.keys);
-        self.pack = PackWriter::new();
+        self.pack = PackWriter::with_buffer(self.spare.try_recv().unwrap_or_default());
         self.stats.packs_written += 1;
         let tx = self.pack_tx.as_ref().expect("open while writing");
         // A closed channel means the uploader failed; its error is reported at join.

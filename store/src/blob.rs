@@ -13,49 +13,49 @@ const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
 thread_local! {
+    /// Each worker thread keeps its zstd context and output buffer.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Compresses (when it helps) and encrypts one chunk.
 pub fn seal_chunk(keys: &Keys, id: &Id, plain: &[u8], level: i32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(NONCE_LEN + 1 + plain.len() + 16);
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
-    out.extend_from_slice(&nonce);
-    out.push(ZSTD);
-    let compressed = level != 0
-        && COMPRESSOR.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.as_ref().map(|(l, _)| *l) != Some(level) {
-                *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd level is valid")));
-            }
-            let (_, comp) = c.as_mut().expect("set above");
-            // Only a strictly smaller result is kept: capacity is the input size.
-            out.reserve(plain.len());
-            let start = out.len();
-            let spare = plain.len().saturating_sub(1);
-            out.resize(start + spare, 0);
-            match comp.compress_to_buffer(plain, &mut out[start..]) {
-                Ok(n) => {
-                    out.truncate(start + n);
-                    true
-                }
-                Err(_) => {
-                    out.truncate(start);
-                    false
-                }
-            }
-        });
-    if !compressed {
-        out[NONCE_LEN] = RAW;
-        out.extend_from_slice(plain);
-    }
-    let tag = keys
-        .cipher()
-        .encrypt_in_place_detached((&nonce).into(), id, &mut out[NONCE_LEN..])
-        .expect("in-memory encryption cannot fail");
-    out.extend_from_slice(&tag);
-    out
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let compressed = level != 0 && compress(plain, level, &mut scratch);
+        let (flag, body) = if compressed { (ZSTD, &scratch[..]) } else { (RAW, plain) };
+        let mut out = Vec::with_capacity(NONCE_LEN + 1 + body.len() + 16);
+        out.extend_from_slice(&nonce);
+        out.push(flag);
+        out.extend_from_slice(body);
+        let tag = keys
+            .cipher()
+            .encrypt_in_place_detached((&nonce).into(), id, &mut out[NONCE_LEN..])
+            .expect("in-memory encryption cannot fail");
+        out.extend_from_slice(&tag);
+        out
+    })
+}
+
+/// zstd into `out`; false unless the result is strictly smaller than the input.
+fn compress(plain: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).expect("zstd level is valid")));
+        }
+        let (_, comp) = c.as_mut().expect("set above");
+        out.clear();
+        // Room for about the input only: zstd gives up when it cannot fit,
+        // which is the sign to store the chunk raw.
+        out.reserve(plain.len());
+        match comp.compress_to_buffer(plain, out) {
+            Ok(n) => n < plain.len(),
+            Err(_) => false,
+        }
+    })
 }
 
 /// Why a blob failed to open.

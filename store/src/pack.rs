@@ -63,7 +63,15 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new() -> Self {
-        PackWriter { buf: Vec::with_capacity(TARGET_PACK_SIZE + (4 << 20)), entries: Vec::new() }
+        Self::with_buffer(Vec::new())
+    }
+
+    /// A pack built in `buf` (emptied first): reusing the buffer of an
+    /// uploaded pack spares the kernel zeroing fresh pages for every pack.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.reserve(TARGET_PACK_SIZE + (4 << 20));
+        PackWriter { buf, entries: Vec::new() }
     }
 
     pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: usize) {
