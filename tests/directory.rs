@@ -230,3 +230,20 @@ fn restore_refuses_a_non_empty_target_without_force() {
     assert_eq!(fs::read(target.join("stdin")).unwrap(), b"new content");
     assert_eq!(fs::read(target.join("keep-me")).unwrap(), b"precious");
 }
+
+#[test]
+fn forced_restore_never_writes_through_a_symlink_in_the_target() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    make_tree(&src);
+    repo.ok(&["backup".as_ref(), "--name".as_ref(), "h".as_ref(), src.as_os_str()]);
+    let outside = repo.scratch("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = repo.scratch("t");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("db")).unwrap();
+    repo.ok(&["restore".as_ref(), "latest".as_ref(), "--force".as_ref(), "--target".as_ref(), target.as_os_str()]);
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "restore wrote through the symlink");
+    assert!(fs::symlink_metadata(target.join("db")).unwrap().is_dir());
+    assert_eq!(fs::read(target.join("db/small.frm")).unwrap(), b"tiny");
+}

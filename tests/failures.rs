@@ -286,3 +286,24 @@ fn a_full_disk_fails_the_backup_with_its_code_and_keeps_earlier_snapshots() {
     assert!(repo.ok(&["restore", "latest", "--stdout"]) == small);
     repo.json(&["repair", "index"]);
 }
+
+#[test]
+fn a_damaged_manifest_is_named_and_does_not_block_the_others() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", b"first");
+    let second = repo.backup_bytes("h", b"second");
+    let id = second["snapshot"].as_str().unwrap();
+    flip(&repo.path.join("snapshots").join(id), 40);
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(CORRUPT));
+    assert!(one_line_error(&out).contains(id));
+    // The readable snapshot is still listed: a header and one row.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // latest skips it; the damaged one named by id fails loudly.
+    assert_eq!(repo.ok(&["restore", "latest", "--stdout"]), b"first");
+    let out = repo.run(&["restore", &id[..10], "--stdout"]);
+    assert_eq!(out.status.code(), Some(CORRUPT));
+    // Backups go on.
+    repo.backup_bytes("h", b"third");
+    assert_eq!(repo.ok(&["restore", "latest", "--stdout"]), b"third");
+}

@@ -318,7 +318,14 @@ fn restore(
 
 fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
     let repo = ctx.unlocked()?;
-    let snaps: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, m)| name.is_none_or(|n| m.name == n)).collect();
+    let (all, damaged) = repo.list_snapshots()?;
+    let snaps: Vec<_> = all.into_iter().filter(|(_, m)| name.is_none_or(|n| m.name == n)).collect();
+    // The readable ones are listed; the damaged ones are named and fail the command.
+    let mut fails: Vec<Failure> = damaged.into_iter().map(Failure::from).collect();
+    let fail = fails.pop();
+    for f in fails {
+        eprintln!("dedupe: {}", f.message);
+    }
     if ctx.json {
         let arr: Vec<_> = snaps
             .iter()
@@ -329,10 +336,10 @@ fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
-        return Ok(());
+        return fail.map_or(Ok(()), Err);
     }
     if ctx.quiet {
-        return Ok(());
+        return fail.map_or(Ok(()), Err);
     }
     println!("{:<10} {:<26} {:<16} {:>11} {:>11}  source", "id", "time", "name", "size", "new");
     for (id, m) in &snaps {
@@ -346,7 +353,7 @@ fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
             m.source
         );
     }
-    Ok(())
+    fail.map_or(Ok(()), Err)
 }
 
 fn ls(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {

@@ -106,18 +106,14 @@ pub fn restore_to_dir(
         if node.path != ROOT {
             let parent = dest.parent().expect("below target").to_path_buf();
             if !dirs.contains(&parent) {
-                fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
+                real_dirs(target, &parent)?;
                 dirs.insert(parent);
             }
         }
         match node.kind {
             NodeKind::Dir => {
                 if node.path != ROOT {
-                    match fs::create_dir(&dest) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
-                        Err(e) => return Err(io_err("creating", &dest)(e)),
-                    }
+                    real_dirs(target, &dest)?;
                 }
                 dirs.insert(dest.clone());
                 dir_meta.push((dest, node));
@@ -181,6 +177,25 @@ pub fn restore_to_dir(
         apply_meta(&dest, node, root, &mut chown_warned, &mut report)?;
     }
     Ok(report)
+}
+
+/// Makes every directory from `target` down to `dir` a real directory,
+/// replacing a symlink or file in the way (only possible with --force), so
+/// that no restored path is ever written through a symlink.
+fn real_dirs(target: &Path, dir: &Path) -> Result<()> {
+    let rel = dir.strip_prefix(target).expect("below target");
+    let mut p = target.to_path_buf();
+    for c in rel.components() {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => fs::remove_file(&p).map_err(io_err("replacing", &p))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("checking", &p)(e)),
+        }
+        fs::create_dir(&p).map_err(io_err("creating", &p))?;
+    }
+    Ok(())
 }
 
 fn apply_meta(dest: &Path, node: &Node, root: bool, warned: &mut bool, report: &mut RestoreReport) -> Result<()> {

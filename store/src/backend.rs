@@ -96,11 +96,14 @@ impl ObjectStoreBackend {
             let path = root.join(name);
             let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("opening {name} to sync it"), e))?;
             f.sync_all().map_err(|e| Error::io(format!("syncing {name}"), e))?;
-            if let Some(dir) = path.parent() {
-                dirs.insert(dir.to_path_buf());
+            // Each ancestor up to the root: `data/xx/` may have been created by this put.
+            let mut dir = path.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+                dirs.insert(d.to_path_buf());
+                dir = d.parent();
             }
         }
-        // The renames that made the objects visible live in their directories.
+        // The renames (and mkdirs) that made the objects visible live in their directories.
         for dir in dirs {
             if let Ok(d) = std::fs::File::open(&dir) {
                 d.sync_all().map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;

@@ -168,6 +168,10 @@ impl Indexed {
                 for pack in pack_rx {
                     let bytes = bytes::Bytes::from(pack.bytes);
                     backend.put(&pack_name(&pack.id), bytes.clone())?;
+                    // The pack is durable before an index object names it: an
+                    // index entry for a pack lost in a power cut would let the
+                    // next backup dedup against chunks that are gone.
+                    backend.flush()?;
                     let (name, index) = seal_index_object(&keys, &[(pack.id, pack.entries)]);
                     backend.put(&name, index.into())?;
                     if let Ok(buf) = bytes.try_into_mut() {

@@ -127,8 +127,9 @@ impl Index {
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => {
                     let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
+                    // A damaged cache can name a pack it does not list: not found, not a panic.
                     return Some(Location {
-                        pack: self.packs[u(32) as usize],
+                        pack: *self.packs.get(u(32) as usize)?,
                         offset: u(36),
                         length: u(40),
                         raw_len: u(44),
@@ -169,8 +170,7 @@ impl Index {
             let u32at = |p: usize| map.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
             let n_names = u32at(p)?;
             p += 4;
-            let names =
-                (0..n_names).map(|i| map[p + i * 32..p + i * 32 + 32].try_into().expect("32")).collect::<HashSet<Id>>();
+            let names = map.get(p..p + n_names * 32)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
             p += n_names * 32;
             let n_packs = u32at(p)?;
             p += 4;
@@ -211,12 +211,15 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
         return Ok(old);
     }
     let mut cur = old;
-    for batch in new.chunks(64) {
+    let mut pending = new.into_iter().peekable();
+    while pending.peek().is_some() {
         let mut pack_no: HashMap<Id, u32> = cur.packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
         let mut packs = cur.packs.clone();
         let mut names = cur.names.clone();
         let mut recs: Vec<[u8; REC]> = Vec::new();
-        for (name, id) in batch {
+        // Take index objects until a batch of records is full, then merge it in.
+        while recs.len() < MERGE_BATCH {
+            let Some((name, id)) = pending.next() else { break };
             let sealed = backend.get(name)?;
             for (pack, entries) in open_index_object(keys, name, &sealed)? {
                 let no = *pack_no.entry(pack).or_insert_with(|| {
@@ -234,9 +237,6 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
                 }
             }
             names.insert(*id);
-            if recs.len() >= MERGE_BATCH {
-                break;
-            }
         }
         recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
         write_cache(&path, &cur, &names, &packs, &recs)?;

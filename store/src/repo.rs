@@ -28,6 +28,36 @@ pub struct Config {
     pub created: String,
 }
 
+impl Config {
+    /// The config is not authenticated: refuse values that would be unsafe to use.
+    fn validate(&self) -> Result<()> {
+        let bad = |why: &str| Err(Error::corrupt("config", why.to_string()));
+        if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("id is not 64 hex digits");
+        }
+        match self.chunking {
+            Chunking::FastCdc { min, avg, max } => {
+                if !(64..=1 << 20).contains(&min)
+                    || !(256..=4 << 20).contains(&avg)
+                    || !(1024..=16 << 20).contains(&max)
+                    || !(min <= avg && avg <= max)
+                {
+                    return bad("FastCDC sizes are out of range");
+                }
+            }
+            Chunking::Fixed { size } => {
+                if !(512..=16 << 20).contains(&size) {
+                    return bad("block size is out of range");
+                }
+            }
+        }
+        if !(-7..=22).contains(&self.compression_level) {
+            return bad("compression level is out of range");
+        }
+        Ok(())
+    }
+}
+
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -72,6 +102,7 @@ impl Repository {
         };
         let config: Config =
             serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("config", format!("not valid JSON: {e}")))?;
+        config.validate()?;
         if config.version != FORMAT_VERSION {
             return Err(Error::Invalid(format!(
                 "repository format version {} is not supported by this dedupe (it reads version {FORMAT_VERSION})",
@@ -87,18 +118,29 @@ impl Repository {
         if keys.is_empty() {
             return Err(Error::corrupt("keys/", "the repository has no key objects"));
         }
+        // A damaged key object must not hide the others; but if none opens,
+        // the damage is the likelier story than a wrong password.
+        let mut damaged = None;
         for (name, _) in &keys {
-            let kf = read_keyfile(&*self.backend, name)?;
-            if let Some(k) = kf.unwrap_keys(name, password)? {
-                return Ok(Unlocked { backend: self.backend, config: self.config, keys: k, key_name: name.clone() });
+            match read_keyfile(&*self.backend, name).and_then(|kf| kf.unwrap_keys(name, password)) {
+                Ok(Some(k)) => {
+                    return Ok(Unlocked { backend: self.backend, config: self.config, keys: k, key_name: name.clone() })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    damaged.get_or_insert(e);
+                }
             }
         }
-        Err(Error::WrongPassword)
+        Err(damaged.unwrap_or(Error::WrongPassword))
     }
 }
 
 fn read_keyfile(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
     let b = backend.get(name)?;
+    if blake3::hash(&b).to_hex().as_str() != name.rsplit('/').next().unwrap_or_default() {
+        return Err(Error::corrupt(name, "its content does not match its name"));
+    }
     serde_json::from_slice(&b).map_err(|e| Error::corrupt(name, format!("not a key object: {e}")))
 }
 
@@ -182,13 +224,30 @@ impl Unlocked {
 
     /// Every snapshot, oldest first, with its id.
     pub fn snapshots(&self) -> Result<Vec<(String, Manifest)>> {
+        let (list, mut damaged) = self.list_snapshots()?;
+        match damaged.pop() {
+            Some(e) => Err(e),
+            None => Ok(list),
+        }
+    }
+
+    /// Every readable snapshot, oldest first, and an error for each damaged
+    /// manifest: one bad manifest must not stop backups or hide the others.
+    pub fn list_snapshots(&self) -> Result<(Vec<(String, Manifest)>, Vec<Error>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for (name, _) in self.backend.list("snapshots/")? {
             let id = name.trim_start_matches("snapshots/").to_string();
-            out.push((id, self.read_manifest(&name)?));
+            match self.read_manifest(&name) {
+                Ok(m) => out.push((id, m)),
+                Err(e @ Error::Corrupt { .. }) => damaged.push(e),
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then_with(|| a.0.cmp(&b.0)));
-        Ok(out)
+        // By parsed time: RFC 3339 strings with varying fraction digits do not sort as text.
+        let key = |m: &Manifest| m.time.parse::<jiff::Timestamp>().ok();
+        out.sort_by(|a, b| key(&a.1).cmp(&key(&b.1)).then_with(|| a.1.time.cmp(&b.1.time)).then_with(|| a.0.cmp(&b.0)));
+        Ok((out, damaged))
     }
 
     fn read_manifest(&self, name: &str) -> Result<Manifest> {
@@ -204,7 +263,17 @@ impl Unlocked {
 
     /// Finds a snapshot by id prefix, or `latest` (of `name` when given).
     pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(String, Manifest)> {
-        let all = self.snapshots()?;
+        let (all, damaged) = self.list_snapshots()?;
+        // An id that names a damaged manifest gets that damage as its answer.
+        if spec != "latest" {
+            for e in damaged {
+                if let Error::Corrupt { object, .. } = &e {
+                    if object.trim_start_matches("snapshots/").starts_with(spec) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
         let mut matching: Vec<(String, Manifest)> =
             all.into_iter().filter(|(_, m)| name.is_none_or(|n| m.name == n)).collect();
         if spec == "latest" {
@@ -228,7 +297,10 @@ impl Unlocked {
         let plain = serde_json::to_vec(m).expect("manifest serializes");
         let sealed = self.keys.seal(MANIFEST_AAD, &plain);
         let id = blake3::hash(&sealed).to_hex().to_string();
+        // Everything the manifest names must be durable before it is.
+        self.backend.flush()?;
         self.backend.put(&format!("snapshots/{id}"), sealed.into())?;
+        self.backend.flush()?;
         Ok(id)
     }
 
