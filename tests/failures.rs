@@ -2,7 +2,6 @@
 //! leaves the repository consistent. Exit codes are documented in README.md.
 
 use dedupe_suite::*;
-use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -171,7 +170,7 @@ fn a_backup_killed_halfway_leaves_no_snapshot_and_its_packs_are_reused() {
         "killed backup had stored {stored_before} bytes; the next backup reused {reused} of {TOTAL} bytes ({:.0}%)",
         reused as f64 * 100.0 / TOTAL as f64
     );
-    assert!(reused >= 4 * 30 << 20, "only {reused} bytes reused");
+    assert!(reused >= (4 * 30) << 20, "only {reused} bytes reused");
 
     let mut child = repo.cmd(["restore", "latest", "--stdout"]).stdout(Stdio::piped()).spawn().unwrap();
     let (hash, n) = hash_reader(child.stdout.as_mut().unwrap());

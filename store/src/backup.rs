@@ -347,7 +347,6 @@ fn read_source(
         }
     }
     if !batch.is_empty() {
-        drop(push);
         send(&mut batch, &mut seq)?;
     }
     Ok(())

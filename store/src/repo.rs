@@ -40,7 +40,8 @@ impl Config {
                 if !(64..=1 << 20).contains(&min)
                     || !(256..=4 << 20).contains(&avg)
                     || !(1024..=16 << 20).contains(&max)
-                    || !(min <= avg && avg <= max)
+                    || min > avg
+                    || avg > max
                 {
                     return bad("FastCDC sizes are out of range");
                 }
@@ -61,6 +62,9 @@ impl Config {
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
+
+/// Snapshots with their ids, oldest first.
+pub type Snapshots = Vec<(String, Manifest)>;
 
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -233,7 +237,7 @@ impl Unlocked {
 
     /// Every readable snapshot, oldest first, and an error for each damaged
     /// manifest: one bad manifest must not stop backups or hide the others.
-    pub fn list_snapshots(&self) -> Result<(Vec<(String, Manifest)>, Vec<Error>)> {
+    pub fn list_snapshots(&self) -> Result<(Snapshots, Vec<Error>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for (name, _) in self.backend.list("snapshots/")? {

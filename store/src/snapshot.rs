@@ -135,7 +135,7 @@ pub fn encode_records(records: &[(Id, u64)]) -> Vec<u8> {
 }
 
 pub fn decode_records(b: &[u8]) -> Option<Vec<(Id, u64)>> {
-    if b.len() % LIST_RECORD != 0 {
+    if !b.len().is_multiple_of(LIST_RECORD) {
         return None;
     }
     Some(
