@@ -16,6 +16,8 @@ pub const STORAGE_FULL: i32 = 9;
 pub const STORAGE: i32 = 10;
 pub const TARGET_NOT_EMPTY: i32 = 11;
 pub const REPOSITORY_EXISTS: i32 = 12;
+pub const TRUNCATED: i32 = 13;
+pub const PRODUCER_FAILED: i32 = 14;
 
 /// A failure with the exit code it ends the process with.
 #[derive(Debug)]
@@ -46,6 +48,8 @@ impl From<Error> for Failure {
                 Error::Missing(_) | Error::UnknownChunk(_) => MISSING,
                 Error::NoSnapshot(_) | Error::AmbiguousSnapshot(_) => NO_SNAPSHOT,
                 Error::Input(_) => INPUT_FAILED,
+                Error::Truncated(_) => TRUNCATED,
+                Error::Producer(_) => PRODUCER_FAILED,
                 Error::Storage { .. } | Error::Io { .. } => STORAGE,
                 Error::Invalid(_) => ERROR,
             }

@@ -4,7 +4,7 @@
 //! backups of the same tree list it the same way. Sockets, FIFOs and device
 //! nodes have no place in a database backup; they are skipped with a warning.
 
-use dedupe_store::{Body, Chunking, Entry, Error, Node, NodeKind, Result, Source};
+use dedupe_store::{Body, Chunking, Entry, Error, Event, Node, NodeKind, Result, Source};
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -75,6 +75,16 @@ fn node_from(path: String, kind: NodeKind, m: &Metadata) -> Node {
 }
 
 impl Source for DirSource {
+    fn next_event(&mut self) -> Result<Option<Event>> {
+        Ok(self.next_entry()?.map(Event::Entry))
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+}
+
+impl DirSource {
     fn next_entry(&mut self) -> Result<Option<Entry>> {
         if !self.started {
             self.started = true;
@@ -151,9 +161,5 @@ impl Source for DirSource {
             };
             return Ok(Some(entry));
         }
-    }
-
-    fn warnings(&self) -> Vec<String> {
-        self.warnings.clone()
     }
 }

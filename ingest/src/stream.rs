@@ -1,6 +1,6 @@
 //! A raw byte stream (stdin, or a producer's stdout) as a one-file source.
 
-use dedupe_store::{Body, Chunking, Entry, Node, NodeKind, Result, Source};
+use dedupe_store::{Body, Chunking, Entry, Event, Node, NodeKind, Result, Source};
 use std::io::Read;
 
 pub struct StreamSource {
@@ -24,7 +24,7 @@ impl StreamSource {
 }
 
 impl Source for StreamSource {
-    fn next_entry(&mut self) -> Result<Option<Entry>> {
-        Ok(self.entry.take())
+    fn next_event(&mut self) -> Result<Option<Event>> {
+        Ok(self.entry.take().map(Event::Entry))
     }
 }

@@ -52,9 +52,24 @@ pub struct Entry {
     pub chunking: Chunking,
 }
 
+/// What a source yields next.
+pub enum Event {
+    /// A whole entry: directory walks and single streams.
+    Entry(Entry),
+    /// A file whose content arrives in pieces, possibly interleaved with the
+    /// pieces of other open files (a `--parallel` xbstream). `key` names it
+    /// until `Close`.
+    Open { key: u64, node: Node, chunking: Chunking },
+    /// Content of file `key` at `offset`. Offsets of one file only grow; a
+    /// gap before a piece is a hole.
+    Piece { key: u64, offset: u64, data: Vec<u8> },
+    /// File `key` is complete at `size` bytes (past the last piece is a hole).
+    Close { key: u64, size: u64 },
+}
+
 /// A backup source: a stream of named entries, parents before children.
 pub trait Source: Send {
-    fn next_entry(&mut self) -> Result<Option<Entry>>;
+    fn next_event(&mut self) -> Result<Option<Event>>;
     /// Warnings collected on the way (skipped sockets, devices...).
     fn warnings(&self) -> Vec<String> {
         Vec::new()
@@ -83,11 +98,12 @@ pub struct BackupResult {
     pub warnings: Vec<String>,
 }
 
+/// Items name their file by a key, so that files may interleave.
 enum Item {
-    Start(Node),
-    Chunk(Vec<u8>),
-    Hole(u64),
-    End,
+    Start(u64, Node),
+    Chunk(u64, Vec<u8>),
+    Hole(u64, u64),
+    End(u64),
     /// A node complete as it is (non-files, and files reused unread).
     Whole(Node),
 }
@@ -130,7 +146,7 @@ impl Shared<'_> {
             .items
             .iter()
             .map(|item| match item {
-                Item::Chunk(data) => {
+                Item::Chunk(_, data) => {
                     let id = self.keys.chunk_id(data);
                     let blob = self.claim(&id).then(|| blob::seal_chunk(self.keys, &id, data, self.level));
                     Some((id, blob))
@@ -283,7 +299,7 @@ fn read_source(
         Ok(())
     };
     let mut push = |item: Item, batch: &mut Vec<Item>| -> Result<()> {
-        if let Item::Chunk(c) = &item {
+        if let Item::Chunk(_, c) = &item {
             unit_bytes += c.len();
             progress.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
         }
@@ -294,8 +310,49 @@ fn read_source(
         }
         Ok(())
     };
-    while let Some(entry) = source.next_entry()? {
+    // Keys of the items: entries get fresh ones; a source's own keys map to ours.
+    let mut next_key = 0u64;
+    let mut open: HashMap<u64, (u64, u64, Chunking)> = HashMap::new();
+    while let Some(event) = source.next_event()? {
+        let entry = match event {
+            Event::Entry(e) => e,
+            Event::Open { key, node, chunking } => {
+                if open.insert(key, (next_key, 0, chunking)).is_some() {
+                    return Err(Error::Input(format!("{} was opened twice", node.path)));
+                }
+                push(Item::Start(next_key, node), &mut batch)?;
+                next_key += 1;
+                continue;
+            }
+            Event::Piece { key, offset, data } => {
+                let (k, end, chunking) =
+                    open.get_mut(&key).ok_or_else(|| Error::Input("content for a file that is not open".into()))?;
+                if offset < *end {
+                    return Err(Error::Input(format!("content at offset {offset} goes back before {end}")));
+                }
+                if offset > *end {
+                    push(Item::Hole(*k, offset - *end), &mut batch)?;
+                }
+                *end = offset + data.len() as u64;
+                let (k, chunking) = (*k, *chunking);
+                for chunk in Chunker::new(&data[..], chunking) {
+                    push(Item::Chunk(k, chunk.expect("reading memory cannot fail")), &mut batch)?;
+                }
+                continue;
+            }
+            Event::Close { key, size } => {
+                let (k, end, _) =
+                    open.remove(&key).ok_or_else(|| Error::Input("a file closed that is not open".into()))?;
+                if size > end {
+                    push(Item::Hole(k, size - end), &mut batch)?;
+                }
+                push(Item::End(k), &mut batch)?;
+                continue;
+            }
+        };
         let Entry { mut node, body, chunking } = entry;
+        let key = next_key;
+        next_key += 1;
         match body {
             Body::None => push(Item::Whole(node), &mut batch)?,
             Body::File(path) => {
@@ -309,14 +366,14 @@ fn read_source(
                     }
                 }
                 let size = node.size;
-                push(Item::Start(node), &mut batch)?;
+                push(Item::Start(key, node), &mut batch)?;
                 let file =
                     File::open(&path).map_err(|e| Error::Input(format!("cannot open {}: {e}", path.display())))?;
                 for (data, extent) in
                     extents(&file, size).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
                 {
                     if !data {
-                        push(Item::Hole(extent.1), &mut batch)?;
+                        push(Item::Hole(key, extent.1), &mut batch)?;
                         continue;
                     }
                     let mut f = &file;
@@ -325,7 +382,7 @@ fn read_source(
                     for chunk in Chunker::new(f.take(extent.1), chunking) {
                         let chunk = chunk.map_err(|e| Error::Input(format!("reading {}: {e}", path.display())))?;
                         read += chunk.len() as u64;
-                        push(Item::Chunk(chunk), &mut batch)?;
+                        push(Item::Chunk(key, chunk), &mut batch)?;
                     }
                     if read != extent.1 {
                         return Err(Error::Input(format!(
@@ -334,17 +391,20 @@ fn read_source(
                         )));
                     }
                 }
-                push(Item::End, &mut batch)?;
+                push(Item::End(key), &mut batch)?;
             }
             Body::Stream(reader) => {
-                push(Item::Start(node), &mut batch)?;
+                push(Item::Start(key, node), &mut batch)?;
                 for chunk in Chunker::new(reader, chunking) {
                     let chunk = chunk.map_err(|e| Error::Input(e.to_string()))?;
-                    push(Item::Chunk(chunk), &mut batch)?;
+                    push(Item::Chunk(key, chunk), &mut batch)?;
                 }
-                push(Item::End, &mut batch)?;
+                push(Item::End(key), &mut batch)?;
             }
         }
+    }
+    if !open.is_empty() {
+        return Err(Error::Truncated(format!("the source ended with {} files incomplete", open.len())));
     }
     if !batch.is_empty() {
         send(&mut batch, &mut seq)?;
@@ -423,7 +483,7 @@ struct OpenFile {
 impl Writer<'_> {
     fn process(&mut self, rx: Receiver<Done>, tokens: Sender<()>) -> Result<Tree> {
         let mut tree = Tree::default();
-        let mut open: Option<OpenFile> = None;
+        let mut open: HashMap<u64, OpenFile> = HashMap::new();
         let mut waiting: std::collections::BTreeMap<u64, Done> = Default::default();
         let mut next = 0u64;
         for done in rx {
@@ -437,13 +497,13 @@ impl Writer<'_> {
         if !waiting.is_empty() {
             return Err(Error::Invalid("a worker stopped before its unit was done".into()));
         }
-        if open.is_some() {
-            return Err(Error::Input("the source ended in the middle of a file".into()));
+        if !open.is_empty() {
+            return Err(Error::Truncated("the source ended in the middle of a file".into()));
         }
         Ok(tree)
     }
 
-    fn consume(&mut self, done: Done, tree: &mut Tree, open: &mut Option<OpenFile>) -> Result<()> {
+    fn consume(&mut self, done: Done, tree: &mut Tree, open: &mut HashMap<u64, OpenFile>) -> Result<()> {
         for (item, sealed) in done.items.into_iter().zip(done.results) {
             match item {
                 Item::Whole(node) => {
@@ -454,18 +514,20 @@ impl Writer<'_> {
                     }
                     tree.nodes.push(node);
                 }
-                Item::Start(node) => *open = Some(OpenFile { node, records: Vec::new(), logical: 0 }),
-                Item::Hole(len) => self.push_record(open.as_mut(), HOLE, len)?,
-                Item::Chunk(data) => {
+                Item::Start(k, node) => {
+                    open.insert(k, OpenFile { node, records: Vec::new(), logical: 0 });
+                }
+                Item::Hole(k, len) => self.push_record(open.get_mut(&k), HOLE, len)?,
+                Item::Chunk(k, data) => {
                     let (id, blob) = sealed.expect("chunks have results");
                     self.stats.chunks += 1;
                     if let Some(blob) = blob {
                         self.store(id, &blob, data.len())?;
                     }
-                    self.push_record(open.as_mut(), id, data.len() as u64)?;
+                    self.push_record(open.get_mut(&k), id, data.len() as u64)?;
                 }
-                Item::End => {
-                    let mut f = open.take().ok_or_else(|| Error::Invalid("file end without start".into()))?;
+                Item::End(k) => {
+                    let mut f = open.remove(&k).ok_or_else(|| Error::Invalid("file end without start".into()))?;
                     self.flush_list(&mut f)?;
                     f.node.size = f.logical;
                     self.stats.files += 1;

@@ -23,6 +23,10 @@ pub enum Error {
     AmbiguousSnapshot(String),
     #[error("reading the input failed: {0}")]
     Input(String),
+    #[error("the input stream is truncated: {0}; nothing was committed (--allow-partial keeps what arrived)")]
+    Truncated(String),
+    #[error("{0}; nothing was committed")]
+    Producer(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -20,7 +20,7 @@ pub mod repo;
 pub mod restore;
 pub mod snapshot;
 
-pub use backup::{BackupOptions, BackupResult, Body, Entry, Progress, Source};
+pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Progress, Source};
 pub use chunker::Chunking;
 pub use error::{Error, Result};
 pub use repo::{Indexed, Repository, Unlocked};
