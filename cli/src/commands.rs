@@ -3,7 +3,12 @@
 use crate::exit::{self, Failure};
 use crate::password::{new_password, PasswordSource};
 use crate::{Cli, Command, KeyCommand, RepairCommand};
-use dedupe_ingest::{restore_to_dir, restore_to_writer, DirSource, Selection, StreamSource};
+use dedupe_ingest::sniff;
+use dedupe_ingest::tar::TarSource;
+use dedupe_ingest::xbstream::XbstreamSource;
+use dedupe_ingest::{
+    restore_as_tar, restore_as_xbstream, restore_to_dir, restore_to_writer, DirSource, Selection, StreamSource,
+};
 use dedupe_store::backend::ObjectStoreBackend;
 use dedupe_store::keyfile::KdfParams;
 use dedupe_store::{BackupOptions, Indexed, NodeKind, Progress, Repository, Source, Unlocked};
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 type R<T = ()> = Result<T, Failure>;
 
-struct Ctx {
+pub struct Ctx {
     repo: PathBuf,
     password_file: Option<PathBuf>,
     password_command: Option<String>,
@@ -80,6 +85,13 @@ impl Ctx {
         pb
     }
 
+    /// A remark on stderr unless --quiet.
+    pub fn note(&self, s: &str) {
+        if !self.quiet {
+            eprintln!("dedupe: {s}");
+        }
+    }
+
     /// A human summary goes to stdout unless --quiet or --json.
     fn say(&self, s: impl AsRef<str>) {
         if !self.quiet && !self.json {
@@ -115,12 +127,13 @@ pub fn run(cli: Cli) -> R {
     };
     match cli.command {
         Command::Init => init(&ctx),
-        Command::Backup { source, name, filename, force_read, compression } => {
-            backup(&ctx, &source, name, &filename, force_read, compression)
+        Command::Backup { source, name, filename, force_read, compression, format, allow_partial, command } => {
+            backup(&ctx, BackupArgs { source, name, filename, force_read, compression, format, allow_partial, command })
         }
-        Command::Restore { snapshot, name, target, stdout, path, force } => {
-            restore(&ctx, &snapshot, name.as_deref(), target.as_deref(), stdout, path, force)
+        Command::Restore { snapshot, name, target, stdout, path, force, prepare } => {
+            restore(&ctx, &snapshot, name.as_deref(), target.as_deref(), stdout, path, force, prepare)
         }
+        Command::Log { snapshot, name } => log(&ctx, &snapshot, name.as_deref()),
         Command::Snapshots { name } => snapshots(&ctx, name.as_deref()),
         Command::Ls { snapshot, name } => ls(&ctx, &snapshot, name.as_deref()),
         Command::Stats => stats(&ctx),
@@ -148,30 +161,81 @@ fn init(ctx: &Ctx) -> R {
     Ok(())
 }
 
-fn backup(
-    ctx: &Ctx,
-    source: &str,
-    name: Option<String>,
-    filename: &str,
-    force_read: bool,
-    compression: Option<i32>,
-) -> R {
+pub struct BackupArgs {
+    pub source: Option<String>,
+    pub name: Option<String>,
+    pub filename: String,
+    pub force_read: bool,
+    pub compression: Option<i32>,
+    pub format: String,
+    pub allow_partial: bool,
+    pub command: Option<String>,
+}
+
+fn backup(ctx: &Ctx, a: BackupArgs) -> R {
     let repo = ctx.indexed()?;
-    let name = name.unwrap_or_else(dedupe_store::keyfile::hostname);
+    let name = a.name.clone().unwrap_or_else(dedupe_store::keyfile::hostname);
     if name.is_empty() {
         return Err(Failure::usage("no --name given and the host has no name"));
     }
     let chunking = repo.config.chunking;
-    let (src, description): (Box<dyn Source>, String) = if source == "-" {
-        if filename.contains('/') || filename.is_empty() || filename == "." || filename == ".." {
-            return Err(Failure::usage("--filename must be a plain file name"));
+    let mut metadata = std::collections::BTreeMap::new();
+    let mut producer = None;
+    let (src, description): (Box<dyn Source>, String) = match (&a.source, &a.command) {
+        (Some(dir), None) if dir != "-" => {
+            let abs = std::fs::canonicalize(dir)
+                .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {dir}: {e}")))?;
+            metadata.insert("format".into(), json!("directory"));
+            (Box::new(DirSource::new(&abs, chunking)?), format!("directory {}", abs.display()))
         }
-        (Box::new(StreamSource::new(Box::new(std::io::stdin()), filename, chunking)), "stdin".into())
-    } else {
-        let path = Path::new(source);
-        let abs = std::fs::canonicalize(path)
-            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {source}: {e}")))?;
-        (Box::new(DirSource::new(&abs, chunking)?), format!("directory {}", abs.display()))
+        (Some(_), Some(_)) => return Err(Failure::usage("give a source or --command, not both")),
+        (None, None) => return Err(Failure::usage("give a directory, `-` for stdin, or --command")),
+        (_, command) => {
+            let (input, description): (Box<dyn std::io::Read + Send>, String) = match command {
+                Some(c) => {
+                    let (out, report) = dedupe_ingest::producer::spawn(c).map_err(|e| {
+                        Failure::new(exit::PRODUCER_FAILED, format!("cannot run the producer `{c}`: {e}"))
+                    })?;
+                    producer = Some(report);
+                    metadata.insert("command".into(), json!(c));
+                    (Box::new(out), format!("command {c}"))
+                }
+                None => (Box::new(std::io::stdin()), "stdin".into()),
+            };
+            let (head, input) = sniff::peek(input)
+                .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))?;
+            let format = match a.format.as_str() {
+                "auto" => sniff::sniff(&head),
+                f => sniff::Format::parse(f).ok_or_else(|| Failure::usage(format!("unknown --format {f}")))?,
+            };
+            metadata.insert("format".into(), json!(format.name()));
+            let src: Box<dyn Source> = match format {
+                sniff::Format::Xbstream => Box::new(XbstreamSource::new(input, chunking, a.allow_partial)),
+                sniff::Format::Tar => Box::new(TarSource::new(input, chunking)),
+                other => {
+                    if a.filename.contains('/') || a.filename.is_empty() || a.filename == "." || a.filename == ".." {
+                        return Err(Failure::usage("--filename must be a plain file name"));
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    match other {
+                        sniff::Format::MysqlDump => {
+                            let db = if text.contains("MariaDB dump") { "mariadb" } else { "mysql" };
+                            metadata.insert("database".into(), json!(db));
+                            metadata.insert(
+                                "mysql".into(),
+                                serde_json::Value::Object(dedupe_ingest::meta::mysqldump_head(&text)),
+                            );
+                        }
+                        sniff::Format::PgDumpPlain | sniff::Format::PgDumpCustom => {
+                            metadata.insert("database".into(), json!("postgresql"));
+                        }
+                        _ => {}
+                    }
+                    Box::new(StreamSource::new(input, &a.filename, chunking))
+                }
+            };
+            (src, description)
+        }
     };
     let progress = Arc::new(Progress::default());
     let pb = ctx.progress_bar(None);
@@ -186,17 +250,34 @@ fn backup(
             }
         })
     };
+    let log_report = producer.clone();
     let opts = BackupOptions {
         name,
         source_description: description,
-        force_read,
-        compression_level: compression.unwrap_or(repo.config.compression_level),
-        metadata: Default::default(),
+        force_read: a.force_read,
+        compression_level: a.compression.unwrap_or(repo.config.compression_level),
+        metadata,
+        log: log_report.map(|r| {
+            Box::new(move || r.lock().expect("not poisoned").log.clone()) as Box<dyn FnOnce() -> Vec<u8> + Send>
+        }),
     };
     let result = repo.backup(src, opts, progress);
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
     pb.finish_and_clear();
+    // A failed producer explains whatever the stream looked like.
+    if let (Err(_), Some(report)) = (&result, &producer) {
+        let rep = report.lock().expect("not poisoned");
+        if let Some(status) = rep.status.filter(|s| !s.success()) {
+            return Err(Failure::new(
+                exit::PRODUCER_FAILED,
+                format!(
+                    "the producer failed ({status}), nothing was committed: {}",
+                    dedupe_ingest::producer::last_line(&rep.log)
+                ),
+            ));
+        }
+    }
     let result = result?;
     let m = &result.manifest;
     let s = &m.stats;
@@ -253,7 +334,11 @@ fn restore(
     stdout: bool,
     path: Option<String>,
     force: bool,
+    prepare: bool,
 ) -> R {
+    if prepare && target.is_none() {
+        return Err(Failure::usage("--prepare needs --target"));
+    }
     // Check the target before anything slow or password-protected.
     if let Some(t) = target {
         if !force && !dir_is_empty(t)? {
@@ -268,19 +353,25 @@ fn restore(
     let tree = repo.read_tree(&manifest)?;
     let nodes = Selection { path }.apply(tree)?;
     let started = std::time::Instant::now();
+    let format = manifest.metadata.get("format").and_then(|v| v.as_str()).unwrap_or("raw");
     if stdout {
-        let files = nodes.iter().filter(|n| n.kind == NodeKind::File).count();
-        if files > 1 {
-            return Err(Failure::usage(format!(
-                "the snapshot selection has {files} files: --stdout writes one; pick one with --path or use --target"
-            )));
-        }
         // A File on fd 1 rather than Stdout: unbuffered by lines, and Send for the writer thread.
         let fd = std::os::fd::AsFd::as_fd(&std::io::stdout())
             .try_clone_to_owned()
             .map_err(|e| Failure::new(exit::STORAGE, format!("cannot use stdout: {e}")))?;
         let mut out = std::fs::File::from(fd);
-        let bytes = restore_to_writer(&repo, &nodes, &mut out)?;
+        // A demuxed stream goes out in its own format; one file goes out as its bytes.
+        let files = nodes.iter().filter(|n| n.kind == NodeKind::File).count();
+        let bytes = match format {
+            "xbstream" if files != 1 || path_is_dir(&nodes) => restore_as_xbstream(&repo, &nodes, &mut out)?,
+            "tar" | "directory" if files != 1 || path_is_dir(&nodes) => restore_as_tar(&repo, &nodes, &mut out)?,
+            _ if files > 1 => {
+                return Err(Failure::usage(format!(
+                    "the selection has {files} files: --stdout writes one; pick one with --path or use --target"
+                )))
+            }
+            _ => restore_to_writer(&repo, &nodes, &mut out)?,
+        };
         if ctx.json {
             eprintln!("{}", json!({"snapshot": id, "bytes": bytes, "seconds": started.elapsed().as_secs_f64()}));
         }
@@ -296,6 +387,16 @@ fn restore(
     let report = report?;
     for w in &report.warnings {
         eprintln!("dedupe: warning: {w}");
+    }
+    let database = manifest.metadata.get("database").and_then(|v| v.as_str()).unwrap_or_default();
+    if database == "postgresql" {
+        // PostgreSQL refuses to start on a data directory others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Failure::new(exit::STORAGE, format!("cannot chmod {}: {e}", target.display())))?;
+    }
+    if prepare {
+        crate::prepare::prepare(ctx, &manifest, target)?;
     }
     let secs = started.elapsed().as_secs_f64();
     if ctx.json {
@@ -314,6 +415,11 @@ fn restore(
         secs
     ));
     Ok(())
+}
+
+/// True when the selection is a directory (or several nodes), not one file.
+fn path_is_dir(nodes: &[dedupe_store::Node]) -> bool {
+    nodes.iter().any(|n| n.kind != NodeKind::File)
 }
 
 fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
@@ -374,6 +480,23 @@ fn ls(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
         let extra = n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
         println!("{kind}{:04o} {:>6} {:>6} {:>14} {}{}", n.mode, n.uid, n.gid, n.size, n.path, extra);
     }
+    Ok(())
+}
+
+fn log(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
+    let repo = ctx.indexed()?;
+    let (id, manifest) = repo.find_snapshot(spec, name)?;
+    let Some(log) = manifest.log.as_deref() else {
+        return Err(Failure::new(
+            exit::NO_SNAPSHOT,
+            format!("snapshot {} has no producer log (it was not made with --command)", &id[..8]),
+        ));
+    };
+    let log_id = dedupe_store::crypto::parse_id(log)
+        .ok_or_else(|| Failure::new(exit::CORRUPT, "the manifest's log id is not hex"))?;
+    let bytes = repo.read_chunk(&log_id)?;
+    use std::io::Write;
+    std::io::stdout().write_all(&bytes).map_err(|e| Failure::new(exit::STORAGE, format!("writing the output: {e}")))?;
     Ok(())
 }
 

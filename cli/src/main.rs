@@ -5,6 +5,7 @@
 mod commands;
 mod exit;
 mod password;
+mod prepare;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,8 +41,18 @@ enum Command {
     Init,
     /// Back up a directory (a mounted snapshot) or a stream on stdin (`-`).
     Backup {
-        /// A directory, or `-` for stdin.
-        source: String,
+        /// A directory (a mounted snapshot), or `-` for stdin; omit with --command.
+        source: Option<String>,
+        /// Run this producer and back up its output, e.g. 'mariabackup --backup --stream=xbstream';
+        /// unlike a pipe, its failure is seen and nothing is committed.
+        #[arg(long)]
+        command: Option<String>,
+        /// What the stream is: auto (sniffed), xbstream, tar, mysqldump, pg_dump, pg_dump_custom, raw.
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Keep the files that arrived when an xbstream ends early, instead of committing nothing.
+        #[arg(long)]
+        allow_partial: bool,
         /// The server this backup is of; `latest` and unchanged-file detection work per name.
         #[arg(long)]
         name: Option<String>,
@@ -74,6 +85,15 @@ enum Command {
         /// Restore into a non-empty directory, replacing files of the same names.
         #[arg(long)]
         force: bool,
+        /// After restoring a mariabackup snapshot, run `mariabackup --prepare` on the target.
+        #[arg(long)]
+        prepare: bool,
+    },
+    /// Print the producer's log kept with a snapshot made with --command.
+    Log {
+        snapshot: String,
+        #[arg(long)]
+        name: Option<String>,
     },
     /// List snapshots, oldest first.
     Snapshots {

@@ -74,6 +74,18 @@ fn node_from(path: String, kind: NodeKind, m: &Metadata) -> Node {
     n
 }
 
+/// Page-aligned chunking for database page files; an InnoDB tablespace's
+/// page size is in its first page, so that much is read (not counted as
+/// content: unchanged files are still not read).
+fn file_chunking(fs_path: &Path, path: &str, default: Chunking) -> Chunking {
+    if !crate::pages::is_innodb_paged(path) && !crate::pages::is_postgres_relation(path) {
+        return default;
+    }
+    let mut head = [0u8; 64];
+    let n = fs::File::open(fs_path).and_then(|mut f| std::io::Read::read(&mut f, &mut head)).unwrap_or(0);
+    crate::pages::chunking_for(path, &head[..n], default)
+}
+
 impl Source for DirSource {
     fn next_event(&mut self) -> Result<Option<Event>> {
         Ok(self.next_entry()?.map(Event::Entry))
@@ -145,7 +157,8 @@ impl DirSource {
                     self.links.insert((m.dev(), m.ino()), path.clone());
                 }
                 let node = node_from(path, NodeKind::File, &m);
-                Entry { node, body: Body::File(fs_path), chunking: self.chunking }
+                let chunking = file_chunking(&fs_path, &node.path, self.chunking);
+                Entry { node, body: Body::File(fs_path), chunking }
             } else {
                 let what = if ft.is_socket() {
                     "socket"

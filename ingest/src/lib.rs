@@ -6,9 +6,15 @@
 //! byte stream. Nothing here knows about packs or keys.
 
 pub mod dir;
+pub mod meta;
+pub mod pages;
+pub mod producer;
 pub mod sink;
+pub mod sniff;
 pub mod stream;
+pub mod tar;
+pub mod xbstream;
 
 pub use dir::DirSource;
-pub use sink::{restore_to_dir, restore_to_writer, RestoreReport, Selection};
+pub use sink::{restore_as_tar, restore_as_xbstream, restore_to_dir, restore_to_writer, RestoreReport, Selection};
 pub use stream::StreamSource;

@@ -249,3 +249,136 @@ pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + 
     out.flush().map_err(|e| Error::io("writing the output", e))?;
     Ok(total)
 }
+
+/// Calls `f` with a reader of the node's content (holes as zeros), fed by a
+/// thread that reads the repository one batch ahead.
+pub fn with_content<T>(
+    repo: &Indexed,
+    node: &Node,
+    f: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T>,
+) -> Result<T> {
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+    std::thread::scope(|s| {
+        let feeder = s.spawn(move || {
+            repo.read_file(node, &mut |piece| {
+                let stopped = || Error::Invalid("the reader stopped".into());
+                match piece {
+                    Piece::Data(d) => tx.send(d.to_vec()).map_err(|_| stopped()),
+                    Piece::Hole(mut n) => {
+                        while n > 0 {
+                            let k = n.min(1 << 20);
+                            tx.send(vec![0u8; k as usize]).map_err(|_| stopped())?;
+                            n -= k;
+                        }
+                        Ok(())
+                    }
+                }
+            })
+        });
+        let mut reader = ChannelReader { rx, cur: Vec::new(), pos: 0 };
+        let out = f(&mut reader);
+        drop(reader);
+        // The repository's error (a corrupt chunk) explains a short read, so it wins.
+        match feeder.join().unwrap_or_else(|_| Err(Error::Invalid("the restore reader panicked".into()))) {
+            Err(e) if out.is_err() || !matches!(e, Error::Invalid(_)) => Err(e),
+            _ => out.map_err(|e| Error::io("writing the output", e)),
+        }
+    })
+}
+
+struct ChannelReader {
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(v) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Writes the selected files as an xbstream (what `mbstream -x` reads).
+pub fn restore_as_xbstream(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Send)) -> Result<u64> {
+    const PAYLOAD: usize = 10 << 20;
+    let mut w = crate::xbstream::XbstreamWriter::new(out);
+    let mut total = 0u64;
+    let werr = |e: std::io::Error| Error::io("writing the output", e);
+    for node in nodes {
+        let (path, content_of) = match node.kind {
+            NodeKind::File => (&node.path, node),
+            // A hard link in a demuxed tree can only come from a directory backup.
+            _ => continue,
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD);
+        let mut offset = 0u64;
+        repo.read_file(content_of, &mut |piece| {
+            let mut push = |d: &[u8], w: &mut crate::xbstream::XbstreamWriter<&mut (dyn Write + Send)>| -> Result<()> {
+                let mut d = d;
+                while !d.is_empty() {
+                    let k = (PAYLOAD - buf.len()).min(d.len());
+                    buf.extend_from_slice(&d[..k]);
+                    d = &d[k..];
+                    if buf.len() == PAYLOAD {
+                        w.payload(path, offset, &buf).map_err(werr)?;
+                        offset += buf.len() as u64;
+                        buf.clear();
+                    }
+                }
+                Ok(())
+            };
+            match piece {
+                Piece::Data(d) => push(d, &mut w),
+                Piece::Hole(mut n) => {
+                    let zeros = vec![0u8; 1 << 20];
+                    while n > 0 {
+                        let k = n.min(zeros.len() as u64) as usize;
+                        push(&zeros[..k], &mut w)?;
+                        n -= k as u64;
+                    }
+                    Ok(())
+                }
+            }
+        })?;
+        if !buf.is_empty() {
+            w.payload(path, offset, &buf).map_err(werr)?;
+            offset += buf.len() as u64;
+        }
+        w.end(path).map_err(werr)?;
+        total += offset;
+    }
+    w.into_inner().flush().map_err(werr)?;
+    Ok(total)
+}
+
+/// Writes the selected nodes as a tar stream.
+pub fn restore_as_tar(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Send)) -> Result<u64> {
+    let werr = |e: std::io::Error| Error::io("writing the output", e);
+    let mut w = crate::tar::TarWriter::new(out);
+    let mut total = 0u64;
+    for node in nodes {
+        if node.path == ROOT {
+            continue;
+        }
+        if node.kind == NodeKind::File {
+            with_content(repo, node, |r| w.file(node, r))?;
+            total += node.size;
+        } else {
+            w.other(node).map_err(werr)?;
+        }
+    }
+    w.finish().map_err(werr)?.flush().map_err(werr)?;
+    Ok(total)
+}

@@ -74,6 +74,11 @@ pub trait Source: Send {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Facts learnt from the content (binlog position, LSNs...), asked for
+    /// once the source is exhausted; they join the manifest's metadata.
+    fn metadata(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        Default::default()
+    }
 }
 
 pub struct BackupOptions {
@@ -83,6 +88,9 @@ pub struct BackupOptions {
     pub force_read: bool,
     pub compression_level: i32,
     pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The producer's log, asked for once the source is exhausted and stored
+    /// as a chunk the manifest names (`dedupe log`).
+    pub log: Option<Box<dyn FnOnce() -> Vec<u8> + Send>>,
 }
 
 /// Counters a progress display can poll from another thread.
@@ -166,12 +174,12 @@ impl Indexed {
         progress: Arc<Progress>,
     ) -> Result<BackupResult> {
         let started = Instant::now();
-        let parent = self.previous_snapshot(&opts.name)?;
+        let BackupOptions { name, source_description, force_read, compression_level, metadata, log } = opts;
+        let parent = self.previous_snapshot(&name)?;
         let previous: HashMap<String, Node> = match &parent {
             Some((_, m)) => self.read_tree(m)?.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
             None => HashMap::new(),
         };
-        let force_read = opts.force_read;
 
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let backend = self.backend.clone();
@@ -201,7 +209,7 @@ impl Indexed {
         let shared = Shared {
             keys: &self.keys,
             index: &self.index,
-            level: opts.compression_level,
+            level: compression_level,
             claimed: Mutex::new(HashSet::new()),
         };
         let mut w = Writer {
@@ -223,7 +231,7 @@ impl Indexed {
             let (src, prev, prog) = (&mut source, &previous, &*progress);
             let reader = s.spawn(move || {
                 let r = read_source(&mut **src, prev, force_read, work_tx, token_rx, prog);
-                (r, src.warnings())
+                (r, src.warnings(), src.metadata())
             });
             for _ in 0..workers {
                 let (rx, tx, shared) = (work_rx.clone(), done_tx.clone(), &shared);
@@ -240,30 +248,35 @@ impl Indexed {
             let processed = w.process(done_rx, token_tx);
             (reader.join(), processed)
         });
-        let (read, warnings) =
-            read.unwrap_or_else(|_| (Err(Error::Invalid("the reader thread panicked".into())), vec![]));
+        let (read, warnings, learnt) = read
+            .unwrap_or_else(|_| (Err(Error::Invalid("the reader thread panicked".into())), vec![], Default::default()));
         // The reader's failure explains an incomplete tree, so it is reported first.
-        let tree = read.and(processed).and_then(|tree| w.finish(tree));
+        let tree = read.and(processed).and_then(|tree| w.finish(tree, log.map(|f| f())));
         drop(w.pack_tx.take());
         let uploaded = uploader.join().unwrap_or_else(|_| Err(Error::Invalid("the upload thread panicked".into())));
         // An upload failure explains a stopped writer, so it is reported first.
         uploaded?;
-        let tree_id = tree?;
+        let (tree_id, log_id) = tree?;
 
         let mut stats = w.stats;
         stats.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
         stats.seconds = started.elapsed().as_secs_f64();
         let manifest = Manifest {
             version: 1,
-            name: opts.name,
+            name,
             time: now_rfc3339(),
             hostname: crate::keyfile::hostname(),
             username: std::env::var("USER").unwrap_or_default(),
-            source: opts.source_description,
+            source: source_description,
             tree: hex_id(&tree_id),
+            log: log_id.map(|id| hex_id(&id)),
             parent: parent.map(|(id, _)| id),
             stats,
-            metadata: opts.metadata,
+            metadata: {
+                let mut m = metadata;
+                m.extend(learnt);
+                m
+            },
         };
         let snapshot_id = self.write_manifest(&manifest)?;
         Ok(BackupResult { snapshot_id, manifest, warnings })
@@ -596,10 +609,12 @@ impl Writer<'_> {
         tx.send(pack).map_err(|_| Error::Invalid("upload stopped".into()))
     }
 
-    fn finish(&mut self, tree: Tree) -> Result<Id> {
+    /// Stores the tree (and the producer's log) and the last pack.
+    fn finish(&mut self, tree: Tree, log: Option<Vec<u8>>) -> Result<(Id, Option<Id>)> {
         let bytes = serde_json::to_vec(&tree).expect("tree serializes");
         let id = self.store_small(&bytes)?;
+        let log = log.map(|l| self.store_small(&l)).transpose()?;
         self.flush_pack()?;
-        Ok(id)
+        Ok((id, log))
     }
 }

@@ -116,6 +116,9 @@ pub struct Manifest {
     /// What was backed up, in words: `stdin`, `directory /mnt/snap`.
     pub source: String,
     pub tree: String,
+    /// The producer's stderr, stored as a chunk (`backup --command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     pub stats: Stats,

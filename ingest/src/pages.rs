@@ -1,0 +1,113 @@
+//! Which files are arrays of pages, and how to chunk them.
+//!
+//! An InnoDB tablespace is an array of pages (16 KiB by default) and a
+//! PostgreSQL relation file an array of 8 KiB blocks, both updated in place:
+//! a changed page never shifts its neighbours, so chunking at page
+//! boundaries finds every unchanged page again, where content-defined chunks
+//! of ~1 MiB would be lost whenever any page inside them changed. Every
+//! other file keeps FastCDC.
+
+use dedupe_store::Chunking;
+
+/// Pages per chunk for page-aligned files: 32 KiB chunks for InnoDB's 16 KiB
+/// pages. One page per chunk dedups a little better (day 2 of the sysbench
+/// workload grew 274 MB against 330 MB) but halves the chunk size, and the
+/// per-chunk cost of zstd made a first backup 25% slower (4.8 s against
+/// 3.9 s); four pages grew 375 MB. Measured in format-spec/README.md.
+pub const PAGES_PER_CHUNK: u32 = 2;
+
+/// The page size of an InnoDB tablespace, from the FSP flags of its first
+/// page (`FSP_SPACE_FLAGS` at byte 54), or `None` if the bytes are too short.
+pub fn innodb_page_size(first_page: &[u8]) -> Option<u32> {
+    let flags = u32::from_be_bytes(first_page.get(54..58)?.try_into().ok()?);
+    // MariaDB 10.5+ "full_crc32" format: marker bit 4, page size in bits 0..3.
+    let ssize = if flags & (1 << 4) != 0 { flags & 0xf } else { (flags >> 6) & 0xf };
+    Some(match ssize {
+        0 => 16384,
+        3..=7 => 512 << ssize,
+        _ => return None,
+    })
+}
+
+/// True for InnoDB files that are arrays of pages: tablespaces, the system
+/// tablespace and undo tablespaces.
+pub fn is_innodb_paged(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".ibd")
+        || (name.starts_with("ibdata") && name.len() > 6 && name[6..].bytes().all(|b| b.is_ascii_digit()))
+        || (name.starts_with("undo") && name.len() > 4 && name[4..].bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// True for PostgreSQL relation files: `base/<db>/<relfilenode>[_fsm|_vm][.N]`,
+/// `global/<relfilenode>...`, and the same under `pg_tblspc/`.
+pub fn is_postgres_relation(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let name = parts.last().copied().unwrap_or_default();
+    let in_place = matches!(parts.as_slice(), ["base", _, _] | ["global", _])
+        || (parts.first() == Some(&"pg_tblspc") && parts.len() >= 4);
+    if !in_place {
+        return false;
+    }
+    let stem = name.split('.').next().unwrap_or_default();
+    let stem = stem
+        .strip_suffix("_fsm")
+        .or_else(|| stem.strip_suffix("_vm"))
+        .or_else(|| stem.strip_suffix("_init"))
+        .unwrap_or(stem);
+    !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// How to chunk the file `path` whose content starts with `head`.
+pub fn chunking_for(path: &str, head: &[u8], default: Chunking) -> Chunking {
+    if is_innodb_paged(path) {
+        if let Some(page) = innodb_page_size(head) {
+            return Chunking::Fixed { size: page * PAGES_PER_CHUNK };
+        }
+    }
+    if is_postgres_relation(path) {
+        return Chunking::Fixed { size: 8192 * PAGES_PER_CHUNK };
+    }
+    default
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn innodb_names() {
+        assert!(is_innodb_paged("sbtest/sbtest1.ibd"));
+        assert!(is_innodb_paged("ibdata1"));
+        assert!(is_innodb_paged("undo001"));
+        assert!(!is_innodb_paged("ib_logfile0"));
+        assert!(!is_innodb_paged("mysql/db.MAD"));
+        assert!(!is_innodb_paged("ibdata"));
+    }
+
+    #[test]
+    fn postgres_names() {
+        assert!(is_postgres_relation("base/16384/16385"));
+        assert!(is_postgres_relation("base/16384/16385.1"));
+        assert!(is_postgres_relation("base/16384/16385_fsm"));
+        assert!(is_postgres_relation("global/1262"));
+        assert!(is_postgres_relation("pg_tblspc/16390/PG_15_202209061/16384/16391"));
+        assert!(!is_postgres_relation("base/16384/PG_VERSION"));
+        assert!(!is_postgres_relation("pg_wal/000000010000000000000001"));
+        assert!(!is_postgres_relation("backup_label"));
+    }
+
+    #[test]
+    fn page_size_from_fsp_flags() {
+        let mut page = vec![0u8; 16384];
+        assert_eq!(innodb_page_size(&page), Some(16384));
+        // full_crc32 marker with ssize 5 (16 KiB) and 4 (8 KiB)
+        page[54..58].copy_from_slice(&(0x10u32 | 5).to_be_bytes());
+        assert_eq!(innodb_page_size(&page), Some(16384));
+        page[54..58].copy_from_slice(&(0x10u32 | 4).to_be_bytes());
+        assert_eq!(innodb_page_size(&page), Some(8192));
+        // original format, ssize 7 (64 KiB) in bits 6..9
+        page[54..58].copy_from_slice(&(7u32 << 6).to_be_bytes());
+        assert_eq!(innodb_page_size(&page), Some(65536));
+        assert_eq!(innodb_page_size(&page[..50]), None);
+    }
+}
