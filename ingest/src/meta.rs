@@ -193,10 +193,10 @@ pub fn mysqldump_head(text: &str) -> Map<String, Value> {
                 m.insert("binlog_position".into(), number_or_string(&p));
             }
         } else if line.contains("gtid_slave_pos") || line.contains("GTID_PURGED") {
-            if let Some(i) = line.find('\'') {
-                let rest = &line[i + 1..];
-                if let Some(j) = rest.find('\'') {
-                    m.insert("gtid".into(), json!(rest[..j].replace(['\n', ' '], "")));
+            // The last quoted string: MySQL 8 writes `/*!80000 '+'*/ '<set>'`.
+            if let Some(j) = line.rfind('\'') {
+                if let Some(i) = line[..j].rfind('\'') {
+                    m.insert("gtid".into(), json!(line[i + 1..j].replace(['\n', ' '], "")));
                 }
             }
         }
