@@ -221,7 +221,15 @@ impl Source for XbstreamSource {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(Some(e));
             }
-            if !self.read_chunk()? {
+            let more = match self.read_chunk() {
+                Err(Error::Truncated(why)) if self.allow_partial => {
+                    // Nothing of a half-read chunk was queued: drop it, keep the rest.
+                    self.warnings.push(format!("{why}; its last chunk was dropped"));
+                    false
+                }
+                other => other?,
+            };
+            if !more {
                 if self.open.is_empty() {
                     return Ok(None);
                 }

@@ -1,0 +1,319 @@
+//! Real MariaDB: mariabackup streams piped into dedupe, restored, prepared,
+//! started again, and compared table by table with CHECKSUM TABLE.
+
+use dedupe_suite::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TRUNCATED: i32 = 13;
+const PRODUCER_FAILED: i32 = 14;
+
+/// A mariadbd on a temporary data directory; shut down on drop.
+struct Server {
+    datadir: PathBuf,
+    socket: PathBuf,
+    child: std::process::Child,
+}
+
+/// One server-heavy test at a time: two cores, and MariaDB's bootstrap is not
+/// made for neighbours.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// A new, empty server in `dir`.
+    fn init(dir: &Path) -> Server {
+        let datadir = dir.join("data");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal"])
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .output()
+            .expect("mariadb-install-db (scripts/test.sh installs mariadb-server)");
+        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        Server::start(dir, &datadir)
+    }
+
+    /// Starts a server on an existing data directory.
+    fn start(dir: &Path, datadir: &Path) -> Server {
+        let socket = dir.join("mysqld.sock");
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let child = Command::new("mariadbd")
+            .args(["--no-defaults", "--user=root", "--log-bin=mysql-bin", "--server-id=1"])
+            .args(["--innodb-buffer-pool-size=64M", "--innodb-log-file-size=32M", "--bind-address=127.0.0.1"])
+            .arg(format!("--port={}", free_port()))
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", dir.join("mysqld.err").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let s = Server { datadir: datadir.to_path_buf(), socket, child };
+        let start = Instant::now();
+        while !s.sql_ok("SELECT 1") {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "mariadbd did not start: {}",
+                std::fs::read_to_string(dir.join("mysqld.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        s
+    }
+
+    fn client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.arg("--no-defaults").arg(format!("--socket={}", self.socket.display())).args(["-uroot", "-N", "-B"]);
+        c
+    }
+
+    fn sql_ok(&self, sql: &str) -> bool {
+        self.client().arg("-e").arg(sql).stderr(Stdio::null()).output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let out = self.client().arg("-e").arg(sql).output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// CHECKSUM TABLE of every table of `db`.
+    fn checksums(&self, db: &str) -> BTreeMap<String, String> {
+        let tables = self.sql(&format!("SELECT table_name FROM information_schema.tables WHERE table_schema='{db}'"));
+        let list: Vec<String> = tables.lines().map(|t| format!("{db}.{t}")).collect();
+        assert!(!list.is_empty());
+        self.sql(&format!("CHECKSUM TABLE {} EXTENDED", list.join(", ")))
+            .lines()
+            .map(|l| {
+                let mut f = l.split('\t');
+                (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+            })
+            .collect()
+    }
+
+    fn backup_command(&self, tmp: &Path, parallel: u32) -> String {
+        format!(
+            "mariabackup --backup --stream=xbstream --parallel={parallel} --user=root --socket={} --target-dir={}",
+            self.socket.display(),
+            tmp.display()
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb-admin")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-uroot", "shutdown"])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server with a few tables: InnoDB with secondary indexes, a blob table, an Aria table.
+fn loaded_server(dir: &Path) -> Server {
+    let s = Server::init(dir);
+    s.sql(
+        "CREATE DATABASE shop; USE shop;
+         CREATE TABLE shop.orders (id INT PRIMARY KEY AUTO_INCREMENT, customer VARCHAR(64), total DECIMAL(10,2), note TEXT, KEY (customer)) ENGINE=InnoDB;
+         INSERT INTO shop.orders (customer, total, note) SELECT CONCAT('c', seq % 997), seq * 1.25, REPEAT(MD5(seq), 3) FROM seq_1_to_150000;
+         CREATE TABLE shop.blobs (id INT PRIMARY KEY, data LONGBLOB) ENGINE=InnoDB;
+         INSERT INTO shop.blobs SELECT seq, RANDOM_BYTES(1024) FROM seq_1_to_2000;
+         CREATE TABLE shop.audit (id INT PRIMARY KEY, what VARCHAR(100)) ENGINE=Aria;
+         INSERT INTO shop.audit SELECT seq, CONCAT('event ', seq) FROM seq_1_to_5000;",
+    );
+    // Settle like a server that has run a while: a slow shutdown checkpoints
+    // everything, so two backups of the unchanged database see the same files.
+    s.sql("SET GLOBAL innodb_fast_shutdown=0");
+    let datadir = s.datadir.clone();
+    drop(s);
+    Server::start(dir, &datadir)
+}
+
+fn files_equal(a: &Path, b: &Path) {
+    let list = |root: &Path| {
+        let mut v = Vec::new();
+        fn go(root: &Path, d: &Path, v: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    go(root, &e.path(), v);
+                } else {
+                    v.push(e.path().strip_prefix(root).unwrap().to_path_buf());
+                }
+            }
+        }
+        go(root, root, &mut v);
+        v.sort();
+        v
+    };
+    let (la, lb) = (list(a), list(b));
+    assert_eq!(la, lb, "different file lists");
+    for f in la {
+        assert!(std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(), "{} differs", f.display());
+    }
+}
+
+fn mbstream_extract(stream: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    let st = Command::new("mbstream")
+        .arg("-x")
+        .arg("-C")
+        .arg(into)
+        .stdin(std::fs::File::open(stream).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mbstream -x failed");
+}
+
+#[test]
+fn mariabackup_roundtrip_restores_prepares_and_starts_with_equal_checksums() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = loaded_server(&work.join("src"));
+    let want = src.checksums("shop");
+
+    // Serial stream through --command: the producer's failure would be seen.
+    let tmp = work.join("mb-tmp");
+    let summary = repo.json(&["backup", "--name", "maria", "--command", &src.backup_command(&tmp, 1)]);
+    assert_eq!(summary["warnings"].as_array().unwrap().len(), 0, "{summary}");
+    let snaps = repo.json(&["snapshots"]);
+    let meta = &snaps[0]["metadata"];
+    assert_eq!(meta["format"], "xbstream");
+    assert_eq!(meta["database"], "mariadb");
+    assert!(meta["mysql"]["binlog_file"].as_str().unwrap().starts_with("mysql-bin."), "{meta}");
+    assert!(meta["mysql"]["to_lsn"].as_u64().unwrap() > 0);
+    assert!(meta["command"].as_str().unwrap().starts_with("mariabackup"));
+    assert!(String::from_utf8(repo.ok(&["log", "latest"])).unwrap().contains("completed OK"));
+
+    // Restore, prepare, start a second server, compare.
+    let restored = work.join("restored");
+    repo.ok(&["restore".as_ref(), "latest".as_ref(), "--prepare".as_ref(), "--target".as_ref(), restored.as_os_str()]);
+    {
+        let copy = Server::start(&work.join("copy"), &restored);
+        assert_eq!(copy.checksums("shop"), want);
+    }
+
+    // A --parallel=4 stream of the unchanged database: interleaved chunks, same files.
+    let stream = work.join("parallel.xbs");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} > {}", src.backup_command(&work.join("mb-tmp2"), 4), stream.display()))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let size = std::fs::metadata(&stream).unwrap().len();
+    let out = repo
+        .cmd(["--json", "backup", "--name", "maria", "-"])
+        .stdin(std::fs::File::open(&stream).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let added = second["new_bytes_stored"].as_u64().unwrap();
+    eprintln!("parallel=4 stream of {size} bytes added {added} bytes ({:.2}%)", added as f64 * 100.0 / size as f64);
+    assert!(added * 50 <= size, "a parallel stream of an unchanged database added {added} of {size} bytes");
+
+    // What mbstream -x makes of the original stream, of dedupe's restore, and of dedupe's re-emitted stream.
+    let (a, b, c) = (work.join("x-orig"), work.join("x-target"), work.join("x-stdout"));
+    mbstream_extract(&stream, &a);
+    repo.ok(&["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), b.as_os_str()]);
+    let re = work.join("re.xbs");
+    let st = repo.cmd(["restore", "latest", "--stdout"]).stdout(std::fs::File::create(&re).unwrap()).status().unwrap();
+    assert!(st.success());
+    mbstream_extract(&re, &c);
+    files_equal(&a, &b);
+    files_equal(&a, &c);
+
+    // One file alone.
+    let one = work.join("one");
+    repo.ok(&[
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--path".as_ref(),
+        "shop/orders.ibd".as_ref(),
+        "--target".as_ref(),
+        one.as_os_str(),
+    ]);
+    assert!(std::fs::read(one.join("shop/orders.ibd")).unwrap() == std::fs::read(a.join("shop/orders.ibd")).unwrap());
+    drop(src);
+}
+
+#[test]
+fn a_truncated_stream_and_a_failing_producer_commit_nothing() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = loaded_server(&work.join("src"));
+    let stream = work.join("full.xbs");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} > {}", src.backup_command(&work.join("t"), 1), stream.display()))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    drop(src);
+    let bytes = std::fs::read(&stream).unwrap();
+
+    // Cut in the middle: the producer was killed.
+    let cut = repo.scratch("cut.xbs");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = repo.cmd(["backup", "--name", "m", "-"]).stdin(std::fs::File::open(&cut).unwrap()).output().unwrap();
+    assert_eq!(out.status.code(), Some(TRUNCATED), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("truncated"));
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+
+    // --allow-partial keeps what arrived, and says so.
+    let out = repo
+        .cmd(["--json", "backup", "--name", "m", "--allow-partial", "-"])
+        .stdin(std::fs::File::open(&cut).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("incomplete files"));
+
+    // A producer that fails: nothing committed, its own exit code, its last words.
+    let out = repo
+        .cmd([
+            "backup",
+            "--name",
+            "m2",
+            "--command",
+            "mariabackup --backup --stream=xbstream --user=root --socket=/nonexistent/mysqld.sock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(PRODUCER_FAILED), "{}", String::from_utf8_lossy(&out.stderr));
+    one_line_error(&out);
+    let names: Vec<String> =
+        repo.json(&["snapshots"]).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["m"]);
+}
