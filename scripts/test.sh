@@ -9,6 +9,10 @@ need() { command -v "$1" >/dev/null 2>&1; }
 missing=()
 need cc || missing+=(build-essential)
 need mount || missing+=(mount)
+# Real servers for the integration tests: MariaDB with mariabackup, PostgreSQL 15.
+need mariadbd || missing+=(mariadb-server)
+need mariabackup || missing+=(mariadb-backup)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

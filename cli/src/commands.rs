@@ -202,8 +202,11 @@ fn backup(ctx: &Ctx, a: BackupArgs) -> R {
                 }
                 None => (Box::new(std::io::stdin()), "stdin".into()),
             };
-            let (head, input) = sniff::peek(input)
-                .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))?;
+            let (head, input) = sniff::peek(input).map_err(|e| {
+                // A producer that fails before writing much fails here, while the format is sniffed.
+                producer_failed(producer.as_ref())
+                    .unwrap_or_else(|| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))
+            })?;
             let format = match a.format.as_str() {
                 "auto" => sniff::sniff(&head),
                 f => sniff::Format::parse(f).ok_or_else(|| Failure::usage(format!("unknown --format {f}")))?,
@@ -266,16 +269,9 @@ fn backup(ctx: &Ctx, a: BackupArgs) -> R {
     let _ = ticker.join();
     pb.finish_and_clear();
     // A failed producer explains whatever the stream looked like.
-    if let (Err(_), Some(report)) = (&result, &producer) {
-        let rep = report.lock().expect("not poisoned");
-        if let Some(status) = rep.status.filter(|s| !s.success()) {
-            return Err(Failure::new(
-                exit::PRODUCER_FAILED,
-                format!(
-                    "the producer failed ({status}), nothing was committed: {}",
-                    dedupe_ingest::producer::last_line(&rep.log)
-                ),
-            ));
+    if result.is_err() {
+        if let Some(f) = producer_failed(producer.as_ref()) {
+            return Err(f);
         }
     }
     let result = result?;
@@ -316,6 +312,19 @@ fn backup(ctx: &Ctx, a: BackupArgs) -> R {
         s.seconds
     ));
     Ok(())
+}
+
+/// The failure of a producer that has exited non-zero, if it has.
+fn producer_failed(report: Option<&dedupe_ingest::producer::Shared>) -> Option<Failure> {
+    let rep = report?.lock().expect("not poisoned");
+    let status = rep.status.filter(|s| !s.success())?;
+    Some(Failure::new(
+        exit::PRODUCER_FAILED,
+        format!(
+            "the producer failed ({status}), nothing was committed: {}",
+            dedupe_ingest::producer::last_line(&rep.log)
+        ),
+    ))
 }
 
 fn dir_is_empty(p: &Path) -> R<bool> {
@@ -390,6 +399,19 @@ fn restore(
     }
     let database = manifest.metadata.get("database").and_then(|v| v.as_str()).unwrap_or_default();
     if database == "postgresql" {
+        // PostgreSQL refuses to start on a data directory it does not own. A tar
+        // stream has no entry for the directory itself, so it gets the owner of
+        // the cluster's files; without root that fails, and the restoring user
+        // owns everything anyway (restore_to_dir has warned).
+        let has_root = nodes.iter().any(|n| n.path == dedupe_ingest::dir::ROOT);
+        if let Some(n) = nodes.iter().find(|n| n.path == "PG_VERSION").filter(|_| !has_root) {
+            match std::os::unix::fs::chown(target, Some(n.uid), Some(n.gid)) {
+                Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => {
+                    return Err(Failure::new(exit::STORAGE, format!("cannot chown {}: {e}", target.display())))
+                }
+                _ => {}
+            }
+        }
         // PostgreSQL refuses to start on a data directory others can read.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o700))
