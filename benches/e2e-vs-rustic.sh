@@ -39,6 +39,11 @@ cat "$WL/day1.xbs" "$WL/day2.xbs" >/dev/null   # both tools read from the page c
 step dedupe "backup day1 (new)" "$D1" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day1.xbs'"
 step dedupe "backup day2" "$D2" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day2.xbs'"
 step dedupe "backup day1 again" "$D1" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day1.xbs'"
+# A --parallel=4 stream of the database as it was after day2 (see below), if made:
+#   start mariadbd on $WL/datadir, mariabackup --backup --stream=xbstream --parallel=4 > $WL/day2-p4.xbs
+if [ -f "$WL/day2-p4.xbs" ]; then
+  step dedupe "backup day2 parallel=4" "$(size "$WL/day2-p4.xbs")" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day2-p4.xbs'"
+fi
 D2SNAP=$("$DEDUPE" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[1]["id"])')
 step dedupe "restore day2 --stdout" "$D2" "$DEDUPE_REPO" sh -c "'$DEDUPE' restore $D2SNAP --stdout > /dev/null"
 

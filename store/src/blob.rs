@@ -16,6 +16,8 @@ thread_local! {
     /// Each worker thread keeps its zstd context and output buffer.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// A zstd context costs more to make than a 32 KiB page costs to decompress.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Compresses (when it helps) and encrypts one chunk.
@@ -71,12 +73,17 @@ pub fn open_chunk(keys: &Keys, id: &Id, sealed: &[u8], raw_len: usize) -> Result
     let mut buf = keys.open(id, sealed).ok_or(OpenError::Tag)?;
     let data = match buf.first() {
         Some(&RAW) => {
-            buf.remove(0);
+            buf.drain(..1);
             buf
         }
-        Some(&ZSTD) => {
-            zstd::bulk::decompress(&buf[1..], raw_len).map_err(|e| OpenError::Framing(format!("zstd: {e}")))?
-        }
+        Some(&ZSTD) => DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            let d = match d.as_mut() {
+                Some(d) => d,
+                None => d.insert(zstd::bulk::Decompressor::new().expect("zstd context")),
+            };
+            d.decompress(&buf[1..], raw_len).map_err(|e| OpenError::Framing(format!("zstd: {e}")))
+        })?,
         Some(f) => return Err(OpenError::Framing(format!("unknown flag {f}"))),
         None => return Err(OpenError::Framing("empty payload".into())),
     };

@@ -6,6 +6,8 @@
 use crate::crypto::{hex_id, Id};
 use crate::error::{Error, Result};
 use crate::repo::Indexed;
+use crate::index::Location;
+use crate::pack::pack_name;
 use crate::snapshot::{Node, HOLE};
 use rayon::prelude::*;
 
@@ -20,8 +22,12 @@ enum Fetched {
     Hole(u64),
 }
 
-/// Chunks fetched at once; with ~1 MiB chunks this keeps ~2 x 16 MiB in memory.
-const FETCH_BATCH: usize = 16;
+/// A batch closes at this many records or this many bytes: big enough to
+/// keep both cores busy, small enough that two batches stay in memory.
+const FETCH_RECORDS: usize = 1024;
+const FETCH_BYTES: u64 = 16 << 20;
+/// Neighbouring blobs of one pack are read with one ranged get up to this size.
+const COALESCE: u64 = 8 << 20;
 
 pub type Sink<'s> = dyn FnMut(Piece<'_>) -> Result<()> + Send + 's;
 
@@ -32,13 +38,19 @@ impl Indexed {
         let mut queue: Vec<(Id, u64)> = Vec::new();
         let mut ready: Option<Vec<Fetched>> = None;
         loop {
-            while queue.len() < FETCH_BATCH {
+            while queue.len() < FETCH_RECORDS {
                 match lists.next() {
                     Some(recs) => queue.extend(recs?),
                     None => break,
                 }
             }
-            let next: Vec<(Id, u64)> = queue.drain(..queue.len().min(FETCH_BATCH)).collect();
+            let mut take = 0;
+            let mut bytes = 0;
+            while take < queue.len() && take < FETCH_RECORDS && bytes < FETCH_BYTES {
+                bytes += queue[take].1;
+                take += 1;
+            }
+            let next: Vec<(Id, u64)> = queue.drain(..take).collect();
             let to_write = ready.take();
             let (fetched, written) = rayon::join(
                 || self.fetch(&next),
@@ -60,13 +72,43 @@ impl Indexed {
         }
     }
 
+    /// Reads a batch of records: blobs that sit next to each other in a
+    /// pack are read with one ranged get; then every blob is opened in parallel.
     fn fetch(&self, recs: &[(Id, u64)]) -> Result<Vec<Fetched>> {
-        recs.par_iter()
-            .map(|(id, len)| {
-                if *id == HOLE {
-                    return Ok(Fetched::Hole(*len));
+        // Runs of neighbouring blobs, each one range of one pack.
+        let mut runs: Vec<Location> = Vec::new();
+        let mut placed: Vec<Option<(usize, Location)>> = Vec::with_capacity(recs.len());
+        for (id, _) in recs {
+            if *id == HOLE {
+                placed.push(None);
+                continue;
+            }
+            let l = self.locate(id)?;
+            if let Some(run) = runs.last_mut() {
+                let end = run.offset as u64 + run.length as u64;
+                if run.pack == l.pack && l.offset as u64 == end && (run.length + l.length) as u64 <= COALESCE {
+                    run.length += l.length;
+                    placed.push(Some((runs.len() - 1, l)));
+                    continue;
                 }
-                let data = self.read_chunk(id)?;
+            }
+            runs.push(l);
+            placed.push(Some((runs.len() - 1, l)));
+        }
+        let buffers: Vec<bytes::Bytes> = runs
+            .par_iter()
+            .map(|run| {
+                let start = run.offset as u64;
+                self.backend.get_range(&pack_name(&run.pack), start..start + run.length as u64)
+            })
+            .collect::<Result<_>>()?;
+        recs.par_iter()
+            .zip(placed.par_iter())
+            .map(|((id, len), placed)| {
+                let Some((run, loc)) = placed else { return Ok(Fetched::Hole(*len)) };
+                let at = (loc.offset - runs[*run].offset) as usize;
+                let sealed = buffers[*run].get(at..at + loc.length as usize).unwrap_or(&[]);
+                let data = self.open_located(id, loc, sealed)?;
                 if data.len() as u64 != *len {
                     return Err(Error::corrupt(
                         format!("chunk {}", hex_id(id)),

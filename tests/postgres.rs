@@ -1,0 +1,371 @@
+//! A real PostgreSQL 15 server backed up with `pg_basebackup -Ft -D -` run by
+//! `dedupe backup --command`, restored, and started again: every table must
+//! read back the same. Needs the server binaries in /usr/lib/postgresql/15/bin
+//! (Debian's postgresql-15); as root the server tools run as `postgres`.
+//!
+//! Servers listen only on a unix socket in their own temporary directory
+//! (`listen_addresses=''`), so ports never collide with anything else, and
+//! every server started is stopped by a guard, even when an assertion fails.
+
+use dedupe_suite::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const PRODUCER_FAILED: i32 = 14;
+/// Only names the socket file (`.s.PGSQL.<port>`): nothing listens on TCP.
+const PORT: u16 = 5432;
+
+fn pg(tool: &str) -> PathBuf {
+    let p = Path::new(PG_BIN).join(tool);
+    assert!(p.exists(), "{} is missing: these tests need PostgreSQL 15 (apt-get install postgresql-15)", p.display());
+    p
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// PostgreSQL refuses to run as root: as root, server-side tools run as `postgres`.
+fn as_postgres(tool: &str) -> Command {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg(tool));
+        c
+    } else {
+        Command::new(pg(tool))
+    };
+    // The test's working directory may not be readable by `postgres`.
+    c.current_dir("/").env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGHOST").env_remove("PGPORT");
+    c
+}
+
+/// The same as a shell command line, for `dedupe backup --command`.
+fn as_postgres_shell(tool: &str, args: &str) -> String {
+    let tool = pg(tool);
+    if is_root() {
+        format!("runuser -u postgres -- {} {args}", tool.display())
+    } else {
+        format!("{} {args}", tool.display())
+    }
+}
+
+fn ok(mut c: Command, what: &str) -> String {
+    let out = c.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// A directory the `postgres` user owns (a no-op when not root).
+fn postgres_dir(p: &Path) -> PathBuf {
+    fs::create_dir_all(p).unwrap();
+    if is_root() {
+        let name = std::ffi::CString::new("postgres").unwrap();
+        // SAFETY: getpwnam with a valid C string; the result is read at once.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        assert!(!pw.is_null(), "there is no `postgres` user");
+        // SAFETY: non-null, as checked.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    }
+    p.to_path_buf()
+}
+
+/// A temporary directory the `postgres` user can traverse.
+fn pg_tempdir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    t
+}
+
+/// A running server on `data`; stopped (immediately) when dropped.
+struct Server {
+    data: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on an existing data directory, as plain `pg_ctl start`
+    /// with only the socket directory and port given on the command line.
+    fn start(data: &Path, sock: &Path, log: &Path) -> Server {
+        // The guard exists before the start, so a half-started server is stopped too.
+        let server = Server { data: data.to_path_buf(), sock: sock.to_path_buf(), log: log.to_path_buf() };
+        let out = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-k {} -p {PORT} -c listen_addresses=''", sock.display()))
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start on {} failed: {}{}\n--- server log ---\n{}",
+            data.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        server
+    }
+
+    /// A client tool pointed at this server.
+    fn client(&self, tool: &str) -> Command {
+        let mut c = as_postgres(tool);
+        c.arg("-h").arg(&self.sock).arg("-p").arg(PORT.to_string());
+        c
+    }
+
+    /// Runs one statement; returns its unaligned, tuples-only output.
+    fn psql(&self, db: &str, sql: &str) -> String {
+        let mut c = self.client("psql");
+        c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql]);
+        ok(c, &format!("psql {sql:?}")).trim().to_string()
+    }
+
+    /// Row count and content hash of every table in `public`.
+    fn table_hashes(&self, db: &str) -> BTreeMap<String, String> {
+        let names = self.psql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+        names
+            .lines()
+            .map(|t| {
+                let sql = format!(
+                    "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') FROM \"{t}\" t"
+                );
+                (t.to_string(), self.psql(db, &sql))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let out = as_postgres("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of the server on {} ---\n{}",
+                self.data.display(),
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        } else if let Ok(o) = out {
+            assert!(o.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+}
+
+/// Content and metadata of everything below `root` (not `root` itself).
+#[derive(Debug, PartialEq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    link: Option<PathBuf>,
+}
+
+fn scan(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                "other"
+            };
+            let link = ft.is_symlink().then(|| fs::read_link(&p).unwrap());
+            let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
+            let entry = Entry { kind, mode, uid: m.uid(), gid: m.gid(), mtime: m.mtime(), link };
+            out.insert(p.strip_prefix(root).unwrap().to_path_buf(), entry);
+            if ft.is_dir() {
+                go(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, root, &mut out);
+    out
+}
+
+/// Asserts the two trees hold the same entries with the same bytes and metadata.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let (ta, tb) = (scan(a), scan(b));
+    let only_a: Vec<_> = ta.keys().filter(|k| !tb.contains_key(*k)).collect();
+    let only_b: Vec<_> = tb.keys().filter(|k| !ta.contains_key(*k)).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "only in {}: {only_a:?}; only in {}: {only_b:?}",
+        a.display(),
+        b.display()
+    );
+    let mut files = 0;
+    for (rel, ea) in &ta {
+        let eb = &tb[rel];
+        assert_eq!(ea, eb, "{} differs", rel.display());
+        if ea.kind == "file" {
+            let (ca, cb) = (fs::read(a.join(rel)).unwrap(), fs::read(b.join(rel)).unwrap());
+            assert!(ca == cb, "{} differs: {} bytes against {}", rel.display(), ca.len(), cb.len());
+            files += 1;
+        }
+    }
+    assert!(files > 100, "only {files} files compared");
+}
+
+#[test]
+fn pg_basebackup_roundtrip_gives_identical_tables() {
+    let started = std::time::Instant::now();
+    let repo = Repo::new();
+    let tmp = pg_tempdir();
+    let t = tmp.path();
+    let (src, logs) = (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")));
+    let (sock1, sock2) = (postgres_dir(&t.join("sock1")), postgres_dir(&t.join("sock2")));
+
+    let mut initdb = as_postgres("initdb");
+    initdb.arg("-D").arg(&src).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
+    ok(initdb, "initdb");
+    let source = Server::start(&src, &sock1, &logs.join("src.log"));
+
+    source.psql("postgres", "CREATE DATABASE shop");
+    let mut init = source.client("pgbench");
+    init.args(["-i", "-s", "2", "-q", "shop"]);
+    ok(init, "pgbench -i");
+    // Some transactions: history rows, updated (and dead) tuples.
+    let mut run = source.client("pgbench");
+    run.args(["-n", "-c", "2", "-j", "2", "-t", "300", "shop"]);
+    ok(run, "pgbench");
+    source.psql(
+        "shop",
+        "CREATE TABLE notes AS SELECT g AS id, \
+         md5(random()::text) || ' ' || repeat(md5(random()::text) || ' ', 1 + (random() * 30)::int) AS body \
+         FROM generate_series(1, 5000) g",
+    );
+    // Mostly small values, and every 50th a 64 KiB incompressible one (stored out of line, in TOAST).
+    source.psql("shop", "CREATE TABLE blobs (id int PRIMARY KEY, data bytea)");
+    source.psql(
+        "shop",
+        "INSERT INTO blobs SELECT g, \
+         (SELECT decode(string_agg(md5(random()::text || g::text || i::text), ''), 'hex') \
+          FROM generate_series(1, CASE WHEN g % 50 = 0 THEN 4096 ELSE 1 + g % 7 END) i) \
+         FROM generate_series(1, 2000) g",
+    );
+    let before = source.table_hashes("shop");
+    let names: Vec<_> = before.keys().map(String::as_str).collect();
+    assert_eq!(names, ["blobs", "notes", "pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers"]);
+    assert!(before["pgbench_accounts"].starts_with("200000 "), "{}", before["pgbench_accounts"]);
+    assert!(before["pgbench_history"].starts_with("600 "), "{}", before["pgbench_history"]);
+    assert!(before["notes"].starts_with("5000 ") && before["blobs"].starts_with("2000 "));
+
+    let producer =
+        as_postgres_shell("pg_basebackup", &format!("-h {} -p {PORT} -D - -Ft -X fetch -c fast", sock1.display()));
+    let out =
+        repo.cmd(["--json", "backup", "--name", "pg", "--command", &producer]).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "backup failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["files"].as_u64().unwrap() > 100, "{summary}");
+    // Changed after the backup: the restore must not see this.
+    source.psql("shop", "UPDATE notes SET body = 'after the backup' WHERE id <= 100");
+    assert_ne!(source.table_hashes("shop")["notes"], before["notes"]);
+
+    let snaps = repo.json(&["snapshots"]);
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let meta = &snaps[0]["metadata"];
+    assert_eq!(meta["format"], "tar", "{meta}");
+    assert_eq!(meta["database"], "postgresql", "{meta}");
+    assert_eq!(meta["command"], producer.as_str(), "{meta}");
+    let pgm = &meta["postgresql"];
+    assert_eq!(pgm["timeline"], 1, "{meta}");
+    let lsn = pgm["start_wal_location"].as_str().unwrap_or_default();
+    assert!(lsn.contains('/') && lsn.len() >= 3, "start_wal_location {lsn:?}: {meta}");
+    let wal_file = pgm["start_wal_file"].as_str().unwrap_or_default();
+    assert!(wal_file.len() == 24 && wal_file.starts_with("00000001"), "start_wal_file {wal_file:?}: {meta}");
+    assert_eq!(pgm["backup_method"], "streamed", "{meta}");
+    assert_eq!(pgm["backup_from"], "primary", "{meta}");
+    assert_eq!(pgm["backup_manifest"], true, "{meta}");
+
+    // Restore into a new directory (created by dedupe).
+    let restored = t.join("restored");
+    repo.ok(&[
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--name".as_ref(),
+        "pg".as_ref(),
+        "--target".as_ref(),
+        restored.as_os_str(),
+    ]);
+    // PostgreSQL's own checks on a data directory: private, and owned by the server's user.
+    let (rm, sm) = (fs::metadata(&restored).unwrap(), fs::metadata(&src).unwrap());
+    assert_eq!(rm.mode() & 0o777, 0o700);
+    assert_eq!((rm.uid(), rm.gid()), (sm.uid(), sm.gid()), "the restored directory's owner");
+    assert!(restored.join("backup_label").is_file() && restored.join("global/pg_control").is_file());
+
+    // The same snapshot as a tar stream, unpacked by tar, gives the same files.
+    let untarred = t.join("untarred");
+    fs::create_dir(&untarred).unwrap();
+    let mut dump = repo
+        .cmd(["restore", "latest", "--name", "pg", "--stdout"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Directory times are set at the end: a member after the directory's own
+    // entry (pg_basebackup puts global/pg_control last) would change them.
+    let tar_out = Command::new("tar")
+        .args(["-x", "--delay-directory-restore"])
+        .arg("-C")
+        .arg(&untarred)
+        .stdin(dump.stdout.take().unwrap())
+        .output()
+        .expect("run tar");
+    let dump_out = dump.wait_with_output().unwrap();
+    assert!(dump_out.status.success(), "restore --stdout failed: {}", String::from_utf8_lossy(&dump_out.stderr));
+    assert!(tar_out.status.success(), "tar -x failed: {}", String::from_utf8_lossy(&tar_out.stderr));
+    assert_same_tree(&restored, &untarred);
+
+    // The restored directory starts as it is, and every table reads back as it was backed up.
+    let copy = Server::start(&restored, &sock2, &logs.join("restored.log"));
+    assert_eq!(copy.psql("shop", "SELECT pg_is_in_recovery()"), "f");
+    let after = copy.table_hashes("shop");
+    assert_eq!(after, before);
+    drop(copy);
+    drop(source);
+    eprintln!("PostgreSQL round trip took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn a_failing_producer_commits_nothing() {
+    let repo = Repo::new();
+    let tmp = pg_tempdir();
+    // An empty socket directory: no server listens there.
+    let sock = postgres_dir(&tmp.path().join("sock"));
+    let producer =
+        as_postgres_shell("pg_basebackup", &format!("-h {} -p {PORT} -D - -Ft -X fetch -c fast", sock.display()));
+    let out: Output =
+        repo.cmd(["backup", "--name", "pg", "--command", &producer]).stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(PRODUCER_FAILED), "{err}");
+    let err = one_line_error(&out);
+    assert!(err.contains("nothing was committed"), "{err}");
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+    assert!(repo.packs().is_empty(), "a failed backup left packs: {:?}", repo.packs());
+}
