@@ -439,6 +439,32 @@ fn restore(
     Ok(())
 }
 
+/// Where in the server's history a snapshot stands, in one line.
+fn position(m: &dedupe_store::Manifest) -> String {
+    let md = &m.metadata;
+    if let Some(my) = md.get("mysql") {
+        let mut out = String::new();
+        if let (Some(f), Some(p)) = (my.get("binlog_file"), my.get("binlog_position")) {
+            out = format!("binlog {}:{}", f.as_str().unwrap_or_default(), p);
+        }
+        if let Some(g) = my.get("gtid").and_then(|g| g.as_str()) {
+            out.push_str(&format!(" gtid {g}"));
+        }
+        if let Some(l) = my.get("to_lsn") {
+            out.push_str(&format!(" lsn {l}"));
+        }
+        return out.trim().to_string();
+    }
+    if let Some(pg) = md.get("postgresql") {
+        return format!(
+            "wal {} timeline {}",
+            pg.get("start_wal_location").and_then(|v| v.as_str()).unwrap_or("?"),
+            pg.get("timeline").map(|v| v.to_string()).unwrap_or_else(|| "?".into())
+        );
+    }
+    String::new()
+}
+
 /// True when the selection is a directory (or several nodes), not one file.
 fn path_is_dir(nodes: &[dedupe_store::Node]) -> bool {
     nodes.iter().any(|n| n.kind != NodeKind::File)
@@ -469,16 +495,18 @@ fn snapshots(ctx: &Ctx, name: Option<&str>) -> R {
     if ctx.quiet {
         return fail.map_or(Ok(()), Err);
     }
-    println!("{:<10} {:<26} {:<16} {:>11} {:>11}  source", "id", "time", "name", "size", "new");
+    println!("{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
     for (id, m) in &snaps {
+        let time = m.time.parse::<jiff::Timestamp>().map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string());
         println!(
-            "{:<10} {:<26} {:<16} {:>11} {:>11}  {}",
+            "{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} {}",
             &id[..8],
-            &m.time[..m.time.len().min(26)],
+            time.unwrap_or_else(|_| m.time.clone()),
             m.name,
             human(m.stats.bytes),
             human(m.stats.new_bytes),
-            m.source
+            m.metadata.get("format").and_then(|v| v.as_str()).unwrap_or("raw"),
+            position(m)
         );
     }
     fail.map_or(Ok(()), Err)

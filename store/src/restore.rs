@@ -5,9 +5,9 @@
 
 use crate::crypto::{hex_id, Id};
 use crate::error::{Error, Result};
-use crate::repo::Indexed;
 use crate::index::Location;
 use crate::pack::pack_name;
+use crate::repo::Indexed;
 use crate::snapshot::{Node, HOLE};
 use rayon::prelude::*;
 
