@@ -205,6 +205,7 @@ fn backup(repo: &Indexed, data: &Arc<[u8]>) -> Manifest {
         force_read: false,
         compression_level: LEVEL,
         metadata: Default::default(),
+        log: None,
     };
     let result = repo.backup(Box::new(source), opts, Arc::new(Progress::default())).expect("backup in memory");
     assert_eq!(result.manifest.stats.bytes, data.len() as u64);

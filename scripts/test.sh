@@ -29,5 +29,5 @@ fi
 
 # Integration tests drive the real binary, so build it first; heavy tests
 # (GiB streams) need the release profile.
-cargo build --release --workspace --locked
+cargo build --release --workspace --all-targets --locked
 cargo test --release --workspace --locked "$@"

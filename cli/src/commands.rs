@@ -131,7 +131,7 @@ pub fn run(cli: Cli) -> R {
             backup(&ctx, BackupArgs { source, name, filename, force_read, compression, format, allow_partial, command })
         }
         Command::Restore { snapshot, name, target, stdout, path, force, prepare } => {
-            restore(&ctx, &snapshot, name.as_deref(), target.as_deref(), stdout, path, force, prepare)
+            restore(&ctx, RestoreArgs { snapshot, name, target, stdout, path, force, prepare })
         }
         Command::Log { snapshot, name } => log(&ctx, &snapshot, name.as_deref()),
         Command::Snapshots { name } => snapshots(&ctx, name.as_deref()),
@@ -335,16 +335,19 @@ fn dir_is_empty(p: &Path) -> R<bool> {
     }
 }
 
-fn restore(
-    ctx: &Ctx,
-    spec: &str,
-    name: Option<&str>,
-    target: Option<&Path>,
-    stdout: bool,
-    path: Option<String>,
-    force: bool,
-    prepare: bool,
-) -> R {
+pub struct RestoreArgs {
+    pub snapshot: String,
+    pub name: Option<String>,
+    pub target: Option<std::path::PathBuf>,
+    pub stdout: bool,
+    pub path: Option<String>,
+    pub force: bool,
+    pub prepare: bool,
+}
+
+fn restore(ctx: &Ctx, a: RestoreArgs) -> R {
+    let RestoreArgs { snapshot, name, target, stdout, path, force, prepare } = a;
+    let (spec, name, target) = (snapshot.as_str(), name.as_deref(), target.as_deref());
     if prepare && target.is_none() {
         return Err(Failure::usage("--prepare needs --target"));
     }
