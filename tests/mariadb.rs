@@ -251,6 +251,14 @@ fn mariabackup_roundtrip_restores_prepares_and_starts_with_equal_checksums() {
     files_equal(&a, &b);
     files_equal(&a, &c);
 
+    // The parallel snapshot prepares and starts too, with the same tables.
+    let restored = work.join("restored-parallel");
+    repo.ok(&["restore".as_ref(), "latest".as_ref(), "--prepare".as_ref(), "--target".as_ref(), restored.as_os_str()]);
+    {
+        let copy = Server::start(&work.join("copy-parallel"), &restored);
+        assert_eq!(copy.checksums("shop"), want);
+    }
+
     // One file alone.
     let one = work.join("one");
     repo.ok(&[
