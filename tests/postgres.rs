@@ -295,6 +295,12 @@ fn pg_basebackup_roundtrip_gives_identical_tables() {
     assert_eq!(meta["command"], producer.as_str(), "{meta}");
     let pgm = &meta["postgresql"];
     assert_eq!(pgm["timeline"], 1, "{meta}");
+    // The cluster's identity, as pg_controldata tells it.
+    let mut controldata = as_postgres("pg_controldata");
+    controldata.arg(&source.data);
+    let control = ok(controldata, "pg_controldata");
+    let sysid = control.lines().find_map(|l| l.strip_prefix("Database system identifier:")).unwrap().trim();
+    assert_eq!(pgm["system_identifier"], sysid, "{meta}");
     let lsn = pgm["start_wal_location"].as_str().unwrap_or_default();
     assert!(lsn.contains('/') && lsn.len() >= 3, "start_wal_location {lsn:?}: {meta}");
     let wal_file = pgm["start_wal_file"].as_str().unwrap_or_default();

@@ -20,6 +20,8 @@ const INTERESTING: &[&str] = &[
     "backup_label",
     "tablespace_map",
     "backup_manifest",
+    // Its first 8 bytes are the cluster's system identifier (little-endian).
+    "global/pg_control",
 ];
 const KEEP: usize = 64 * 1024;
 
@@ -98,6 +100,11 @@ impl Captured {
             let mut pg = backup_label(&t);
             pg.insert("backup_manifest".into(), json!(self.files.contains_key("backup_manifest")));
             pg.insert("tablespace_map".into(), json!(self.files.contains_key("tablespace_map")));
+            if let Some(id) = self.files.get("global/pg_control").and_then(|b| b.get(..8)) {
+                let id = u64::from_le_bytes(id.try_into().expect("8 bytes"));
+                // A string: it does not fit a JSON double.
+                pg.insert("system_identifier".into(), json!(id.to_string()));
+            }
             out.insert("database".into(), json!("postgresql"));
             out.insert("postgresql".into(), Value::Object(pg));
         }
