@@ -206,6 +206,7 @@ fn backup(repo: &Indexed, data: &Arc<[u8]>) -> Manifest {
         compression_level: LEVEL,
         metadata: Default::default(),
         log: None,
+        kind: dedupe_store::Kind::Snapshot,
     };
     let result = repo.backup(Box::new(source), opts, Arc::new(Progress::default())).expect("backup in memory");
     assert_eq!(result.manifest.stats.bytes, data.len() as u64);

@@ -263,6 +263,7 @@ fn backup(ctx: &Ctx, a: BackupArgs) -> R {
         log: log_report.map(|r| {
             Box::new(move || r.lock().expect("not poisoned").log.clone()) as Box<dyn FnOnce() -> Vec<u8> + Send>
         }),
+        kind: dedupe_store::Kind::Snapshot,
     };
     let result = repo.backup(src, opts, progress);
     done.store(true, Ordering::Relaxed);

@@ -91,6 +91,8 @@ pub struct BackupOptions {
     /// The producer's log, asked for once the source is exhausted and stored
     /// as a chunk the manifest names (`dedupe log`).
     pub log: Option<Box<dyn FnOnce() -> Vec<u8> + Send>>,
+    /// A snapshot, or an archived log file (no parent, its own prefix).
+    pub kind: crate::repo::Kind,
 }
 
 /// Counters a progress display can poll from another thread.
@@ -174,8 +176,11 @@ impl Indexed {
         progress: Arc<Progress>,
     ) -> Result<BackupResult> {
         let started = Instant::now();
-        let BackupOptions { name, source_description, force_read, compression_level, metadata, log } = opts;
-        let parent = self.previous_snapshot(&name)?;
+        let BackupOptions { name, source_description, force_read, compression_level, metadata, log, kind } = opts;
+        let parent = match kind {
+            crate::repo::Kind::Snapshot => self.previous_snapshot(&name)?,
+            crate::repo::Kind::Log => None,
+        };
         let previous: HashMap<String, Node> = match &parent {
             Some((_, m)) => self.read_tree(m)?.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
             None => HashMap::new(),
@@ -278,7 +283,7 @@ impl Indexed {
                 m
             },
         };
-        let snapshot_id = self.write_manifest(&manifest)?;
+        let snapshot_id = self.write_manifest(&manifest, kind)?;
         Ok(BackupResult { snapshot_id, manifest, warnings })
     }
 

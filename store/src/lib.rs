@@ -23,6 +23,6 @@ pub mod snapshot;
 pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Progress, Source};
 pub use chunker::Chunking;
 pub use error::{Error, Result};
-pub use repo::{Indexed, Repository, Unlocked};
+pub use repo::{Indexed, Kind, Repository, Unlocked};
 pub use restore::Piece;
 pub use snapshot::{Manifest, Node, NodeKind, Stats, Tree};

@@ -63,6 +63,24 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
 
+/// What a manifest describes. Archived logs (binlog files, WAL segments) are
+/// stored exactly like snapshots of one file, under their own prefix, so
+/// they never show up as snapshots or as `latest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Snapshot,
+    Log,
+}
+
+impl Kind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Snapshot => "snapshots/",
+            Kind::Log => "logs/",
+        }
+    }
+}
+
 /// Snapshots with their ids, oldest first.
 pub type Snapshots = Vec<(String, Manifest)>;
 
@@ -238,10 +256,25 @@ impl Unlocked {
     /// Every readable snapshot, oldest first, and an error for each damaged
     /// manifest: one bad manifest must not stop backups or hide the others.
     pub fn list_snapshots(&self) -> Result<(Snapshots, Vec<Error>)> {
+        self.list_manifests(Kind::Snapshot)
+    }
+
+    /// Every object name of a kind, without reading them.
+    pub fn manifest_names(&self, kind: Kind) -> Result<Vec<String>> {
+        Ok(self.backend.list(kind.prefix())?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Reads one manifest by object name (`snapshots/<id>` or `logs/<id>`).
+    pub fn manifest(&self, object: &str) -> Result<Manifest> {
+        self.read_manifest(object)
+    }
+
+    /// Every readable manifest of a kind, oldest first, and the damaged ones.
+    pub fn list_manifests(&self, kind: Kind) -> Result<(Snapshots, Vec<Error>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
-        for (name, _) in self.backend.list("snapshots/")? {
-            let id = name.trim_start_matches("snapshots/").to_string();
+        for (name, _) in self.backend.list(kind.prefix())? {
+            let id = name.trim_start_matches(kind.prefix()).to_string();
             match self.read_manifest(&name) {
                 Ok(m) => out.push((id, m)),
                 Err(e @ Error::Corrupt { .. }) => damaged.push(e),
@@ -296,14 +329,14 @@ impl Unlocked {
         }
     }
 
-    /// Writes a manifest; the snapshot exists from this moment on.
-    pub(crate) fn write_manifest(&self, m: &Manifest) -> Result<String> {
+    /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
+    pub(crate) fn write_manifest(&self, m: &Manifest, kind: Kind) -> Result<String> {
         let plain = serde_json::to_vec(m).expect("manifest serializes");
         let sealed = self.keys.seal(MANIFEST_AAD, &plain);
         let id = blake3::hash(&sealed).to_hex().to_string();
         // Everything the manifest names must be durable before it is.
         self.backend.flush()?;
-        self.backend.put(&format!("snapshots/{id}"), sealed.into())?;
+        self.backend.put(&format!("{}{id}", kind.prefix()), sealed.into())?;
         self.backend.flush()?;
         Ok(id)
     }
