@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod backup;
 pub mod blob;
+pub mod catalogue;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
