@@ -2,7 +2,7 @@
 
 use crate::exit::{self, Failure};
 use crate::password::{new_password, PasswordSource};
-use crate::{Cli, Command, KeyCommand, RepairCommand};
+use crate::{BinlogCommand, CatalogueCommand, Cli, Command, KeyCommand, RepairCommand, WalCommand};
 use dedupe_ingest::sniff;
 use dedupe_ingest::tar::TarSource;
 use dedupe_ingest::xbstream::XbstreamSource;
@@ -52,16 +52,38 @@ impl Ctx {
         Ok(Arc::new(ObjectStoreBackend::local(&self.repo)?))
     }
 
+    pub fn cache_base(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// The password options as arguments for a command dedupe itself
+    /// writes down (PostgreSQL's restore_command): never the password itself.
+    pub fn password_args(&self) -> Option<Vec<String>> {
+        if let Some(f) = &self.password_file {
+            let abs = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+            return Some(vec!["--password-file".into(), abs.display().to_string()]);
+        }
+        self.password_command.as_ref().map(|c| vec!["--password-command".into(), c.clone()])
+    }
+
+    pub fn repo_path(&self) -> &Path {
+        &self.repo
+    }
+
     fn password(&self) -> R<String> {
         PasswordSource { file: self.password_file.as_deref(), command: self.password_command.as_deref() }.get()
     }
 
-    fn unlocked(&self) -> R<Unlocked> {
+    pub fn unlocked(&self) -> R<Unlocked> {
         let repo = Repository::open(self.backend()?)?;
         Ok(repo.unlock(self.password()?.as_bytes())?)
     }
 
-    fn indexed(&self) -> R<Indexed> {
+    pub fn indexed(&self) -> R<Indexed> {
         Ok(self.unlocked()?.indexed(&self.cache_dir)?)
     }
 
@@ -93,7 +115,7 @@ impl Ctx {
     }
 
     /// A human summary goes to stdout unless --quiet or --json.
-    fn say(&self, s: impl AsRef<str>) {
+    pub fn say(&self, s: impl AsRef<str>) {
         if !self.quiet && !self.json {
             println!("{}", s.as_ref());
         }
@@ -130,10 +152,36 @@ pub fn run(cli: Cli) -> R {
         Command::Backup { source, name, filename, force_read, compression, format, allow_partial, command } => {
             backup(&ctx, BackupArgs { source, name, filename, force_read, compression, format, allow_partial, command })
         }
-        Command::Restore { snapshot, name, target, stdout, path, force, prepare } => {
-            restore(&ctx, RestoreArgs { snapshot, name, target, stdout, path, force, prepare })
+        Command::Restore { snapshot, until, name, target, stdout, path, force, prepare } => {
+            restore(&ctx, RestoreArgs { snapshot, until, name, target, stdout, path, force, prepare })
         }
         Command::Log { snapshot, name } => log(&ctx, &snapshot, name.as_deref()),
+        Command::Binlog { command } => match command {
+            BinlogCommand::Push { name, binlog_dir, index, include_active } => {
+                crate::logs::binlog_push(&ctx, &name, binlog_dir.as_deref(), index.as_deref(), include_active)
+            }
+            BinlogCommand::List { name } => crate::logs::binlog_list(&ctx, &name),
+            BinlogCommand::Replay { name, target, until, until_gtid, until_position } => crate::pitr::binlog_replay(
+                &ctx,
+                &name,
+                &target,
+                until.as_deref(),
+                until_gtid.as_deref(),
+                until_position.as_deref(),
+            ),
+        },
+        Command::Wal { command } => match command {
+            WalCommand::Push { name, path } => crate::logs::wal_push(&ctx, &name, &path),
+            WalCommand::Fetch { name, file, path } => crate::logs::wal_fetch(&ctx, &name, &file, &path),
+        },
+        Command::Catalogue { command: CatalogueCommand::Rebuild } => {
+            let repo = ctx.unlocked()?;
+            dedupe_store::catalogue::Catalogue::rebuild(&repo, ctx.cache_base())?;
+            ctx.say("catalogue rebuilt from the repository");
+            Ok(())
+        }
+        Command::Timeline { name } => crate::pitr::timeline(&ctx, name.as_deref()),
+        Command::Lsn { name } => crate::pitr::lsn(&ctx, name.as_deref()),
         Command::Snapshots { name } => snapshots(&ctx, name.as_deref()),
         Command::Ls { snapshot, name } => ls(&ctx, &snapshot, name.as_deref()),
         Command::Stats => stats(&ctx),
@@ -337,7 +385,8 @@ fn dir_is_empty(p: &Path) -> R<bool> {
 }
 
 pub struct RestoreArgs {
-    pub snapshot: String,
+    pub snapshot: Option<String>,
+    pub until: Option<String>,
     pub name: Option<String>,
     pub target: Option<std::path::PathBuf>,
     pub stdout: bool,
@@ -347,11 +396,15 @@ pub struct RestoreArgs {
 }
 
 fn restore(ctx: &Ctx, a: RestoreArgs) -> R {
-    let RestoreArgs { snapshot, name, target, stdout, path, force, prepare } = a;
-    let (spec, name, target) = (snapshot.as_str(), name.as_deref(), target.as_deref());
+    let RestoreArgs { snapshot, until, name, target, stdout, path, force, prepare } = a;
+    let (name, target) = (name.as_deref(), target.as_deref());
     if prepare && target.is_none() {
         return Err(Failure::usage("--prepare needs --target"));
     }
+    if until.is_some() && (target.is_none() || path.is_some()) {
+        return Err(Failure::usage("--until restores a whole data directory: give --target, and no --path"));
+    }
+    let until = until.map(|u| crate::pitr::parse_until(&u).map(|t| (t, u))).transpose()?;
     // Check the target before anything slow or password-protected.
     if let Some(t) = target {
         if !force && !dir_is_empty(t)? {
@@ -361,8 +414,26 @@ fn restore(ctx: &Ctx, a: RestoreArgs) -> R {
             ));
         }
     }
+    // With --until, the plan picks the base and checks the logs reach the time.
+    let planned = match &until {
+        Some((t, _)) => Some(crate::pitr::plan(ctx, name, *t)?),
+        None => None,
+    };
     let repo = ctx.indexed()?;
-    let (id, manifest) = repo.find_snapshot(spec, name)?;
+    let (id, manifest) = match &planned {
+        Some((id, m, _)) => (id.clone(), m.clone()),
+        None => repo.find_snapshot(snapshot.as_deref().unwrap_or("latest"), name)?,
+    };
+    let incremental = manifest.metadata.get("mysql").and_then(|m| m.get("backup_type")).and_then(|v| v.as_str())
+        == Some("incremental");
+    if incremental && prepare {
+        let target = target.expect("checked above");
+        crate::prepare::restore_chain(ctx, &repo, &id, &manifest, target)?;
+        if let (Some((t, text)), Some((_, base, n))) = (&until, &planned) {
+            crate::pitr::finish_until(ctx, base, n, target, *t, text)?;
+        }
+        return Ok(());
+    }
     let tree = repo.read_tree(&manifest)?;
     let nodes = Selection { path }.apply(tree)?;
     let started = std::time::Instant::now();
@@ -423,6 +494,11 @@ fn restore(ctx: &Ctx, a: RestoreArgs) -> R {
     }
     if prepare {
         crate::prepare::prepare(ctx, &manifest, target)?;
+    } else if incremental {
+        ctx.note("this is an incremental backup: --prepare restores and prepares its whole chain");
+    }
+    if let (Some((t, text)), Some((_, base, n))) = (&until, &planned) {
+        crate::pitr::finish_until(ctx, base, n, target, *t, text)?;
     }
     let secs = started.elapsed().as_secs_f64();
     if ctx.json {

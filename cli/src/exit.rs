@@ -18,6 +18,8 @@ pub const TARGET_NOT_EMPTY: i32 = 11;
 pub const REPOSITORY_EXISTS: i32 = 12;
 pub const TRUNCATED: i32 = 13;
 pub const PRODUCER_FAILED: i32 = 14;
+pub const CONFLICT: i32 = 15;
+pub const NOT_RESTORABLE: i32 = 16;
 
 /// A failure with the exit code it ends the process with.
 #[derive(Debug)]

@@ -4,7 +4,9 @@
 
 mod commands;
 mod exit;
+mod logs;
 mod password;
+mod pitr;
 mod prepare;
 
 use clap::{Parser, Subcommand};
@@ -68,8 +70,13 @@ enum Command {
     },
     /// Restore a snapshot into a directory, or a file of it to stdout.
     Restore {
-        /// Snapshot id (or a unique prefix), or `latest`.
-        snapshot: String,
+        /// Snapshot id (or a unique prefix), or `latest`; omit with --until.
+        #[arg(required_unless_present = "until", conflicts_with = "until")]
+        snapshot: Option<String>,
+        /// Point in time ("2026-11-21 12:54:23" local time, or RFC 3339): picks the
+        /// newest base whose archived logs reach it, and sets up the log replay.
+        #[arg(long)]
+        until: Option<String>,
         /// With `latest`: the newest snapshot of this name.
         #[arg(long)]
         name: Option<String>,
@@ -88,6 +95,31 @@ enum Command {
         /// After restoring a mariabackup snapshot, run `mariabackup --prepare` on the target.
         #[arg(long)]
         prepare: bool,
+    },
+    /// MySQL/MariaDB binary logs: archive, list, replay.
+    Binlog {
+        #[command(subcommand)]
+        command: BinlogCommand,
+    },
+    /// PostgreSQL WAL: archive_command and restore_command.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// The local catalogue of snapshots and archived logs.
+    Catalogue {
+        #[command(subcommand)]
+        command: CatalogueCommand,
+    },
+    /// The spans of time each server can be restored to, and the gaps.
+    Timeline {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The LSN to pass to the next incremental mariabackup (--incremental-lsn).
+    Lsn {
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Print the producer's log kept with a snapshot made with --command.
     Log {
@@ -118,6 +150,71 @@ enum Command {
         #[command(subcommand)]
         command: RepairCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum BinlogCommand {
+    /// Archive every closed binlog file not yet in the repository (run it from cron every minute).
+    Push {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+        /// The server's binlog directory (holding the *.index file).
+        #[arg(long, conflicts_with = "index")]
+        binlog_dir: Option<PathBuf>,
+        /// The binlog index file (mysql-bin.index).
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Also store the active file up to its current end (replaced once it is closed).
+        #[arg(long)]
+        include_active: bool,
+    },
+    /// List the archived binlog files, with their time ranges and any gaps.
+    List {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+    },
+    /// Print the SQL that replays the archived binlogs from a restored backup's
+    /// position up to a time (pipe it into `mariadb`).
+    Replay {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+        /// The restored (and prepared) data directory: its binlog info is the start.
+        #[arg(long)]
+        target: PathBuf,
+        /// Stop before this time ("2026-11-21 12:54:23", local time, or RFC 3339).
+        #[arg(long, required_unless_present_any = ["until_gtid", "until_position"])]
+        until: Option<String>,
+        /// Stop at this GTID position instead.
+        #[arg(long)]
+        until_gtid: Option<String>,
+        /// Stop at FILE:POSITION instead.
+        #[arg(long)]
+        until_position: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Archive one WAL file: `archive_command = 'dedupe wal push --name NAME %p'`.
+    Push {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+        path: PathBuf,
+    },
+    /// Fetch one WAL file: `restore_command = 'dedupe wal fetch --name NAME %f %p'`;
+    /// exits non-zero when it is not archived.
+    Fetch {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+        file: String,
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogueCommand {
+    /// Throw the local catalogue away and rebuild it from the repository.
+    Rebuild,
 }
 
 #[derive(Subcommand)]

@@ -5,6 +5,7 @@
 //! metadata. Sinks turn a snapshot's entries back into a directory or a
 //! byte stream. Nothing here knows about packs or keys.
 
+pub mod binlog;
 pub mod dir;
 pub mod meta;
 pub mod pages;

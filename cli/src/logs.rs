@@ -1,0 +1,443 @@
+//! Archiving logs: MySQL/MariaDB binary logs and PostgreSQL WAL files.
+//!
+//! Each archived file is stored as a log manifest (`logs/<id>`) of the
+//! server's `--name`, holding the file as one node and, in its metadata, what
+//! was learnt from it: kind, file name, size, BLAKE3 of the bytes (the
+//! idempotency check: same name and bytes is a no-op, same name and other
+//! bytes is refused), and for binlogs the event facts (times, positions,
+//! GTIDs), for WAL the timeline, LSN range and commit times.
+
+use crate::commands::Ctx;
+use crate::exit::{self, Failure};
+use dedupe_store::catalogue::Catalogue;
+use dedupe_store::{BackupOptions, Indexed, Kind, Manifest, Progress};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+type R<T = ()> = Result<T, Failure>;
+
+/// An archived log file as the catalogue knows it.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    pub id: String,
+    pub manifest: Manifest,
+}
+
+impl LogFile {
+    pub fn meta(&self) -> &Value {
+        self.manifest.metadata.get("facts").unwrap_or(&Value::Null)
+    }
+    pub fn file(&self) -> &str {
+        self.manifest.metadata.get("file").and_then(Value::as_str).unwrap_or_default()
+    }
+    pub fn partial(&self) -> bool {
+        self.manifest.metadata.get("partial").and_then(Value::as_bool).unwrap_or(false)
+    }
+    fn blake3(&self) -> &str {
+        self.manifest.metadata.get("blake3").and_then(Value::as_str).unwrap_or_default()
+    }
+    pub fn size(&self) -> u64 {
+        self.manifest.metadata.get("size").and_then(Value::as_u64).unwrap_or(0)
+    }
+}
+
+/// The best copy of every archived file of a name and kind, by file name:
+/// a complete copy wins over partial ones, and the newest partial over older.
+pub fn archived(cat: &Catalogue, name: &str, kind: &str) -> R<Vec<LogFile>> {
+    let mut best: std::collections::BTreeMap<String, LogFile> = Default::default();
+    for (id, manifest) in cat.logs(name, kind)? {
+        let f = LogFile { id, manifest };
+        let key = f.file().to_string();
+        let better = match best.get(&key) {
+            None => true,
+            Some(old) => (old.partial() && !f.partial()) || (old.partial() == f.partial() && f.size() >= old.size()),
+        };
+        if better {
+            best.insert(key, f);
+        }
+    }
+    Ok(best.into_values().collect())
+}
+
+/// Reads `len` bytes of `path` once for its BLAKE3 (and whatever `inspect` wants).
+fn hash_file(path: &Path, len: u64) -> R<String> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
+    let mut h = blake3::Hasher::new();
+    let mut r = f.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+pub enum Outcome {
+    Stored { bytes: u64 },
+    AlreadyArchived,
+}
+
+/// Archives `len` bytes of `path` as log file `file` of `name`, unless the
+/// same bytes are already there.
+#[allow(clippy::too_many_arguments)]
+pub fn archive(
+    repo: &Indexed,
+    existing: &[LogFile],
+    name: &str,
+    kind: &str,
+    path: &Path,
+    file: &str,
+    len: u64,
+    partial: bool,
+    facts: Value,
+) -> R<Outcome> {
+    let digest = hash_file(path, len)?;
+    for old in existing.iter().filter(|o| o.file() == file) {
+        if old.blake3() == digest {
+            return Ok(Outcome::AlreadyArchived);
+        }
+        if !old.partial() && !partial {
+            return Err(Failure::new(
+                exit::CONFLICT,
+                format!(
+                    "{kind} {file} of {name} is already archived with different content: a different server under the same --name, or a damaged file?"
+                ),
+            ));
+        }
+        if !old.partial() && partial {
+            // The complete file is archived: the active copy adds nothing.
+            return Ok(Outcome::AlreadyArchived);
+        }
+    }
+    let reader = std::fs::File::open(path)
+        .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
+    let source = dedupe_ingest::StreamSource::new(Box::new(reader.take(len)), file, repo.config.chunking);
+    let now = jiff::Timestamp::now().as_second();
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert("kind".into(), json!(kind));
+    metadata.insert("file".into(), json!(file));
+    metadata.insert("size".into(), json!(len));
+    metadata.insert("blake3".into(), json!(digest));
+    metadata.insert("partial".into(), json!(partial));
+    metadata.insert("archived_at".into(), json!(now));
+    metadata.insert("facts".into(), facts);
+    let opts = BackupOptions {
+        name: name.to_string(),
+        source_description: format!("{kind} {}", path.display()),
+        force_read: true,
+        compression_level: repo.config.compression_level,
+        metadata,
+        log: None,
+        kind: Kind::Log,
+    };
+    let r = repo.backup(Box::new(source), opts, Arc::new(Progress::default()))?;
+    if r.manifest.stats.bytes != len {
+        return Err(Failure::new(exit::INPUT_FAILED, format!("{} changed size while it was archived", path.display())));
+    }
+    Ok(Outcome::Stored { bytes: len })
+}
+
+/// Writes the content of an archived log file to `dest` (via a temporary
+/// name, so a reader never sees half a file).
+pub fn fetch_to(repo: &Indexed, log: &LogFile, dest: &Path) -> R<()> {
+    let tree = repo.read_tree(&log.manifest)?;
+    let node = tree.nodes.first().ok_or_else(|| Failure::new(exit::CORRUPT, format!("log {} has no file", log.id)))?;
+    let tmp = dest.with_extension("dedupe-tmp");
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", tmp.display())))?;
+    dedupe_ingest::restore_to_writer(repo, std::slice::from_ref(node), &mut f)?;
+    f.sync_all().map_err(|e| Failure::new(exit::STORAGE, format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, dest)
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot write {}: {e}", dest.display())))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- binlogs
+
+/// The binlog files a server lists in its index file, in order.
+fn binlog_files(dir: Option<&Path>, index: Option<&Path>) -> R<Vec<PathBuf>> {
+    let index = match (index, dir) {
+        (Some(i), _) => i.to_path_buf(),
+        (None, Some(d)) => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(d)
+                .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot list {}: {e}", d.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "index"))
+                .collect();
+            found.sort();
+            match found.len() {
+                1 => found.remove(0),
+                0 => return Err(Failure::usage(format!("no binlog index (*.index) in {}: pass --index", d.display()))),
+                _ => return Err(Failure::usage(format!("several *.index files in {}: pass --index", d.display()))),
+            }
+        }
+        (None, None) => return Err(Failure::usage("pass --binlog-dir DIR or --index FILE")),
+    };
+    let text = std::fs::read_to_string(&index)
+        .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", index.display())))?;
+    let base = index.parent().unwrap_or(Path::new("."));
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let p = Path::new(l);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                // The server writes names relative to its datadir, where the index lives.
+                base.join(p.file_name().unwrap_or(p.as_os_str()))
+            }
+        })
+        .collect())
+}
+
+pub fn binlog_push(ctx: &Ctx, name: &str, dir: Option<&Path>, index: Option<&Path>, include_active: bool) -> R {
+    let files = binlog_files(dir, index)?;
+    let repo = ctx.indexed()?;
+    let cat = Catalogue::open(&repo, ctx.cache_base())?;
+    let existing = archived(&cat, name, "binlog")?;
+    let mut report = Vec::new();
+    let last = files.len().saturating_sub(1);
+    for (i, path) in files.iter().enumerate() {
+        let active = i == last;
+        if active && !include_active {
+            continue;
+        }
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?
+            .len();
+        // Parse exactly the bytes that are archived (the active file grows).
+        let f = std::fs::File::open(path)
+            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
+        let facts = dedupe_ingest::binlog::parse(f.take(len))
+            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("{}: {e}", path.display())))?;
+        let partial = active || !facts.closed;
+        let facts = serde_json::to_value(&facts).expect("facts serialize");
+        let outcome = archive(&repo, &existing, name, "binlog", path, &file, len, partial, facts)?;
+        let (status, bytes) = match outcome {
+            Outcome::Stored { bytes, .. } => (if partial { "stored (partial)" } else { "stored" }, bytes),
+            Outcome::AlreadyArchived => ("already archived", 0),
+        };
+        report.push(json!({"file": file, "status": status, "bytes": bytes}));
+    }
+    if ctx.json() {
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        for r in &report {
+            if r["status"] != "already archived" {
+                ctx.say(format!(
+                    "{}: {}",
+                    r["file"].as_str().unwrap_or_default(),
+                    r["status"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The numeric suffix of a binlog file name (`mysql-bin.000012` → 12).
+pub fn binlog_seq(file: &str) -> Option<(String, u64)> {
+    let (stem, n) = file.rsplit_once('.')?;
+    Some((stem.to_string(), n.parse().ok()?))
+}
+
+/// Names of the files missing between two archived binlogs.
+pub fn binlog_gap(prev: &str, next: &str) -> Vec<String> {
+    match (binlog_seq(prev), binlog_seq(next)) {
+        (Some((s1, a)), Some((s2, b))) if s1 == s2 && b > a + 1 => {
+            (a + 1..b).map(|n| format!("{s1}.{n:0width$}", width = prev.len() - s1.len() - 1)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn unix_to_local(t: u64) -> String {
+    jiff::Timestamp::from_second(t as i64)
+        .map(|ts| ts.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+pub fn binlog_list(ctx: &Ctx, name: &str) -> R {
+    let repo = ctx.unlocked()?;
+    let cat = Catalogue::open(&repo, ctx.cache_base())?;
+    let files = archived(&cat, name, "binlog")?;
+    let mut rows = Vec::new();
+    let mut prev: Option<&LogFile> = None;
+    for f in &files {
+        let missing_before = prev.map(|p| binlog_gap(p.file(), f.file())).unwrap_or_default();
+        let m = f.meta();
+        rows.push(json!({
+            "file": f.file(),
+            "size": f.size(),
+            "partial": f.partial(),
+            "first_time": m["first_time"],
+            "last_time": m["last_time"],
+            "first_position": m["first_position"],
+            "end_position": m["end_position"],
+            "server_id": m["server_id"],
+            "gtid_state_at_start": m["gtid_state_at_start"],
+            "last_gtid": m["last_gtid"],
+            "missing_before": missing_before,
+        }));
+        prev = Some(f);
+    }
+    if ctx.json() {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return Ok(());
+    }
+    ctx.say(format!(
+        "{:<20} {:>12} {:<19} {:<19} {:>10}  last gtid",
+        "file", "size", "first event", "last event", "end pos"
+    ));
+    for r in &rows {
+        for m in r["missing_before"].as_array().into_iter().flatten() {
+            ctx.say(format!("{:<20} MISSING: the archive has a gap here", m.as_str().unwrap_or_default()));
+        }
+        ctx.say(format!(
+            "{:<20} {:>12} {:<19} {:<19} {:>10}  {}{}",
+            r["file"].as_str().unwrap_or_default(),
+            crate::commands::human(r["size"].as_u64().unwrap_or(0)),
+            unix_to_local(r["first_time"].as_u64().unwrap_or(0)),
+            unix_to_local(r["last_time"].as_u64().unwrap_or(0)),
+            r["end_position"],
+            r["last_gtid"].as_str().unwrap_or("-"),
+            if r["partial"] == true { "  (partial: the active file)" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- WAL
+
+/// What a WAL archive file name says: segments `TTTTTTTTXXXXXXXXYYYYYYYY`,
+/// timeline history `TTTTTTTT.history`, backup history `…​.backup`, `…​.partial`.
+pub fn wal_name_facts(file: &str, size: u64) -> Value {
+    let hex8 = |s: &str| u64::from_str_radix(s, 16).ok();
+    if let Some(tl) = file.strip_suffix(".history").and_then(hex8) {
+        return json!({"type": "history", "timeline": tl});
+    }
+    let (seg, kind) = match file.split_once('.') {
+        Some((seg, rest)) if rest.ends_with("backup") => (seg, "backup"),
+        Some((seg, "partial")) => (seg, "partial"),
+        Some(_) => return json!({"type": "other"}),
+        None => (file, "segment"),
+    };
+    if seg.len() != 24 || !seg.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return json!({"type": "other"});
+    }
+    let (tl, log, segno) =
+        (hex8(&seg[..8]).unwrap_or(0), hex8(&seg[8..16]).unwrap_or(0), hex8(&seg[16..]).unwrap_or(0));
+    let seg_size = if kind == "segment" && size.is_power_of_two() { size } else { 16 << 20 };
+    let per_log = 0x1_0000_0000u64 / seg_size;
+    let start = (log * per_log + segno) * seg_size;
+    let lsn = |v: u64| format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff);
+    json!({
+        "type": kind,
+        "timeline": tl,
+        "segment": log * per_log + segno,
+        "segment_size": seg_size,
+        "start_lsn": lsn(start),
+        "end_lsn": lsn(start + seg_size),
+    })
+}
+
+fn pg_waldump() -> Option<PathBuf> {
+    if let Ok(p) = which("pg_waldump") {
+        return Some(p);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin/pg_waldump"))
+        .filter(|p| p.exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+fn which(tool: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(tool)).find(|p| p.is_file()))
+        .ok_or(())
+}
+
+/// First and last commit times in a WAL segment (unix seconds), read with
+/// pg_waldump: WAL records are PostgreSQL's own format, and its own tool
+/// reads them across versions.
+fn wal_commit_times(path: &Path) -> Option<(i64, i64)> {
+    let tool = pg_waldump()?;
+    let out = std::process::Command::new(tool).arg(path).stderr(std::process::Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut first = None;
+    let mut last = None;
+    for line in text.lines() {
+        // "... desc: COMMIT 2026-11-21 05:00:00.123456 UTC; ..." (also ABORT, and prepared commits)
+        let Some(i) = line.find("desc: COMMIT ").map(|i| i + 13).or_else(|| line.find("desc: ABORT ").map(|i| i + 12))
+        else {
+            continue;
+        };
+        let rest = &line[i..];
+        let end = rest.find(';').unwrap_or(rest.len());
+        if let Some(t) = parse_pg_time(rest[..end].trim()) {
+            first.get_or_insert(t);
+            last = Some(t);
+        }
+    }
+    Some((first?, last?))
+}
+
+/// `2026-11-21 05:00:00.123456 UTC` (or another zone name jiff knows).
+fn parse_pg_time(s: &str) -> Option<i64> {
+    let (dt, zone) = s.rsplit_once(' ')?;
+    let dt: jiff::civil::DateTime = dt.parse().ok()?;
+    let tz = jiff::tz::TimeZone::get(zone).ok()?;
+    Some(dt.to_zoned(tz).ok()?.timestamp().as_second())
+}
+
+pub fn wal_push(ctx: &Ctx, name: &str, path: &Path) -> R {
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .ok_or_else(|| Failure::usage("the WAL path has no file name"))?
+        .to_string();
+    let len = std::fs::metadata(path)
+        .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?
+        .len();
+    let mut facts = wal_name_facts(&file, len);
+    if facts["type"] == "segment" || facts["type"] == "partial" {
+        if let Some((a, b)) = wal_commit_times(path) {
+            facts["first_commit_time"] = json!(a);
+            facts["last_commit_time"] = json!(b);
+        }
+    }
+    let repo = ctx.indexed()?;
+    let cat = Catalogue::open(&repo, ctx.cache_base())?;
+    let existing: Vec<LogFile> = archived(&cat, name, "wal")?.into_iter().filter(|l| l.file() == file).collect();
+    match archive(&repo, &existing, name, "wal", path, &file, len, false, facts)? {
+        Outcome::Stored { bytes, .. } => ctx.say(format!("{file}: stored ({})", crate::commands::human(bytes))),
+        Outcome::AlreadyArchived => ctx.say(format!("{file}: already archived")),
+    }
+    Ok(())
+}
+
+pub fn wal_fetch(ctx: &Ctx, name: &str, file: &str, dest: &Path) -> R {
+    let repo = ctx.indexed()?;
+    let cat = Catalogue::open(&repo, ctx.cache_base())?;
+    let found = archived(&cat, name, "wal")?.into_iter().find(|l| l.file() == file);
+    // PostgreSQL asks for files that may not exist (the next timeline's
+    // history, the segment after the last): a plain non-zero exit is the answer.
+    let log = found.ok_or_else(|| Failure::new(exit::MISSING, format!("WAL file {file} of {name} is not archived")))?;
+    fetch_to(&repo, &log, dest)
+}
