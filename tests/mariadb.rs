@@ -1,138 +1,13 @@
 //! Real MariaDB: mariabackup streams piped into dedupe, restored, prepared,
 //! started again, and compared table by table with CHECKSUM TABLE.
 
+use dedupe_suite::mariadb::{serial, Server};
 use dedupe_suite::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 const TRUNCATED: i32 = 13;
 const PRODUCER_FAILED: i32 = 14;
-
-/// A mariadbd on a temporary data directory; shut down on drop.
-struct Server {
-    datadir: PathBuf,
-    socket: PathBuf,
-    child: std::process::Child,
-}
-
-/// One server-heavy test at a time: two cores, and MariaDB's bootstrap is not
-/// made for neighbours.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Server {
-    /// A new, empty server in `dir`.
-    fn init(dir: &Path) -> Server {
-        let datadir = dir.join("data");
-        let tmp = dir.join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let out = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal"])
-            .arg(format!("--datadir={}", datadir.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .output()
-            .expect("mariadb-install-db (scripts/test.sh installs mariadb-server)");
-        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        Server::start(dir, &datadir)
-    }
-
-    /// Starts a server on an existing data directory.
-    fn start(dir: &Path, datadir: &Path) -> Server {
-        let socket = dir.join("mysqld.sock");
-        let tmp = dir.join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let child = Command::new("mariadbd")
-            .args(["--no-defaults", "--user=root", "--log-bin=mysql-bin", "--server-id=1"])
-            .args(["--innodb-buffer-pool-size=64M", "--innodb-log-file-size=32M", "--bind-address=127.0.0.1"])
-            .arg(format!("--port={}", free_port()))
-            .arg(format!("--datadir={}", datadir.display()))
-            .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--tmpdir={}", tmp.display()))
-            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
-            .arg(format!("--log-error={}", dir.join("mysqld.err").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        let s = Server { datadir: datadir.to_path_buf(), socket, child };
-        let start = Instant::now();
-        while !s.sql_ok("SELECT 1") {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "mariadbd did not start: {}",
-                std::fs::read_to_string(dir.join("mysqld.err")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        s
-    }
-
-    fn client(&self) -> Command {
-        let mut c = Command::new("mariadb");
-        c.arg("--no-defaults").arg(format!("--socket={}", self.socket.display())).args(["-uroot", "-N", "-B"]);
-        c
-    }
-
-    fn sql_ok(&self, sql: &str) -> bool {
-        self.client().arg("-e").arg(sql).stderr(Stdio::null()).output().map(|o| o.status.success()).unwrap_or(false)
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        let out = self.client().arg("-e").arg(sql).output().unwrap();
-        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// CHECKSUM TABLE of every table of `db`.
-    fn checksums(&self, db: &str) -> BTreeMap<String, String> {
-        let tables = self.sql(&format!("SELECT table_name FROM information_schema.tables WHERE table_schema='{db}'"));
-        let list: Vec<String> = tables.lines().map(|t| format!("{db}.{t}")).collect();
-        assert!(!list.is_empty());
-        self.sql(&format!("CHECKSUM TABLE {} EXTENDED", list.join(", ")))
-            .lines()
-            .map(|l| {
-                let mut f = l.split('\t');
-                (f.next().unwrap().to_string(), f.next().unwrap().to_string())
-            })
-            .collect()
-    }
-
-    fn backup_command(&self, tmp: &Path, parallel: u32) -> String {
-        format!(
-            "mariabackup --backup --stream=xbstream --parallel={parallel} --user=root --socket={} --target-dir={}",
-            self.socket.display(),
-            tmp.display()
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb-admin")
-            .arg(format!("--socket={}", self.socket.display()))
-            .args(["-uroot", "shutdown"])
-            .stderr(Stdio::null())
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A server with a few tables: InnoDB with secondary indexes, a blob table, an Aria table.
 fn loaded_server(dir: &Path) -> Server {

@@ -7,7 +7,7 @@
 //!
 //! The parser streams. It holds one event header and, for the few event types
 //! it reads (format description, rotate, and the GTID events), one body of at
-//! most [`MAX_READ_BODY`] bytes; every other body goes through a fixed buffer,
+//! most 16 MiB; every other body goes through a fixed 64 KiB buffer,
 //! checksummed on the way when the file carries CRC32 checksums, and is
 //! forgotten. A file that stops inside an event is what an active binlog looks
 //! like when it is copied mid-write, so that is reported (`truncated_tail`),
@@ -102,6 +102,8 @@ pub enum BinlogError {
 /// Reads a binlog from its first byte and returns its facts. Memory stays
 /// bounded whatever the file's size.
 pub fn parse(input: impl Read) -> Result<BinlogFacts, BinlogError> {
+    // Most events are small: without a buffer each header would be a read call.
+    let input = io::BufReader::with_capacity(SKIP_CHUNK, input);
     let mut reader = Reader { input, pos: 0, chunk: vec![0; SKIP_CHUNK] };
     let mut magic = [0u8; MAGIC.len()];
     if reader.read_full(&mut magic)? < MAGIC.len() || magic != MAGIC {
@@ -889,6 +891,16 @@ mod tests {
         let mut tagged = file.clone();
         event(&mut tagged, 2, PREVIOUS_GTIDS_LOG_EVENT, &(1u64 << 56 | 1 << 8 | 1).to_le_bytes(), true);
         assert!(matches!(parse(&tagged[..]), Err(BinlogError::Unsupported { .. })));
+    }
+
+    #[test]
+    fn damaged_structure_is_refused_without_allocating() {
+        let mut file = MAGIC.to_vec();
+        event(&mut file, 1, FORMAT_DESCRIPTION_EVENT, &fde_body("10.11.19-MariaDB-log", Some(0)), false);
+        file.extend_from_slice(&[0; 4]);
+        let size = (file.len() - 4) as u32;
+        file[4 + 9..4 + 13].copy_from_slice(&size.to_le_bytes());
+        assert_eq!(parse(&file[..]).unwrap().events, 1);
 
         // A GTID event whose size field is damaged beyond any real size.
         let mut huge = file.clone();
@@ -896,6 +908,14 @@ mod tests {
         let size_at = huge.len() - 13 - HEADER_LEN + 9;
         huge[size_at..size_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(parse(&huge[..]), Err(BinlogError::Corrupt { .. })));
+
+        // An event smaller than its own header.
+        let mut tiny = file.clone();
+        event(&mut tiny, 2, 2, b"", false);
+        let size_at = tiny.len() - HEADER_LEN + 9;
+        tiny[size_at..size_at + 4].copy_from_slice(&7u32.to_le_bytes());
+        let fde_end = file.len() as u64;
+        assert!(matches!(parse(&tiny[..]), Err(BinlogError::Corrupt { position, .. }) if position == fde_end));
 
         let mut no_fde = MAGIC.to_vec();
         event(&mut no_fde, 1, 2, b"query", false);

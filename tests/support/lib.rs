@@ -4,6 +4,8 @@
 //! The binary is the one cargo built next to the test executable
 //! (`target/<profile>/dedupe`); `.ci/run` builds the workspace first.
 
+pub mod mariadb;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
