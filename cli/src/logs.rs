@@ -279,6 +279,7 @@ pub fn binlog_list(ctx: &Ctx, name: &str) -> R {
         let missing_before = prev.map(|p| binlog_gap(p.file(), f.file())).unwrap_or_default();
         let m = f.meta();
         rows.push(json!({
+            "id": f.id,
             "file": f.file(),
             "size": f.size(),
             "partial": f.partial(),

@@ -1,0 +1,239 @@
+//! MariaDB point-in-time restore with archived binlogs, incremental chains,
+//! gaps in the archive, and the catalogue rebuilt from the repository.
+
+use dedupe_suite::mariadb::{serial, Server};
+use dedupe_suite::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const NOT_RESTORABLE: i32 = 16;
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Sleeps until `frac` seconds into the next whole second; returns that second.
+fn next_second(frac: f64) -> i64 {
+    let t = now_secs();
+    let next = t.floor() + 1.0;
+    std::thread::sleep(Duration::from_secs_f64(next + frac - t));
+    next as i64
+}
+
+/// A unix second as local "YYYY-MM-DD HH:MM:SS" (what a DBA types).
+fn local(secs: i64) -> String {
+    let out = Command::new("date").arg("-d").arg(format!("@{secs}")).arg("+%Y-%m-%d %H:%M:%S").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn push(repo: &Repo, s: &Server) -> serde_json::Value {
+    repo.json(&[
+        "binlog".as_ref(),
+        "push".as_ref(),
+        "--name".as_ref(),
+        "m".as_ref(),
+        "--binlog-dir".as_ref(),
+        s.datadir.as_os_str(),
+    ])
+}
+
+#[test]
+fn pitr_stops_before_the_drop() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = Server::init(&work.join("src"));
+    src.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, note VARCHAR(40)); INSERT INTO shop.t VALUES (1, 'before the backup');");
+    repo.ok(&["backup", "--name", "m", "--command", &src.backup_command(&work.join("mbtmp"), 1)]);
+    push(&repo, &src);
+
+    // Rows at known seconds, binlog pushes between them.
+    let mut committed = vec![(1, "before the backup".to_string())];
+    for i in 2..=5 {
+        next_second(0.1);
+        let note = format!("row {i}");
+        src.sql(&format!("INSERT INTO shop.t VALUES ({i}, '{note}')"));
+        committed.push((i, note));
+        if i % 2 == 0 {
+            src.sql("FLUSH BINARY LOGS");
+            push(&repo, &src);
+        }
+    }
+    // A temporary table living across a binlog rotation: replay must be one session.
+    // The DROP at second T; later writes must not come back either.
+    let t = next_second(0.2);
+    src.sql("DROP TABLE shop.t");
+    src.sql("CREATE TABLE shop.later (id INT); INSERT INTO shop.later VALUES (1)");
+    src.sql("FLUSH BINARY LOGS");
+    let pushed = push(&repo, &src);
+    assert!(pushed.as_array().unwrap().iter().any(|r| r["status"] == "stored"), "{pushed}");
+
+    // The binlog list is contiguous and ends after T.
+    let list = repo.json(&["binlog", "list", "--name", "m"]);
+    for row in list.as_array().unwrap() {
+        assert!(row["missing_before"].as_array().unwrap().is_empty(), "{list}");
+    }
+    assert!(list.as_array().unwrap().last().unwrap()["last_time"].as_i64().unwrap() >= t);
+
+    // Restore to the end of second T-1: the base, prepared, then the binlogs replayed.
+    let until = local(t - 1);
+    let target = work.join("restored");
+    let out =
+        repo.cmd(["restore", "--until", &until, "--name", "m", "--prepare", "--target"]).arg(&target).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("binlog replay"), "says what comes next");
+    let copy = Server::start(&work.join("copy"), &target);
+    let mut replay = repo
+        .cmd(["binlog", "replay", "--name", "m", "--until", &until, "--target"])
+        .arg(&target)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = copy.client().stdin(replay.stdout.take().unwrap()).status().unwrap();
+    assert!(replay.wait().unwrap().success());
+    assert!(st.success(), "replaying into the restored server failed");
+
+    let rows: Vec<(i32, String)> = copy
+        .sql("SELECT id, note FROM shop.t ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap();
+            (a.parse().unwrap(), b.to_string())
+        })
+        .collect();
+    assert_eq!(rows, committed, "exactly the rows committed before the DROP");
+    assert_eq!(copy.sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'later'").trim(), "0");
+}
+
+#[test]
+fn incremental_chain_restores_and_prepares_in_order() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = Server::init(&work.join("src"));
+    src.sql("CREATE DATABASE shop; USE shop; CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(60)); INSERT INTO a SELECT seq, MD5(seq) FROM seq_1_to_20000;");
+    repo.ok(&["backup", "--name", "m", "--command", &src.backup_command(&work.join("t0"), 1)]);
+    let mut lsns = Vec::new();
+    for round in 1..=2 {
+        src.sql(&format!(
+            "UPDATE shop.a SET v = 'round {round}' WHERE id % 7 = {round}; INSERT INTO shop.a VALUES ({}, 'new')",
+            100000 + round
+        ));
+        let lsn = String::from_utf8(repo.ok(&["lsn", "--name", "m"])).unwrap().trim().to_string();
+        lsns.push(lsn.clone());
+        let cmd = format!("{} --incremental-lsn={lsn}", src.backup_command(&work.join(format!("t{round}")), 1));
+        repo.ok(&["backup", "--name", "m", "--command", &cmd]);
+    }
+    let want = src.checksums("shop");
+    let snaps = repo.json(&["snapshots", "--name", "m"]);
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 3);
+    for (i, s) in snaps.iter().enumerate().skip(1) {
+        assert_eq!(s["metadata"]["mysql"]["backup_type"], "incremental");
+        assert_eq!(s["metadata"]["mysql"]["from_lsn"], snaps[i - 1]["metadata"]["mysql"]["to_lsn"]);
+        assert_eq!(s["metadata"]["mysql"]["from_lsn"].to_string(), lsns[i - 1]);
+    }
+    let target = work.join("restored");
+    repo.ok(&[
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--name".as_ref(),
+        "m".as_ref(),
+        "--prepare".as_ref(),
+        "--target".as_ref(),
+        target.as_os_str(),
+    ]);
+    {
+        let copy = Server::start(&work.join("copy"), &target);
+        assert_eq!(copy.checksums("shop"), want);
+    }
+    // An incremental whose base is not in the repository (one LSN short of the
+    // newest): refused, naming the LSN it needs.
+    let last: u64 = String::from_utf8(repo.ok(&["lsn", "--name", "m"])).unwrap().trim().parse().unwrap();
+    let orphan = (last - 1).to_string();
+    let cmd = format!("{} --incremental-lsn={orphan}", src.backup_command(&work.join("t9"), 1));
+    repo.ok(&["backup", "--name", "m", "--command", &cmd]);
+    let out = repo
+        .cmd(["restore", "latest", "--name", "m", "--prepare", "--target"])
+        .arg(work.join("broken"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(NOT_RESTORABLE), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains(&orphan));
+}
+
+#[test]
+fn a_missing_binlog_is_named_and_the_catalogue_rebuilds_the_same() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = Server::init(&work.join("src"));
+    src.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT);");
+    repo.ok(&["backup", "--name", "m", "--command", &src.backup_command(&work.join("mb"), 1)]);
+    for i in 0..4 {
+        src.sql(&format!("INSERT INTO shop.t VALUES ({i}); FLUSH BINARY LOGS;"));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    push(&repo, &src);
+    let end = now_secs() as i64;
+    src.sql("INSERT INTO shop.t VALUES (99); FLUSH BINARY LOGS;");
+    push(&repo, &src);
+
+    // The catalogue is a cache: a fresh one from the repository says the same.
+    let views = |cache: &Path| {
+        let args = |a: &[&str]| {
+            let out = repo.cmd(a).env("DEDUPE_CACHE_DIR", cache).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        (
+            args(&["--json", "snapshots"]),
+            args(&["--json", "binlog", "list", "--name", "m"]),
+            args(&["--json", "timeline"]),
+        )
+    };
+    let before = views(&repo.cache);
+    let fresh = repo.scratch("fresh-cache");
+    let out = repo.cmd(["catalogue", "rebuild"]).env("DEDUPE_CACHE_DIR", &fresh).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(views(&fresh), before);
+    let timeline: serde_json::Value = serde_json::from_str(&before.2).unwrap();
+    assert_eq!(timeline[0]["windows"].as_array().unwrap().len(), 1, "{timeline}");
+    assert!(timeline[0]["gaps"].as_array().unwrap().is_empty());
+
+    // Remove one archived binlog from the middle of the archive.
+    let list: serde_json::Value = serde_json::from_str(&before.1).unwrap();
+    let list = list.as_array().unwrap();
+    assert!(list.len() >= 5, "{list:?}");
+    let gone = &list[2];
+    std::fs::remove_file(repo.path.join("logs").join(gone["id"].as_str().unwrap())).unwrap();
+    let missing = gone["file"].as_str().unwrap();
+
+    let out =
+        repo.cmd(["restore", "--until", &local(end), "--name", "m", "--target"]).arg(work.join("r")).output().unwrap();
+    assert_eq!(out.status.code(), Some(NOT_RESTORABLE), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains(missing), "the error names {missing}: {err}");
+    // The listing and the timeline show the gap.
+    let list = repo.json(&["binlog", "list", "--name", "m"]);
+    assert!(list.as_array().unwrap().iter().any(|r| r["missing_before"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == missing)));
+    let timeline = repo.json(&["timeline"]);
+    assert!(timeline[0]["gaps"][0]["missing"].as_array().unwrap().iter().any(|m| m == missing), "{timeline}");
+
+    // Before the oldest base: refused with the earliest restorable time.
+    let out = repo
+        .cmd(["restore", "--until", "2001-01-01 00:00:00", "--name", "m", "--target"])
+        .arg(work.join("r2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(NOT_RESTORABLE));
+    assert!(one_line_error(&out).contains("earliest restorable time"));
+}
