@@ -214,9 +214,14 @@ pub fn binlog_push(ctx: &Ctx, name: &str, dir: Option<&Path>, index: Option<&Pat
             continue;
         }
         let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
-        let len = std::fs::metadata(path)
-            .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?
-            .len();
+        let len = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            // Purged by the server after an earlier push: nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && existing.iter().any(|l| l.file() == file && !l.partial()) => {
+                continue
+            }
+            Err(e) => return Err(Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display()))),
+        };
         // Parse exactly the bytes that are archived (the active file grows).
         let f = std::fs::File::open(path)
             .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
