@@ -217,7 +217,10 @@ pub fn binlog_push(ctx: &Ctx, name: &str, dir: Option<&Path>, index: Option<&Pat
         let len = match std::fs::metadata(path) {
             Ok(m) => m.len(),
             // Purged by the server after an earlier push: nothing to do.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && existing.iter().any(|l| l.file() == file && !l.partial()) => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && existing.iter().any(|l| l.file() == file && !l.partial()) =>
+            {
                 continue
             }
             Err(e) => return Err(Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display()))),
@@ -359,18 +362,22 @@ pub fn wal_name_facts(file: &str, size: u64) -> Value {
     })
 }
 
-fn pg_waldump() -> Option<PathBuf> {
-    if let Ok(p) = which("pg_waldump") {
-        return Some(p);
-    }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+/// Every pg_waldump on the machine: the one on PATH, then Debian's per
+/// version, newest first. A pg_waldump reads only its own version's WAL, so
+/// each is tried until one reads the file.
+fn pg_waldumps() -> Vec<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
         .flatten()
-        .map(|e| e.path().join("bin/pg_waldump"))
-        .filter(|p| p.exists())
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.split('.').next()?.parse().ok()?;
+            let p = e.path().join("bin/pg_waldump");
+            p.exists().then_some((version, p))
+        })
         .collect();
-    dirs.sort();
-    dirs.pop()
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    which("pg_waldump").into_iter().chain(found.into_iter().map(|(_, p)| p)).collect()
 }
 
 fn which(tool: &str) -> Result<PathBuf, ()> {
@@ -381,27 +388,55 @@ fn which(tool: &str) -> Result<PathBuf, ()> {
 
 /// First and last commit times in a WAL segment (unix seconds), read with
 /// pg_waldump: WAL records are PostgreSQL's own format, and its own tool
-/// reads them across versions.
-fn wal_commit_times(path: &Path) -> Option<(i64, i64)> {
-    let tool = pg_waldump()?;
-    let out = std::process::Command::new(tool).arg(path).stderr(std::process::Stdio::null()).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+/// reads them across versions. `Some(None)` when it read the segment and
+/// found no commit; `None` when it could not tell (no pg_waldump, no record
+/// read at all, a time it could not read).
+fn wal_commit_times(path: &Path) -> Option<Option<(i64, i64)>> {
+    pg_waldumps().into_iter().find_map(|tool| {
+        // pg_waldump prints times in its local zone with the zone's abbreviation
+        // (CEST, IST, AEST...), which is no zone name: in UTC it says "UTC".
+        // (It exits 1 at the end of an ordinary segment: the output is what counts.)
+        let out = std::process::Command::new(tool)
+            .arg(path)
+            .env("TZ", "UTC")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        commit_times(&String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// The commit times in pg_waldump's output (see `wal_commit_times`).
+fn commit_times(text: &str) -> Option<Option<(i64, i64)>> {
     let mut first = None;
     let mut last = None;
+    let mut records = 0usize;
     for line in text.lines() {
-        // "... desc: COMMIT 2026-11-21 05:00:00.123456 UTC; ..." (also ABORT, and prepared commits)
-        let Some(i) = line.find("desc: COMMIT ").map(|i| i + 13).or_else(|| line.find("desc: ABORT ").map(|i| i + 12))
+        if line.starts_with("rmgr: ") {
+            records += 1;
+        }
+        // Every record recovery can stop at: "desc: COMMIT 2026-11-21 05:00:00.123456 UTC; ...",
+        // "desc: ABORT ...", and "desc: COMMIT_PREPARED 725: 2026-..." (ABORT_PREPARED).
+        let Some(rest) = ["desc: COMMIT ", "desc: ABORT ", "desc: COMMIT_PREPARED ", "desc: ABORT_PREPARED "]
+            .iter()
+            .find_map(|k| line.find(k).map(|i| &line[i + k.len()..]))
         else {
             continue;
         };
-        let rest = &line[i..];
+        let rest = match rest.split_once(": ") {
+            Some((xid, time)) if !xid.is_empty() && xid.bytes().all(|b| b.is_ascii_digit()) => time,
+            _ => rest,
+        };
         let end = rest.find(';').unwrap_or(rest.len());
-        if let Some(t) = parse_pg_time(rest[..end].trim()) {
-            first.get_or_insert(t);
-            last = Some(t);
-        }
+        let t = parse_pg_time(rest[..end].trim())?;
+        first.get_or_insert(t);
+        last = Some(t);
     }
-    Some((first?, last?))
+    // Nothing read (another major version's pg_waldump, a damaged file) is not "no commit".
+    if records == 0 {
+        return None;
+    }
+    Some(first.zip(last))
 }
 
 /// `2026-11-21 05:00:00.123456 UTC` (or another zone name jiff knows).
@@ -423,9 +458,10 @@ pub fn wal_push(ctx: &Ctx, name: &str, path: &Path) -> R {
         .len();
     let mut facts = wal_name_facts(&file, len);
     if facts["type"] == "segment" || facts["type"] == "partial" {
-        if let Some((a, b)) = wal_commit_times(path) {
-            facts["first_commit_time"] = json!(a);
-            facts["last_commit_time"] = json!(b);
+        // Null when pg_waldump found no commit; absent when it could not look.
+        if let Some(times) = wal_commit_times(path) {
+            facts["first_commit_time"] = json!(times.map(|t| t.0));
+            facts["last_commit_time"] = json!(times.map(|t| t.1));
         }
     }
     let repo = ctx.indexed()?;
@@ -446,4 +482,33 @@ pub fn wal_fetch(ctx: &Ctx, name: &str, file: &str, dest: &Path) -> R {
     // history, the segment after the last): a plain non-zero exit is the answer.
     let log = found.ok_or_else(|| Failure::new(exit::MISSING, format!("WAL file {file} of {name} is not archived")))?;
     fetch_to(&repo, &log, dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::commit_times;
+
+    const DUMP: &str = "\
+rmgr: Heap        len (rec/tot):     59/    59, tx:        725, lsn: 0/01516768, prev 0/01516730, desc: INSERT off 1 flags 0x08, blkref #0: rel 1663/5/16384 blk 0
+rmgr: Transaction len (rec/tot):     66/    66, tx:        723, lsn: 0/015006D0, prev 0/01500630, desc: COMMIT 2026-11-21 06:07:39.893684 UTC; inval msgs: snapshot 2396
+rmgr: Transaction len (rec/tot):    242/   242, tx:        725, lsn: 0/015167A8, prev 0/01516788, desc: PREPARE gid p1: 2026-11-21 06:07:40.163663 UTC
+rmgr: Transaction len (rec/tot):     42/    42, tx:          0, lsn: 0/015168A0, prev 0/015167A8, desc: COMMIT_PREPARED 725: 2026-11-21 06:07:41.163981 UTC
+rmgr: Transaction len (rec/tot):     42/    42, tx:          0, lsn: 0/01516A08, prev 0/01516910, desc: ABORT_PREPARED 726: 2026-11-21 06:07:42.164514 UTC
+";
+
+    #[test]
+    fn commits_aborts_and_prepared_ones_are_read() {
+        let t = 1_795_241_259; // 2026-11-21 06:07:39 UTC
+        assert_eq!(commit_times(DUMP), Some(Some((t, t + 3))));
+    }
+
+    #[test]
+    fn no_commit_is_not_unknown() {
+        let first = DUMP.lines().next().unwrap();
+        assert_eq!(commit_times(first), Some(None));
+        // Nothing read at all (another version's pg_waldump, a damaged file): unknown.
+        assert_eq!(commit_times(""), None);
+        // A time in a zone abbreviation that names no zone: unknown, not "no commit".
+        assert_eq!(commit_times(&DUMP.replace("UTC", "IST")), None);
+    }
 }

@@ -220,7 +220,14 @@ fn wal_covering(logs: &[LogFile], name: &str, start_file: &str, timeline: u64, u
             ));
         }
         expect += 1;
-        let t = secs(&l.meta()["last_commit_time"]).or_else(|| secs(&l.manifest.metadata["archived_at"]));
+        // A segment pg_waldump found no commit in (null) cannot stop recovery:
+        // PostgreSQL stops only at a commit (or abort) at or after the target,
+        // and fails when the WAL ends first. Only a segment never read (no
+        // pg_waldump when it was archived) falls back to its archiving time.
+        let t = match l.meta().get("last_commit_time") {
+            Some(v) => secs(v),
+            None => secs(&l.manifest.metadata["archived_at"]),
+        };
         last_time = t.or(last_time);
         if t.is_some_and(|t| t >= until) {
             return Ok(());
@@ -250,12 +257,25 @@ fn sh_quote(s: &str) -> String {
     }
 }
 
-fn write_recovery_settings(ctx: &Ctx, target: &Path, name: &str, until: Timestamp) -> R {
-    let pw = ctx.password_args().ok_or_else(|| {
+/// The password options the server's restore_command gets: a file or a
+/// command, never the password itself.
+fn restore_command_password(ctx: &Ctx) -> R<Vec<String>> {
+    ctx.password_args().ok_or_else(|| {
         Failure::usage(
             "the server's restore_command needs the repository password: pass --password-file or --password-command (DEDUPE_PASSWORD is never written down)",
         )
-    })?;
+    })
+}
+
+/// `recovery_target_time` in a form the server takes: local time with a
+/// numeric offset. (It refuses RFC 3339's `Z`, "invalid value for parameter",
+/// and does not start.)
+fn pg_target_time(until: Timestamp) -> String {
+    until.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S%.f%:z").to_string()
+}
+
+fn write_recovery_settings(ctx: &Ctx, target: &Path, name: &str, until: Timestamp) -> R {
+    let pw = restore_command_password(ctx)?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(exit::ERROR, format!("cannot find the dedupe binary: {e}")))?;
     let repo = std::fs::canonicalize(ctx.repo_path()).unwrap_or_else(|_| ctx.repo_path().to_path_buf());
@@ -269,7 +289,7 @@ fn write_recovery_settings(ctx: &Ctx, target: &Path, name: &str, until: Timestam
          restore_command = {}\nrecovery_target_time = {}\nrecovery_target_inclusive = off\nrecovery_target_action = 'promote'\n\
          # A restored copy must not archive into the original server's WAL archive.\narchive_mode = off\n",
         pgq(&cmd),
-        pgq(&until.to_string()),
+        pgq(&pg_target_time(until)),
     );
     let conf = target.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
@@ -326,6 +346,8 @@ pub fn plan(ctx: &Ctx, name: Option<&str>, until: Timestamp) -> R<(String, Manif
     };
     match database(&base) {
         "postgresql" => {
+            // Checked before anything is restored, not after.
+            restore_command_password(ctx)?;
             let logs = archived(&cat, &name, "wal")?;
             let start = pg(&base, "start_wal_file").and_then(Value::as_str).unwrap_or_default();
             let tl = pg(&base, "timeline").and_then(Value::as_u64).unwrap_or(1);
@@ -515,13 +537,12 @@ fn reach_wal(logs: &[LogFile], file: &str, timeline: u64) -> Option<Timestamp> {
         .filter(|l| l.meta()["type"] == "segment" && l.meta()["timeline"].as_u64() == Some(timeline))
         .collect();
     segs.sort_by_key(|l| l.meta()["segment"].as_u64().unwrap_or(0));
-    let mut expect = start;
     let mut end = None;
-    for l in segs.iter().filter(|l| l.meta()["segment"].as_u64().unwrap_or(0) >= start) {
+    let from_start = segs.iter().filter(|l| l.meta()["segment"].as_u64().unwrap_or(0) >= start);
+    for (expect, l) in (start..).zip(from_start) {
         if l.meta()["segment"].as_u64() != Some(expect) {
             break;
         }
-        expect += 1;
         end = secs(&l.meta()["last_commit_time"]).or(end);
     }
     end

@@ -41,6 +41,10 @@ pub struct ObjectStoreBackend {
     /// a power cut, so puts are remembered here and synced by `flush`.
     local_root: Option<PathBuf>,
     unsynced: Mutex<Vec<String>>,
+    /// Set when root writes into a local repository another user owns: new
+    /// objects and directories are handed to that user, so the database
+    /// server's own archive_command (running as that user) can keep writing.
+    owner: Option<(u32, u32)>,
 }
 
 impl ObjectStoreBackend {
@@ -54,6 +58,12 @@ impl ObjectStoreBackend {
             location: root.display().to_string(),
             local_root: Some(root.to_path_buf()),
             unsynced: Mutex::new(Vec::new()),
+            owner: {
+                use std::os::unix::fs::MetadataExt;
+                // SAFETY: geteuid cannot fail.
+                let root_user = unsafe { libc::geteuid() } == 0;
+                std::fs::metadata(root).ok().filter(|m| root_user && m.uid() != 0).map(|m| (m.uid(), m.gid()))
+            },
         })
     }
 
@@ -65,6 +75,7 @@ impl ObjectStoreBackend {
             location: "memory".into(),
             local_root: None,
             unsynced: Mutex::new(Vec::new()),
+            owner: None,
         })
     }
 
@@ -113,6 +124,23 @@ impl ObjectStoreBackend {
     }
 }
 
+/// Hands an object, and the directories above it that root created, to the repository's owner.
+fn give(root: &Path, name: &str, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = root.join(name);
+    while p != root && p.starts_with(root) {
+        match std::fs::metadata(&p) {
+            Ok(m) if m.uid() == 0 => std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("giving {} to the repository's owner", p.display()), e))?,
+            _ => break,
+        }
+        if !p.pop() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -126,8 +154,11 @@ impl Backend for ObjectStoreBackend {
     fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
         let path = ObjPath::from(name);
         self.runtime.block_on(self.store.put(&path, PutPayload::from_bytes(bytes))).map_err(|e| self.err(name, e))?;
-        if self.local_root.is_some() {
+        if let Some(root) = &self.local_root {
             self.unsynced.lock().expect("not poisoned").push(name.to_string());
+            if let Some((uid, gid)) = self.owner {
+                give(root, name, uid, gid)?;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,617 @@
+//! Point-in-time recovery of a real PostgreSQL 15 server: the server archives
+//! its WAL with `dedupe wal push` (archive_command), a base backup is taken
+//! with `pg_basebackup` run by `dedupe backup --command`, and
+//! `dedupe restore --until` sets up a copy that replays the archived WAL
+//! (restore_command = `dedupe wal fetch`) up to a time and promotes.
+//!
+//! The server runs archive_command and restore_command as its own user, so
+//! everything that writes the repository runs as `postgres` too: the
+//! repository belongs to `postgres` (a root-run backup would leave root-owned
+//! `data/xx/` directories the archiver could not write into), the password
+//! file is readable by it, and dedupe run as `postgres` gets a cache
+//! directory of its own. The restore itself runs as root, as an operator
+//! would. Needs /usr/lib/postgresql/15/bin (Debian's postgresql-15).
+//!
+//! Servers listen only on a unix socket in their own temporary directory
+//! (`listen_addresses=''`), and every server started is stopped by a guard,
+//! even when an assertion fails.
+
+use dedupe_suite::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const USAGE: i32 = 2;
+const MISSING: i32 = 8;
+const NOT_RESTORABLE: i32 = 16;
+/// Only names the socket file (`.s.PGSQL.<port>`): nothing listens on TCP.
+const PORT: u16 = 5432;
+const SEGMENT: u64 = 16 << 20;
+
+fn pg(tool: &str) -> PathBuf {
+    let p = Path::new(PG_BIN).join(tool);
+    assert!(p.exists(), "{} is missing: these tests need PostgreSQL 15 (apt-get install postgresql-15)", p.display());
+    p
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Leaves the child only what the command line gives it: a server's
+/// archive_command and restore_command must not work thanks to the test's
+/// environment.
+fn clean_env(c: &mut Command) {
+    for v in [
+        "PGDATA",
+        "PGHOST",
+        "PGPORT",
+        "DEDUPE_REPO",
+        "DEDUPE_PASSWORD",
+        "DEDUPE_PASSWORD_FILE",
+        "DEDUPE_PASSWORD_COMMAND",
+        "DEDUPE_CACHE_DIR",
+        "DEDUPE_KDF_MEMORY_KIB",
+        "DEDUPE_NAME",
+    ] {
+        c.env_remove(v);
+    }
+    // The test's working directory may not be readable by `postgres`.
+    c.current_dir("/");
+}
+
+/// `program` run as `postgres` when the test runs as root (PostgreSQL refuses root).
+fn as_postgres_cmd(program: &Path) -> Command {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    clean_env(&mut c);
+    c
+}
+
+fn as_postgres(tool: &str) -> Command {
+    let mut c = as_postgres_cmd(&pg(tool));
+    c.env("LC_ALL", "C");
+    c
+}
+
+fn ok(mut c: Command, what: &str) -> String {
+    let out = c.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// The `postgres` user's uid, gid and home directory.
+fn postgres_user() -> (u32, u32, PathBuf) {
+    let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!pw.is_null(), "there is no `postgres` user");
+    // SAFETY: non-null, as checked; pw_dir is a C string.
+    unsafe {
+        let home = std::ffi::CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned();
+        ((*pw).pw_uid, (*pw).pw_gid, PathBuf::from(home))
+    }
+}
+
+/// Gives `p` and everything below it to `postgres` (a no-op when not root).
+fn chown_postgres(p: &Path) {
+    if !is_root() {
+        return;
+    }
+    let (uid, gid, _) = postgres_user();
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+    if fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in fs::read_dir(p).unwrap() {
+            chown_postgres(&e.unwrap().path());
+        }
+    }
+}
+
+/// A directory the `postgres` user owns.
+fn postgres_dir(p: &Path) -> PathBuf {
+    fs::create_dir_all(p).unwrap();
+    chown_postgres(p);
+    p.to_path_buf()
+}
+
+/// A running server on `data`; stopped (immediately) when dropped.
+struct Server {
+    data: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on an existing data directory, as plain `pg_ctl start`
+    /// with only the socket directory and port given on the command line.
+    fn start(data: &Path, sock: &Path, log: &Path) -> Server {
+        Server::start_with(data, sock, log, &[])
+    }
+
+    /// The same, with variables added to the server's environment.
+    fn start_with(data: &Path, sock: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
+        // The guard exists before the start, so a half-started server is stopped too.
+        let server = Server { data: data.to_path_buf(), sock: sock.to_path_buf(), log: log.to_path_buf() };
+        let out = as_postgres("pg_ctl")
+            .envs(env.iter().copied())
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-k {} -p {PORT} -c listen_addresses=''", sock.display()))
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start on {} failed: {}{}\n--- server log ---\n{}",
+            data.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        server
+    }
+
+    /// Runs one statement; returns its unaligned, tuples-only output.
+    fn psql(&self, sql: &str) -> String {
+        let mut c = as_postgres("psql");
+        c.arg("-h").arg(&self.sock).arg("-p").arg(PORT.to_string());
+        c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql]);
+        ok(c, &format!("psql {sql:?}")).trim().to_string()
+    }
+
+    /// Ends the current WAL segment; returns its name once the archiver has
+    /// archived it (PostgreSQL's own `.done` marker).
+    fn switch_and_wait_archived(&self) -> String {
+        let seg = self.psql("SELECT pg_walfile_name(pg_switch_wal())");
+        let done = self.data.join("pg_wal/archive_status").join(format!("{seg}.done"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{seg} was not archived within 60 s: {}",
+                self.psql("SELECT row_to_json(a) FROM pg_stat_archiver a")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seg
+    }
+
+    /// Every row of `t` with its commit time (unix microseconds), by id.
+    fn rows(&self) -> Vec<(i64, i64)> {
+        self.psql(
+            "SELECT id || ' ' || (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint \
+             FROM t ORDER BY id",
+        )
+        .lines()
+        .map(|l| {
+            let (id, us) = l.split_once(' ').unwrap_or_else(|| panic!("row {l:?}"));
+            (id.parse().unwrap(), us.parse().unwrap())
+        })
+        .collect()
+    }
+
+    /// Inserts row `id` in a transaction of its own; returns its commit time
+    /// (unix microseconds), as the server recorded it.
+    fn insert(&self, id: i64) -> i64 {
+        self.psql(&format!("INSERT INTO t VALUES ({id}, 'row {id}')"));
+        let us = self.psql(&format!(
+            "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM t WHERE id = {id}"
+        ));
+        us.parse().unwrap_or_else(|_| panic!("commit time of row {id}: {us:?}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let out = as_postgres("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log of the server on {} ---\n{}",
+                self.data.display(),
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        } else if let Ok(o) = out {
+            assert!(o.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+}
+
+/// A repository the `postgres` user owns and can open with a password file,
+/// and a scratch directory it can traverse.
+struct Setup {
+    repo: Repo,
+    /// Scratch space (mode 0755): data directories, sockets, logs, scripts.
+    dir: PathBuf,
+    password_file: PathBuf,
+    /// The cache of dedupe run as `postgres` (backups and archive_command).
+    pg_cache: PathBuf,
+    /// Where restore_command's dedupe keeps its cache: the server user's
+    /// default, `$HOME/.cache/dedupe/<repository id>`; removed at the end.
+    restore_cache: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        // Created by root with the cheap KDF (recorded in the key file: the
+        // server's dedupe, without DEDUPE_KDF_MEMORY_KIB, opens it quickly).
+        let repo = Repo::new();
+        fs::set_permissions(repo.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        chown_postgres(&repo.path);
+        let dir = repo.scratch("work");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let secret = dir.join("secret");
+        fs::create_dir(&secret).unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o755)).unwrap();
+        let password_file = secret.join("password");
+        fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o644)).unwrap();
+        let pg_cache = postgres_dir(&dir.join("pg-cache"));
+        let config: serde_json::Value = serde_json::from_slice(&fs::read(repo.path.join("config")).unwrap()).unwrap();
+        let id = config["id"].as_str().expect("repository id");
+        let home = if is_root() { postgres_user().2 } else { PathBuf::from(std::env::var_os("HOME").unwrap()) };
+        let restore_cache = home.join(".cache/dedupe").join(id);
+        Setup { repo, dir, password_file, pg_cache, restore_cache }
+    }
+
+    /// `dedupe --repo R --password-file F --cache-dir C`, as the `postgres` user.
+    fn dedupe_as_postgres(&self) -> Command {
+        let mut c = as_postgres_cmd(&dedupe_bin());
+        c.arg("--repo").arg(&self.repo.path);
+        c.arg("--password-file").arg(&self.password_file);
+        c.arg("--cache-dir").arg(&self.pg_cache);
+        c
+    }
+
+    /// The archive_command's `dedupe ... wal push --name pg` (without `%p`).
+    fn wal_push(&self) -> String {
+        format!(
+            "{} --repo {} --password-file {} --cache-dir {} wal push --name pg",
+            dedupe_bin().display(),
+            self.repo.path.display(),
+            self.password_file.display(),
+            self.pg_cache.display()
+        )
+    }
+
+    /// A new cluster archiving with `archive_command`, started with `env`.
+    fn source(&self, archive_command: &str, env: &[(&str, &str)]) -> Server {
+        let src = postgres_dir(&self.dir.join("src"));
+        let sock = postgres_dir(&self.dir.join("sock-src"));
+        let logs = postgres_dir(&self.dir.join("logs"));
+        let mut initdb = as_postgres("initdb");
+        initdb.arg("-D").arg(&src).args(["-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
+        ok(initdb, "initdb");
+        let mut conf = fs::OpenOptions::new().append(true).open(src.join("postgresql.conf")).unwrap();
+        use std::io::Write;
+        write!(
+            conf,
+            "\nwal_level = replica\narchive_mode = on\narchive_command = '{}'\n\
+             # the commit time of every row, as the WAL records it\ntrack_commit_timestamp = on\n",
+            archive_command.replace('\'', "''")
+        )
+        .unwrap();
+        drop(conf);
+        let server = Server::start_with(&src, &sock, &logs.join("src.log"), env);
+        server.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)");
+        server
+    }
+
+    /// A base backup of `server`: pg_basebackup's tar stream, run by
+    /// `dedupe backup --command`, both as `postgres`. Returns the snapshot.
+    fn base_backup(&self, server: &Server) -> serde_json::Value {
+        let producer = format!(
+            "{} -h {} -p {PORT} -D - -Ft -X fetch -c fast",
+            pg("pg_basebackup").display(),
+            server.sock.display()
+        );
+        let mut c = self.dedupe_as_postgres();
+        c.args(["--json", "backup", "--name", "pg", "--command", &producer]);
+        let summary: serde_json::Value = serde_json::from_str(&ok(c, "dedupe backup")).unwrap();
+        assert!(summary["files"].as_u64().unwrap() > 100, "{summary}");
+        let snaps = self.repo.json(&["snapshots", "--name", "pg"]);
+        let snap = snaps.as_array().unwrap().last().expect("a snapshot").clone();
+        assert_eq!(snap["metadata"]["database"], "postgresql", "{snap}");
+        snap
+    }
+
+    /// `dedupe wal fetch --name pg FILE DEST` as root, as restore_command runs it.
+    fn wal_fetch(&self, file: &str, dest: &Path) -> Output {
+        let mut c = self.repo.cmd(["wal", "fetch", "--name", "pg", file]);
+        c.arg(dest);
+        c.stdin(Stdio::null()).output().expect("run dedupe wal fetch")
+    }
+
+    /// `dedupe restore --until TIME --name pg --target TARGET` as root,
+    /// with the password file (the restore_command it writes names it).
+    fn restore_until(&self, until: &str, target: &Path, password_file: bool) -> Output {
+        let mut c = self.repo.cmd(["restore", "--until", until, "--name", "pg", "--target"]);
+        c.arg(target);
+        if password_file {
+            c.arg("--password-file").arg(&self.password_file);
+        }
+        c.stdin(Stdio::null()).output().expect("run dedupe restore")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.restore_cache);
+    }
+}
+
+/// Unix seconds as local time, "YYYY-MM-DD HH:MM:SS" (what `--until` takes).
+fn local(secs: i64) -> String {
+    let t: libc::time_t = secs;
+    // SAFETY: localtime_r fills the zeroed tm it is given.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        assert!(!libc::localtime_r(&t, &mut tm).is_null());
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// Unix seconds of an RFC 3339 UTC time ("2026-11-21T06:00:01.5Z"), truncated.
+fn rfc3339_secs(s: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i32>().unwrap_or_else(|_| panic!("time {s:?}"));
+    assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "not a UTC RFC 3339 time: {s:?}");
+    // SAFETY: timegm reads the zeroed tm it is given.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = n(0..4) - 1900;
+        tm.tm_mon = n(5..7) - 1;
+        tm.tm_mday = n(8..10);
+        tm.tm_hour = n(11..13);
+        tm.tm_min = n(14..16);
+        tm.tm_sec = n(17..19);
+        libc::timegm(&mut tm)
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The name of the WAL segment after `seg` (16 MiB segments).
+fn next_segment(seg: &str) -> String {
+    assert_eq!(seg.len(), 24, "{seg:?}");
+    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&seg[r], 16).unwrap();
+    let per_log = 0x1_0000_0000 / SEGMENT;
+    let n = hex(8..16) * per_log + hex(16..24) + 1;
+    format!("{}{:08X}{:08X}", &seg[..8], n / per_log, n % per_log)
+}
+
+/// Asserts a refusal: exit `code`, one line naming the cause, nothing restored.
+fn refused(out: &Output, code: i32, target: &Path) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    let err = one_line_error(out);
+    assert!(!target.exists(), "a refused restore created {}", target.display());
+    err
+}
+
+#[test]
+fn pitr_stops_before_the_destructive_statement() {
+    let started = Instant::now();
+    let s = Setup::new();
+    // The archive_command (and the pg_waldump it runs) inherits the server's
+    // environment: a zone whose abbreviation (IST) names no zone, and a
+    // half-hour offset.
+    let source = s.source(&format!("{} %p", s.wal_push()), &[("TZ", "Asia/Kolkata")]);
+    source.psql("INSERT INTO t VALUES (0, 'before the base backup')");
+    let base = s.base_backup(&source);
+    let base_time = rfc3339_secs(base["time"].as_str().unwrap());
+
+    // Rows 1..=5, each in a transaction of its own, more than a second apart:
+    // a whole second always falls between two of them.
+    for id in 1..=5 {
+        if id > 1 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        source.insert(id);
+    }
+    let rows = source.rows();
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    // T is the second row 2 committed in; "--until T" is the database at the
+    // end of that second: rows committed before T + 1 s.
+    let t = rows[2].1.div_euclid(1_000_000);
+    let want: Vec<i64> = rows.iter().filter(|r| r.1 < (t + 1) * 1_000_000).map(|r| r.0).collect();
+    assert_eq!(want, [0, 1, 2], "commit times {rows:?}, T = {t}");
+    assert!(base_time <= t, "the base ({base_time}) is after T ({t})");
+
+    // The mistake, then its WAL archived.
+    source.psql("DELETE FROM t");
+    let deleted = source.psql("SELECT floor(extract(epoch FROM (pg_last_committed_xact()).timestamp))::bigint");
+    let deleted: i64 = deleted.parse().unwrap_or_else(|_| panic!("commit time of the DELETE: {deleted:?}"));
+    let last = source.switch_and_wait_archived();
+    // Then a quiet while: WAL without commits (a checkpoint), archived later.
+    std::thread::sleep(Duration::from_millis(1100));
+    let quiet = now_secs();
+    std::thread::sleep(Duration::from_millis(1100));
+    source.psql("CHECKPOINT");
+    let quiet_segment = source.switch_and_wait_archived();
+    drop(source);
+
+    // The commit times were read from the WAL (pg_waldump): the archive
+    // reaches from the base to the DELETE.
+    let timeline = s.repo.json(&["timeline"]);
+    let windows = &timeline[0]["windows"];
+    assert_eq!(windows.as_array().map(Vec::len), Some(1), "{timeline}");
+    let span = |k: &str| rfc3339_secs(windows[0][k].as_str().unwrap_or_else(|| panic!("{timeline}")));
+    assert_eq!((span("from"), span("to")), (base_time, deleted), "{timeline}");
+
+    let target = s.dir.join("restored");
+    // A time no archived commit reaches is refused before anything is written:
+    // PostgreSQL stops only at a commit after the target, and a server whose
+    // WAL ends first does not start. WAL archived later, without a commit
+    // (`quiet_segment`), does not reach it either.
+    for t in [quiet, now_secs() + 3600] {
+        let out = s.restore_until(&local(t), &target, true);
+        let err = refused(&out, NOT_RESTORABLE, &target);
+        assert!(
+            err.contains(&format!("no commit after {}", local(deleted))),
+            "--until {} ({quiet_segment} archived since, without commits): {err}",
+            local(t)
+        );
+    }
+
+    let until = local(t);
+    let out = s.restore_until(&until, &target, true);
+    assert!(
+        out.status.success(),
+        "restore --until {until:?} failed ({}): {}\ntimeline: {timeline}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let auto = fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+    assert!(target.join("recovery.signal").is_file());
+    let fetch = format!("{} --repo ", dedupe_bin().display());
+    assert!(auto.contains(&fetch) && auto.contains("wal fetch --name pg %f %p"), "{auto}");
+    assert!(auto.contains(&format!("--password-file {}", s.password_file.display())), "{auto}");
+    assert!(!auto.contains(PASSWORD), "the password is written down: {auto}");
+    assert!(auto.contains("recovery_target_inclusive = off") && auto.contains("archive_mode = off"), "{auto}");
+
+    // Plain `pg_ctl start`: the server fetches the WAL, stops at the target, promotes.
+    let sock = postgres_dir(&s.dir.join("sock-copy"));
+    let copy = Server::start(&target, &sock, &s.dir.join("logs/copy.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copy.psql("SELECT pg_is_in_recovery()") != "f" {
+        assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = copy.rows();
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        want,
+        "--until {until:?} (T = {t}): the copy holds {got:?}; the source committed {rows:?}, then deleted them all in {last}"
+    );
+    // The copy's commit times are the source's.
+    assert_eq!(got[..], rows[..3]);
+    assert_eq!(copy.psql("SHOW archive_mode"), "off");
+    let log = fs::read_to_string(&copy.log).unwrap_or_default();
+    assert!(log.contains("recovery stopping before commit"), "{log}");
+    drop(copy);
+    assert!(s.restore_cache.is_dir(), "restore_command kept no cache in {}", s.restore_cache.display());
+    eprintln!("PostgreSQL point-in-time restore took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn a_missing_wal_segment_is_named_and_fetch_fails() {
+    let started = Instant::now();
+    let s = Setup::new();
+    // An archive_command that pretends to archive the segment named in `skip`.
+    let skip_file = s.dir.join("skip");
+    let script = s.dir.join("archive.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             # Claims success without storing the segment named in {skip}: a gap in the archive.\n\
+             skip=$(cat {skip} 2>/dev/null)\n\
+             if [ -n \"$skip\" ] && [ \"${{1##*/}}\" = \"$skip\" ]; then exit 0; fi\n\
+             exec {push} \"$1\"\n",
+            skip = skip_file.display(),
+            push = s.wal_push()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let source = s.source(&format!("{} %p", script.display()), &[]);
+    let base = s.base_backup(&source);
+    let base_time = rfc3339_secs(base["time"].as_str().unwrap());
+    let start = base["metadata"]["postgresql"]["start_wal_file"].as_str().unwrap().to_string();
+
+    // Segment A: two commits more than a second apart. Then B, which the
+    // archive never gets, and C.
+    let c1 = source.insert(1);
+    // (Not before the insert: right after the backup's segment switch the
+    // current location is the very start of a segment, which
+    // pg_walfile_name names as the one before.)
+    let a = source.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    assert!(a > start, "{a} is not after the base's {start}");
+    let b = next_segment(&a);
+    fs::write(&skip_file, format!("{b}\n")).unwrap();
+    fs::set_permissions(&skip_file, fs::Permissions::from_mode(0o644)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    source.insert(2);
+    assert_eq!(source.switch_and_wait_archived(), a);
+    source.insert(3);
+    assert_eq!(source.switch_and_wait_archived(), b);
+    std::thread::sleep(Duration::from_millis(1100));
+    let c4 = source.insert(4);
+    let c = source.switch_and_wait_archived();
+    assert_eq!(c, next_segment(&b));
+
+    // wal fetch: an archived segment comes back as it was written; the gap
+    // is a plain failure (exit 8), and nothing appears at the path.
+    let fetched = s.dir.join("fetched");
+    fs::create_dir(&fetched).unwrap();
+    let out = s.wal_fetch(&a, &fetched.join("a"));
+    assert!(out.status.success(), "fetch {a}: {}", String::from_utf8_lossy(&out.stderr));
+    let got = fs::read(fetched.join("a")).unwrap();
+    assert_eq!(got.len() as u64, SEGMENT);
+    // The server keeps archived segments until its next checkpoint.
+    if let Ok(orig) = fs::read(source.data.join("pg_wal").join(&a)) {
+        assert!(got == orig, "fetched {a} differs from the server's");
+    }
+    for name in [b.as_str(), "00000001000000000000FFFF"] {
+        let dest = fetched.join(name);
+        let out = s.wal_fetch(name, &dest);
+        assert_eq!(out.status.code(), Some(MISSING), "fetch {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = one_line_error(&out);
+        assert!(err.contains(name), "{err}");
+        assert_eq!(fs::read_dir(&fetched).unwrap().count(), 1, "fetch {name} left a file behind");
+    }
+    drop(source);
+
+    let target = s.dir.join("restored");
+    // Past the gap: refused, naming the missing segment.
+    let out = s.restore_until(&local(c4.div_euclid(1_000_000)), &target, true);
+    let err = refused(&out, NOT_RESTORABLE, &target);
+    assert!(err.contains(&b) && err.contains("missing"), "{err}");
+
+    // Before the oldest base: refused, naming the earliest restorable time.
+    let out = s.restore_until("2000-01-01 00:00:00", &target, true);
+    let err = refused(&out, NOT_RESTORABLE, &target);
+    assert!(err.contains("earliest restorable time") && err.contains(&local(base_time)), "{err}");
+
+    // Before the gap the archive reaches, but a server's restore_command needs
+    // the password from somewhere other than the environment: refused before
+    // anything is restored.
+    let until = local(c1.div_euclid(1_000_000));
+    let out = s.restore_until(&until, &target, false);
+    let err = refused(&out, USAGE, &target);
+    assert!(err.contains("--password-file"), "{err}");
+    let out = s.restore_until(&until, &target, true);
+    assert!(out.status.success(), "restore --until {until:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(target.join("recovery.signal").is_file() && target.join("PG_VERSION").is_file());
+    eprintln!("PostgreSQL WAL gap checks took {:.1} s", started.elapsed().as_secs_f64());
+}
