@@ -1,0 +1,121 @@
+//! Log archiving without a server: binlog files (real ones, from
+//! ingest/testdata) and WAL files pushed, listed, fetched, refused.
+
+use dedupe_suite::*;
+use std::path::Path;
+
+const MISSING: i32 = 8;
+const CONFLICT: i32 = 15;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest/testdata/binlog").join(name)).unwrap()
+}
+
+/// A binlog directory as a server leaves it: files and their index.
+fn binlog_dir(repo: &Repo, files: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+    let dir = repo.scratch("binlogs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut index = String::new();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        index.push_str(&format!("./{name}\n"));
+    }
+    std::fs::write(dir.join("mysql-bin.index"), index).unwrap();
+    dir
+}
+
+#[test]
+fn binlog_push_is_idempotent_and_refuses_other_bytes_under_the_same_name() {
+    let repo = Repo::new();
+    let active = fixture("mysql-bin.000002.active");
+    let dir =
+        binlog_dir(&repo, &[("mysql-bin.000001", fixture("mysql-bin.000001")), ("mysql-bin.000002", active.clone())]);
+    let push = |extra: &[&str]| {
+        let mut a: Vec<&std::ffi::OsStr> = vec!["binlog".as_ref(), "push".as_ref(), "--name".as_ref(), "db".as_ref()];
+        a.extend(extra.iter().map(std::ffi::OsStr::new));
+        a.extend(["--binlog-dir".as_ref(), dir.as_os_str()]);
+        repo.json(&a)
+    };
+    // The last file in the index is the active one: left alone unless asked.
+    let first = push(&[]);
+    assert_eq!(first.as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first[0]["status"], "stored");
+    assert_eq!(push(&[])[0]["status"], "already archived");
+    let with_active = push(&["--include-active"]);
+    assert_eq!(with_active[1]["status"], "stored (partial)", "{with_active}");
+
+    // Once closed, the complete file replaces the partial copy.
+    std::fs::write(dir.join("mysql-bin.000002"), fixture("mysql-bin.000002")).unwrap();
+    let mut index = std::fs::read_to_string(dir.join("mysql-bin.index")).unwrap();
+    index.push_str("./mysql-bin.000003\n");
+    std::fs::write(dir.join("mysql-bin.index"), index).unwrap();
+    std::fs::write(dir.join("mysql-bin.000003"), fixture("mysql-bin.000003")).unwrap();
+    assert_eq!(push(&[])[1]["status"], "stored");
+    let list = repo.json(&["binlog", "list", "--name", "db"]);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["partial"], false);
+    assert_eq!(rows[1]["server_id"], 7);
+    assert!(rows[1]["end_position"].as_u64().unwrap() > active.len() as u64 - 64);
+
+    // Same name, other bytes: a different server under this --name? Refused.
+    // (A flipped byte would fail the event's CRC-32 first: use another valid binlog.)
+    std::fs::write(dir.join("mysql-bin.000001"), fixture("mysql-bin.000003")).unwrap();
+    let out = repo.cmd(["binlog", "push", "--name", "db", "--binlog-dir"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(CONFLICT), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("mysql-bin.000001"));
+    // Another --name is another server's archive.
+    let out = repo.cmd(["binlog", "list", "--name", "other", "--json"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
+
+#[test]
+fn wal_push_and_fetch_are_byte_exact_and_a_missing_file_fails() {
+    let repo = Repo::new();
+    let dir = repo.scratch("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seg = dir.join("000000010000000000000003");
+    let bytes = Prng::new(3).bytes(1 << 20);
+    std::fs::write(&seg, &bytes).unwrap();
+    let history = dir.join("00000002.history");
+    std::fs::write(&history, b"1\t0/3000000\tno recovery target specified\n").unwrap();
+    for p in [&seg, &history] {
+        repo.ok(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), p.as_os_str()]);
+    }
+    // Pushing again is a no-op; other bytes under the same name are refused.
+    let out = repo.ok(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), seg.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out).contains("already archived"));
+    std::fs::write(&seg, b"other bytes").unwrap();
+    let out = repo.cmd(["wal", "push", "--name", "pg"]).arg(&seg).output().unwrap();
+    assert_eq!(out.status.code(), Some(CONFLICT));
+
+    let dest = repo.scratch("RECOVERYXLOG");
+    repo.ok(&[
+        "wal".as_ref(),
+        "fetch".as_ref(),
+        "--name".as_ref(),
+        "pg".as_ref(),
+        "000000010000000000000003".as_ref(),
+        dest.as_os_str(),
+    ]);
+    assert!(std::fs::read(&dest).unwrap() == bytes);
+    repo.ok(&[
+        "wal".as_ref(),
+        "fetch".as_ref(),
+        "--name".as_ref(),
+        "pg".as_ref(),
+        "00000002.history".as_ref(),
+        dest.as_os_str(),
+    ]);
+    assert!(std::fs::read(&dest).unwrap().starts_with(b"1\t0/3000000"));
+
+    // PostgreSQL asks for files that do not exist: a plain failure, nothing written.
+    let absent = repo.scratch("absent");
+    let out = repo.cmd(["wal", "fetch", "--name", "pg", "000000010000000000000004"]).arg(&absent).output().unwrap();
+    assert_eq!(out.status.code(), Some(MISSING));
+    one_line_error(&out);
+    assert!(!absent.exists());
+    // Another name has no WAL at all.
+    let out = repo.cmd(["wal", "fetch", "--name", "other", "000000010000000000000003"]).arg(&absent).output().unwrap();
+    assert_eq!(out.status.code(), Some(MISSING));
+}
