@@ -187,10 +187,11 @@ pub fn binlog_replay(
     Ok(())
 }
 
+/// Where the binlogs to replay are fetched: beside the restored directory,
+/// on the disk that had room for it, rather than a possibly small /tmp.
 fn tempfile_dir(near: &Path) -> R<PathBuf> {
-    let base = std::env::temp_dir();
-    let _ = near;
-    let dir = base.join(format!("dedupe-replay-{}", std::process::id()));
+    let parent = near.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = parent.join(format!(".dedupe-replay-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)

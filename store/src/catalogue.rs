@@ -111,17 +111,7 @@ impl Catalogue {
                 "SELECT id, manifest FROM manifests WHERE kind = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY time_unix, id",
             )
             .map_err(sql_err(&self.path))?;
-        let rows = st
-            .query_map(params![kind_name(kind), name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(sql_err(&self.path))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, json) = row.map_err(sql_err(&self.path))?;
-            let m: Manifest =
-                serde_json::from_str(&json).map_err(|e| Error::Invalid(format!("catalogue row {id}: {e}")))?;
-            out.push((id, m));
-        }
-        Ok(out)
+        self.rows(&mut st, params![kind_name(kind), name])
     }
 
     /// Archived logs of one name and log kind (`binlog`, `wal`), ordered by file name.
@@ -134,8 +124,13 @@ impl Catalogue {
                  ORDER BY json_extract(manifest, '$.metadata.file'), time_unix",
             )
             .map_err(sql_err(&self.path))?;
+        self.rows(&mut st, params![name, log_kind])
+    }
+
+    /// Runs a query of (id, manifest JSON) rows.
+    fn rows(&self, st: &mut rusqlite::Statement<'_>, args: impl rusqlite::Params) -> Result<Vec<(String, Manifest)>> {
         let rows = st
-            .query_map(params![name, log_kind], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(sql_err(&self.path))?;
         let mut out = Vec::new();
         for row in rows {
