@@ -64,6 +64,7 @@ fn pitr_stops_before_the_drop() {
     // A temporary table living across a binlog rotation: replay must be one session.
     // The DROP at second T; later writes must not come back either.
     let t = next_second(0.2);
+    let before_drop = src.sql("SELECT @@gtid_binlog_pos").trim().to_string();
     src.sql("DROP TABLE shop.t");
     src.sql("CREATE TABLE shop.later (id INT); INSERT INTO shop.later VALUES (1)");
     src.sql("FLUSH BINARY LOGS");
@@ -104,6 +105,16 @@ fn pitr_stops_before_the_drop() {
         })
         .collect();
     assert_eq!(rows, committed, "exactly the rows committed before the DROP");
+
+    // The same stop by GTID: the last insert is in the SQL, the DROP is not.
+    let out = repo
+        .cmd(["binlog", "replay", "--name", "m", "--until-gtid", &before_drop, "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8_lossy(&out.stdout);
+    assert!(sql.contains("row 5") && !sql.contains("DROP TABLE"), "replay to GTID {before_drop}");
     assert_eq!(copy.sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'later'").trim(), "0");
 }
 
