@@ -124,6 +124,29 @@ impl ObjectStoreBackend {
     }
 }
 
+fn read_range(root: &Path, name: &str, range: Range<u64>) -> Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let path = root.join(name);
+    let f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::Missing(name.to_string())),
+        Err(e) => return Err(Error::io(format!("reading {name}"), e)),
+    };
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], range.start + got as u64) {
+            // Past the end: the caller sees a short object and names it.
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(format!("reading {name}"), e)),
+        }
+    }
+    buf.truncate(got);
+    Ok(Bytes::from(buf))
+}
+
 /// Hands an object, and the directories above it that root created, to the repository's owner.
 fn give(root: &Path, name: &str, uid: u32, gid: u32) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
@@ -169,6 +192,13 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
+        // Restores read thousands of ranges a second. On a local directory a
+        // positional read on the calling thread does what object_store's local
+        // store does, without a hop to tokio's blocking pool and back per range
+        // (the hops were a tenth of a restore's CPU in context switches).
+        if let Some(root) = &self.local_root {
+            return read_range(root, name, range);
+        }
         let path = ObjPath::from(name);
         self.runtime.block_on(self.store.get_range(&path, range)).map_err(|e| self.err(name, e))
     }
