@@ -30,4 +30,12 @@ fi
 # Integration tests drive the real binary, so build it first; heavy tests
 # (GiB streams) need the release profile.
 cargo build --release --workspace --all-targets --locked
-cargo test --release --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nsuite: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"
