@@ -95,3 +95,26 @@ fn format_can_be_forced() {
     assert!(!out.status.success());
     one_line_error(&out);
 }
+
+#[test]
+fn a_postgres_base_backup_with_tablespaces_is_refused_before_writing() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(src.join("base/1")).unwrap();
+    std::fs::write(src.join("PG_VERSION"), b"15\n").unwrap();
+    std::fs::write(
+        src.join("backup_label"),
+        b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("tablespace_map"), b"16390 /srv/tablespaces/fast\n").unwrap();
+    let tar = repo.scratch("base.tar");
+    assert!(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    let out = repo.cmd(["backup", "--name", "pg", "-"]).stdin(std::fs::File::open(&tar).unwrap()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let target = repo.scratch("restored");
+    let out = repo.cmd(["restore", "latest", "--target"]).arg(&target).output().unwrap();
+    assert_eq!(out.status.code(), Some(16));
+    assert!(one_line_error(&out).contains("tablespace"));
+    assert!(!target.join("PG_VERSION").exists(), "nothing is written");
+}

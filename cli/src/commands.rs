@@ -436,6 +436,21 @@ fn restore(ctx: &Ctx, a: RestoreArgs) -> R {
     }
     let tree = repo.read_tree(&manifest)?;
     let nodes = Selection { path }.apply(tree)?;
+    // A pg_basebackup with tablespaces lists them in tablespace_map; their
+    // contents are in other tars than this snapshot, so the data directory
+    // would start with dangling tablespaces. Refuse before writing anything.
+    if manifest.metadata.get("database").and_then(|v| v.as_str()) == Some("postgresql") && target.is_some() {
+        if let Some(map) = nodes.iter().find(|n| n.path == "tablespace_map" && n.size > 0) {
+            return Err(Failure::new(
+                exit::NOT_RESTORABLE,
+                format!(
+                    "snapshot {} has tablespaces (tablespace_map, {} bytes) whose data is not in it: back up the tablespace tars too (pg_basebackup -Ft -D DIR, then dedupe backup DIR), or restore with --path",
+                    &id[..8],
+                    map.size
+                ),
+            ));
+        }
+    }
     let started = std::time::Instant::now();
     let format = manifest.metadata.get("format").and_then(|v| v.as_str()).unwrap_or("raw");
     if stdout {
