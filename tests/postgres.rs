@@ -3,141 +3,24 @@
 //! read back the same. Needs the server binaries in /usr/lib/postgresql/15/bin
 //! (Debian's postgresql-15); as root the server tools run as `postgres`.
 //!
-//! Servers listen only on a unix socket in their own temporary directory
-//! (`listen_addresses=''`), so ports never collide with anything else, and
-//! every server started is stopped by a guard, even when an assertion fails.
+//! Servers come from `dedupe_suite::postgres`: socket-only, stopped on drop.
 
+use dedupe_suite::postgres::{as_postgres, as_postgres_shell, ok, pg_tempdir, postgres_dir, Server, PORT};
 use dedupe_suite::*;
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PRODUCER_FAILED: i32 = 14;
-/// Only names the socket file (`.s.PGSQL.<port>`): nothing listens on TCP.
-const PORT: u16 = 5432;
 
-fn pg(tool: &str) -> PathBuf {
-    let p = Path::new(PG_BIN).join(tool);
-    assert!(p.exists(), "{} is missing: these tests need PostgreSQL 15 (apt-get install postgresql-15)", p.display());
-    p
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// PostgreSQL refuses to run as root: as root, server-side tools run as `postgres`.
-fn as_postgres(tool: &str) -> Command {
-    let mut c = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(pg(tool));
-        c
-    } else {
-        Command::new(pg(tool))
-    };
-    // The test's working directory may not be readable by `postgres`.
-    c.current_dir("/").env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGHOST").env_remove("PGPORT");
-    c
-}
-
-/// The same as a shell command line, for `dedupe backup --command`.
-fn as_postgres_shell(tool: &str, args: &str) -> String {
-    let tool = pg(tool);
-    if is_root() {
-        format!("runuser -u postgres -- {} {args}", tool.display())
-    } else {
-        format!("{} {args}", tool.display())
-    }
-}
-
-fn ok(mut c: Command, what: &str) -> String {
-    let out = c.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-/// A directory the `postgres` user owns (a no-op when not root).
-fn postgres_dir(p: &Path) -> PathBuf {
-    fs::create_dir_all(p).unwrap();
-    if is_root() {
-        let name = std::ffi::CString::new("postgres").unwrap();
-        // SAFETY: getpwnam with a valid C string; the result is read at once.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        assert!(!pw.is_null(), "there is no `postgres` user");
-        // SAFETY: non-null, as checked.
-        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-    }
-    p.to_path_buf()
-}
-
-/// A temporary directory the `postgres` user can traverse.
-fn pg_tempdir() -> tempfile::TempDir {
-    let t = tempfile::tempdir().expect("tempdir");
-    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    t
-}
-
-/// A running server on `data`; stopped (immediately) when dropped.
-struct Server {
-    data: PathBuf,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts a server on an existing data directory, as plain `pg_ctl start`
-    /// with only the socket directory and port given on the command line.
-    fn start(data: &Path, sock: &Path, log: &Path) -> Server {
-        // The guard exists before the start, so a half-started server is stopped too.
-        let server = Server { data: data.to_path_buf(), sock: sock.to_path_buf(), log: log.to_path_buf() };
-        let out = as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(data)
-            .arg("-l")
-            .arg(log)
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!("-k {} -p {PORT} -c listen_addresses=''", sock.display()))
-            .arg("start")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl start on {} failed: {}{}\n--- server log ---\n{}",
-            data.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        server
-    }
-
-    /// A client tool pointed at this server.
-    fn client(&self, tool: &str) -> Command {
-        let mut c = as_postgres(tool);
-        c.arg("-h").arg(&self.sock).arg("-p").arg(PORT.to_string());
-        c
-    }
-
-    /// Runs one statement; returns its unaligned, tuples-only output.
-    fn psql(&self, db: &str, sql: &str) -> String {
-        let mut c = self.client("psql");
-        c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql]);
-        ok(c, &format!("psql {sql:?}")).trim().to_string()
-    }
-
+trait TableHashes {
     /// Row count and content hash of every table in `public`.
+    fn table_hashes(&self, db: &str) -> BTreeMap<String, String>;
+}
+
+impl TableHashes for Server {
     fn table_hashes(&self, db: &str) -> BTreeMap<String, String> {
         let names = self.psql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
         names
@@ -149,21 +32,6 @@ impl Server {
                 (t.to_string(), self.psql(db, &sql))
             })
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let out = as_postgres("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- log of the server on {} ---\n{}",
-                self.data.display(),
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        } else if let Ok(o) = out {
-            assert!(o.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&o.stderr));
-        }
     }
 }
 

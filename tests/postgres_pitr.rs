@@ -12,10 +12,11 @@
 //! directory of its own. The restore itself runs as root, as an operator
 //! would. Needs /usr/lib/postgresql/15/bin (Debian's postgresql-15).
 //!
-//! Servers listen only on a unix socket in their own temporary directory
-//! (`listen_addresses=''`), and every server started is stopped by a guard,
-//! even when an assertion fails.
+//! Servers come from `dedupe_suite::postgres`: socket-only, stopped on drop.
 
+use dedupe_suite::postgres::{
+    as_postgres, as_postgres_cmd, chown_postgres, is_root, ok, pg, postgres_dir, postgres_user, Server, PORT,
+};
 use dedupe_suite::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -23,172 +24,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const USAGE: i32 = 2;
 const MISSING: i32 = 8;
 const NOT_RESTORABLE: i32 = 16;
-/// Only names the socket file (`.s.PGSQL.<port>`): nothing listens on TCP.
-const PORT: u16 = 5432;
 const SEGMENT: u64 = 16 << 20;
 
-fn pg(tool: &str) -> PathBuf {
-    let p = Path::new(PG_BIN).join(tool);
-    assert!(p.exists(), "{} is missing: these tests need PostgreSQL 15 (apt-get install postgresql-15)", p.display());
-    p
+/// What these tests do with a server, in its `postgres` database.
+trait Pitr {
+    fn switch_and_wait_archived(&self) -> String;
+    fn rows(&self) -> Vec<(i64, i64)>;
+    fn insert(&self, id: i64) -> i64;
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Leaves the child only what the command line gives it: a server's
-/// archive_command and restore_command must not work thanks to the test's
-/// environment.
-fn clean_env(c: &mut Command) {
-    for v in [
-        "PGDATA",
-        "PGHOST",
-        "PGPORT",
-        "DEDUPE_REPO",
-        "DEDUPE_PASSWORD",
-        "DEDUPE_PASSWORD_FILE",
-        "DEDUPE_PASSWORD_COMMAND",
-        "DEDUPE_CACHE_DIR",
-        "DEDUPE_KDF_MEMORY_KIB",
-        "DEDUPE_NAME",
-    ] {
-        c.env_remove(v);
-    }
-    // The test's working directory may not be readable by `postgres`.
-    c.current_dir("/");
-}
-
-/// `program` run as `postgres` when the test runs as root (PostgreSQL refuses root).
-fn as_postgres_cmd(program: &Path) -> Command {
-    let mut c = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    clean_env(&mut c);
-    c
-}
-
-fn as_postgres(tool: &str) -> Command {
-    let mut c = as_postgres_cmd(&pg(tool));
-    c.env("LC_ALL", "C");
-    c
-}
-
-fn ok(mut c: Command, what: &str) -> String {
-    let out = c.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-/// The `postgres` user's uid, gid and home directory.
-fn postgres_user() -> (u32, u32, PathBuf) {
-    let name = std::ffi::CString::new("postgres").unwrap();
-    // SAFETY: getpwnam with a valid C string; the result is read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "there is no `postgres` user");
-    // SAFETY: non-null, as checked; pw_dir is a C string.
-    unsafe {
-        let home = std::ffi::CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned();
-        ((*pw).pw_uid, (*pw).pw_gid, PathBuf::from(home))
-    }
-}
-
-/// Gives `p` and everything below it to `postgres` (a no-op when not root).
-fn chown_postgres(p: &Path) {
-    if !is_root() {
-        return;
-    }
-    let (uid, gid, _) = postgres_user();
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
-    if fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in fs::read_dir(p).unwrap() {
-            chown_postgres(&e.unwrap().path());
-        }
-    }
-}
-
-/// A directory the `postgres` user owns.
-fn postgres_dir(p: &Path) -> PathBuf {
-    fs::create_dir_all(p).unwrap();
-    chown_postgres(p);
-    p.to_path_buf()
-}
-
-/// A running server on `data`; stopped (immediately) when dropped.
-struct Server {
-    data: PathBuf,
-    sock: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts a server on an existing data directory, as plain `pg_ctl start`
-    /// with only the socket directory and port given on the command line.
-    fn start(data: &Path, sock: &Path, log: &Path) -> Server {
-        Server::start_with(data, sock, log, &[])
-    }
-
-    /// The same, with variables added to the server's environment.
-    fn start_with(data: &Path, sock: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
-        // The guard exists before the start, so a half-started server is stopped too.
-        let server = Server { data: data.to_path_buf(), sock: sock.to_path_buf(), log: log.to_path_buf() };
-        let out = as_postgres("pg_ctl")
-            .envs(env.iter().copied())
-            .arg("-D")
-            .arg(data)
-            .arg("-l")
-            .arg(log)
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!("-k {} -p {PORT} -c listen_addresses=''", sock.display()))
-            .arg("start")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl start on {} failed: {}{}\n--- server log ---\n{}",
-            data.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        server
-    }
-
-    /// Runs one statement; returns its unaligned, tuples-only output.
-    fn psql(&self, sql: &str) -> String {
-        let mut c = as_postgres("psql");
-        c.arg("-h").arg(&self.sock).arg("-p").arg(PORT.to_string());
-        c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql]);
-        ok(c, &format!("psql {sql:?}")).trim().to_string()
-    }
-
+impl Pitr for Server {
     /// Ends the current WAL segment; returns its name once the archiver has
     /// archived it (PostgreSQL's own `.done` marker).
     fn switch_and_wait_archived(&self) -> String {
-        let seg = self.psql("SELECT pg_walfile_name(pg_switch_wal())");
+        let seg = self.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
         let done = self.data.join("pg_wal/archive_status").join(format!("{seg}.done"));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !done.exists() {
             assert!(
                 Instant::now() < deadline,
                 "{seg} was not archived within 60 s: {}",
-                self.psql("SELECT row_to_json(a) FROM pg_stat_archiver a")
+                self.psql("postgres", "SELECT row_to_json(a) FROM pg_stat_archiver a")
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -198,6 +57,7 @@ impl Server {
     /// Every row of `t` with its commit time (unix microseconds), by id.
     fn rows(&self) -> Vec<(i64, i64)> {
         self.psql(
+            "postgres",
             "SELECT id || ' ' || (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint \
              FROM t ORDER BY id",
         )
@@ -212,26 +72,14 @@ impl Server {
     /// Inserts row `id` in a transaction of its own; returns its commit time
     /// (unix microseconds), as the server recorded it.
     fn insert(&self, id: i64) -> i64 {
-        self.psql(&format!("INSERT INTO t VALUES ({id}, 'row {id}')"));
-        let us = self.psql(&format!(
-            "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM t WHERE id = {id}"
-        ));
+        self.psql("postgres", &format!("INSERT INTO t VALUES ({id}, 'row {id}')"));
+        let us = self.psql(
+            "postgres",
+            &format!(
+                "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint FROM t WHERE id = {id}"
+            ),
+        );
         us.parse().unwrap_or_else(|_| panic!("commit time of row {id}: {us:?}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let out = as_postgres("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- log of the server on {} ---\n{}",
-                self.data.display(),
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        } else if let Ok(o) = out {
-            assert!(o.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&o.stderr));
-        }
     }
 }
 
@@ -312,7 +160,7 @@ impl Setup {
         .unwrap();
         drop(conf);
         let server = Server::start_with(&src, &sock, &logs.join("src.log"), env);
-        server.psql("CREATE TABLE t (id bigint PRIMARY KEY, note text)");
+        server.psql("postgres", "CREATE TABLE t (id bigint PRIMARY KEY, note text)");
         server
     }
 
@@ -426,7 +274,7 @@ fn pitr_stops_before_the_destructive_statement() {
     // environment: a zone whose abbreviation (IST) names no zone, and a
     // half-hour offset.
     let source = s.source(&format!("{} %p", s.wal_push()), &[("TZ", "Asia/Kolkata")]);
-    source.psql("INSERT INTO t VALUES (0, 'before the base backup')");
+    source.psql("postgres", "INSERT INTO t VALUES (0, 'before the base backup')");
     let base = s.base_backup(&source);
     let base_time = rfc3339_secs(base["time"].as_str().unwrap());
 
@@ -448,15 +296,16 @@ fn pitr_stops_before_the_destructive_statement() {
     assert!(base_time <= t, "the base ({base_time}) is after T ({t})");
 
     // The mistake, then its WAL archived.
-    source.psql("DELETE FROM t");
-    let deleted = source.psql("SELECT floor(extract(epoch FROM (pg_last_committed_xact()).timestamp))::bigint");
+    source.psql("postgres", "DELETE FROM t");
+    let deleted =
+        source.psql("postgres", "SELECT floor(extract(epoch FROM (pg_last_committed_xact()).timestamp))::bigint");
     let deleted: i64 = deleted.parse().unwrap_or_else(|_| panic!("commit time of the DELETE: {deleted:?}"));
     let last = source.switch_and_wait_archived();
     // Then a quiet while: WAL without commits (a checkpoint), archived later.
     std::thread::sleep(Duration::from_millis(1100));
     let quiet = now_secs();
     std::thread::sleep(Duration::from_millis(1100));
-    source.psql("CHECKPOINT");
+    source.psql("postgres", "CHECKPOINT");
     let quiet_segment = source.switch_and_wait_archived();
     drop(source);
 
@@ -503,7 +352,7 @@ fn pitr_stops_before_the_destructive_statement() {
     let sock = postgres_dir(&s.dir.join("sock-copy"));
     let copy = Server::start(&target, &sock, &s.dir.join("logs/copy.log"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while copy.psql("SELECT pg_is_in_recovery()") != "f" {
+    while copy.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
         assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -515,7 +364,7 @@ fn pitr_stops_before_the_destructive_statement() {
     );
     // The copy's commit times are the source's.
     assert_eq!(got[..], rows[..3]);
-    assert_eq!(copy.psql("SHOW archive_mode"), "off");
+    assert_eq!(copy.psql("postgres", "SHOW archive_mode"), "off");
     let log = fs::read_to_string(&copy.log).unwrap_or_default();
     assert!(log.contains("recovery stopping before commit"), "{log}");
     drop(copy);
@@ -555,7 +404,7 @@ fn a_missing_wal_segment_is_named_and_fetch_fails() {
     // (Not before the insert: right after the backup's segment switch the
     // current location is the very start of a segment, which
     // pg_walfile_name names as the one before.)
-    let a = source.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let a = source.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     assert!(a > start, "{a} is not after the base's {start}");
     let b = next_segment(&a);
     fs::write(&skip_file, format!("{b}\n")).unwrap();

@@ -376,7 +376,7 @@ fn pg_waldumps() -> Vec<PathBuf> {
             p.exists().then_some((version, p))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     which("pg_waldump").into_iter().chain(found.into_iter().map(|(_, p)| p)).collect()
 }
 

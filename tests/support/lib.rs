@@ -5,6 +5,7 @@
 //! (`target/<profile>/dedupe`); `.ci/run` builds the workspace first.
 
 pub mod mariadb;
+pub mod postgres;
 
 use std::ffi::OsStr;
 use std::io::Write;
