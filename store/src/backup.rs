@@ -24,7 +24,7 @@ use crate::pack::{pack_name, FinishedPack, PackWriter};
 use crate::repo::{now_rfc3339, Indexed};
 use crate::snapshot::{encode_records, Manifest, Node, NodeKind, Stats, Tree, HOLE, LIST_RECORDS};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
@@ -142,13 +142,14 @@ struct Shared<'a> {
     index: &'a crate::index::Index,
     level: i32,
     /// Chunks this backup has stored (or is storing).
-    claimed: Mutex<HashSet<Id>>,
+    claimed: Mutex<crate::claims::Claims>,
 }
 
 impl Shared<'_> {
     /// Claims a chunk for storing: true if nobody has it yet.
     fn claim(&self, id: &Id) -> bool {
-        !self.index.contains(id) && self.claimed.lock().expect("not poisoned").insert(*id)
+        // A failed spill (full disk) only costs a second copy of a chunk.
+        !self.index.contains(id) && self.claimed.lock().expect("not poisoned").insert(*id).unwrap_or(true)
     }
 
     fn work(&self, unit: Unit) -> Done {
@@ -215,7 +216,7 @@ impl Indexed {
             keys: &self.keys,
             index: &self.index,
             level: compression_level,
-            claimed: Mutex::new(HashSet::new()),
+            claimed: Mutex::new(crate::claims::Claims::new(self.repo.cache_dir(&self.cache_base))),
         };
         let mut w = Writer {
             shared: &shared,

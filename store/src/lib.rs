@@ -11,6 +11,7 @@ pub mod backup;
 pub mod blob;
 pub mod catalogue;
 pub mod chunker;
+mod claims;
 pub mod crypto;
 pub mod error;
 pub mod index;
