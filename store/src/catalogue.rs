@@ -50,6 +50,9 @@ impl Catalogue {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
         let db = Connection::open(&path).map_err(sql_err(&path))?;
+        // Several commands share the file (a cron binlog push, the server's
+        // archive_command, a restore): wait for a writer rather than fail.
+        db.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql_err(&path))?;
         db.execute_batch(SCHEMA).map_err(sql_err(&path))?;
         let mut c = Catalogue { db, path };
         c.refresh(repo)?;
