@@ -119,3 +119,31 @@ fn wal_push_and_fetch_are_byte_exact_and_a_missing_file_fails() {
     let out = repo.cmd(["wal", "fetch", "--name", "other", "000000010000000000000003"]).arg(&absent).output().unwrap();
     assert_eq!(out.status.code(), Some(MISSING));
 }
+
+#[test]
+fn concurrent_pushes_into_one_repository_all_land() {
+    let repo = Repo::new();
+    let dir = repo.scratch("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<_> = (1..=6u64)
+        .map(|n| {
+            let p = dir.join(format!("0000000100000000{n:08X}"));
+            std::fs::write(&p, Prng::new(n).bytes(256 * 1024)).unwrap();
+            p
+        })
+        .collect();
+    // Like a server's archive_command running while other commands work: no lock, no failure.
+    let children: Vec<_> = files
+        .iter()
+        .map(|p| repo.cmd(["wal", "push", "--name", "pg"]).arg(p).stdout(std::process::Stdio::null()).spawn().unwrap())
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    for p in &files {
+        let dest = repo.scratch("fetched");
+        let name = p.file_name().unwrap().to_str().unwrap();
+        repo.ok(&["wal".as_ref(), "fetch".as_ref(), "--name".as_ref(), "pg".as_ref(), name.as_ref(), dest.as_os_str()]);
+        assert!(std::fs::read(&dest).unwrap() == std::fs::read(p).unwrap(), "{name}");
+    }
+}
