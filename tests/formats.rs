@@ -118,3 +118,27 @@ fn a_postgres_base_backup_with_tablespaces_is_refused_before_writing() {
     assert!(one_line_error(&out).contains("tablespace"));
     assert!(!target.join("PG_VERSION").exists(), "nothing is written");
 }
+
+#[test]
+fn a_tar_cut_between_members_and_a_failing_tar_producer_commit_nothing() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), vec![b'a'; 1000]).unwrap();
+    std::fs::write(src.join("b"), vec![b'b'; 1000]).unwrap();
+    let tar = repo.scratch("in.tar");
+    assert!(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&tar).args(["a", "b"]).status().unwrap().success());
+    // Header and data of "a" (512 + 1024 bytes): the cut falls exactly between members.
+    let bytes = std::fs::read(&tar).unwrap();
+    let cut = repo.scratch("cut.tar");
+    std::fs::write(&cut, &bytes[..1536]).unwrap();
+    let out = repo.cmd(["backup", "--name", "t", "-"]).stdin(std::fs::File::open(&cut).unwrap()).output().unwrap();
+    assert_eq!(out.status.code(), Some(13), "{}", String::from_utf8_lossy(&out.stderr));
+    one_line_error(&out);
+
+    // A producer that writes a complete tar and then fails.
+    let cmd = format!("tar -C {} -cf - a b; exit 3", src.display());
+    let out = repo.cmd(["backup", "--name", "t", "--command", &cmd]).output().unwrap();
+    assert_eq!(out.status.code(), Some(14), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+}

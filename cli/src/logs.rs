@@ -230,7 +230,9 @@ pub fn binlog_push(ctx: &Ctx, name: &str, dir: Option<&Path>, index: Option<&Pat
             .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
         let facts = dedupe_ingest::binlog::parse(f.take(len))
             .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("{}: {e}", path.display())))?;
-        let partial = active || !facts.closed;
+        // Partial means "copied while the server was still writing it": a
+        // file that does not end in a rotate after a crash is still complete.
+        let partial = active;
         let facts = serde_json::to_value(&facts).expect("facts serialize");
         let outcome = archive(&repo, &existing, name, "binlog", path, &file, len, partial, facts)?;
         let (status, bytes) = match outcome {

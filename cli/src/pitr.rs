@@ -68,6 +68,19 @@ fn binlogs_covering(logs: &[LogFile], name: &str, start_file: &str, until: Times
     })?;
     let mut out: Vec<LogFile> = Vec::new();
     for l in &logs[i..] {
+        if let Some(prev) = out.last().filter(|p| p.partial()) {
+            // Only the active copy was archived, and the server has moved on:
+            // the end of that file is lost, and replaying past it would skip it.
+            return Err(Failure::new(
+                exit::NOT_RESTORABLE,
+                format!(
+                    "binlog {} of {name} was archived only while active ({} bytes) and its complete copy is missing, so no time after {} can be restored",
+                    prev.file(),
+                    prev.size(),
+                    secs(&prev.meta()["last_time"]).map(local).unwrap_or_default()
+                ),
+            ));
+        }
         if let Some(prev) = out.last() {
             let missing = binlog_gap(prev.file(), l.file());
             if !missing.is_empty() {
@@ -521,7 +534,9 @@ fn reach_binlog(logs: &[LogFile], file: &str) -> Option<Timestamp> {
     let mut end = None;
     let mut prev: Option<&LogFile> = None;
     for l in &logs[i..] {
-        if prev.is_some_and(|p| binlog_seq(p.file()).map(|s| s.1 + 1) != binlog_seq(l.file()).map(|s| s.1)) {
+        if prev
+            .is_some_and(|p| p.partial() || binlog_seq(p.file()).map(|s| s.1 + 1) != binlog_seq(l.file()).map(|s| s.1))
+        {
             break;
         }
         end = secs(&l.meta()["last_time"]).or(end);

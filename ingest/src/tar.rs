@@ -56,7 +56,8 @@ fn walk(
     captured: &std::sync::Mutex<crate::meta::Captured>,
 ) -> Result<()> {
     let send = |e: Event| tx.send(Ok(e)).map_err(|_| Error::Invalid("backup stopped".into()));
-    let mut archive = tar::Archive::new(input);
+    let eof = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut archive = tar::Archive::new(EofWatch { inner: input, eof: eof.clone() });
     let entries = archive.entries().map_err(|e| Error::Input(format!("not a tar stream: {e}")))?;
     let mut key = 0u64;
     for entry in entries {
@@ -130,7 +131,31 @@ fn walk(
         }
         send(Event::Close { key: k, size })?;
     }
+    // The tar crate takes the end of the input at a member boundary for the
+    // end of the archive; a real archive ends with zero blocks before that.
+    if eof.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Truncated("the tar stream ends without its end-of-archive blocks".into()));
+    }
+    // Read what follows the end-of-archive blocks to the end: a producer's
+    // exit status is known only then, and a failed one must commit nothing.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| Error::Input(e.to_string()))?;
     Ok(())
+}
+
+/// Notes when the input ran dry.
+struct EofWatch {
+    inner: Box<dyn Read + Send>,
+    eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Read for EofWatch {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
 }
 
 fn tar_err(e: io::Error) -> Error {

@@ -43,6 +43,9 @@ pub struct XbstreamSource {
     mtime_ns: i64,
     warnings: Vec<String>,
     captured: crate::meta::Captured,
+    /// The stream carried InnoDB files / the backup tool's closing info file.
+    innodb: bool,
+    info: bool,
 }
 
 impl XbstreamSource {
@@ -63,6 +66,8 @@ impl XbstreamSource {
                 .unwrap_or(0),
             warnings: Vec::new(),
             captured: Default::default(),
+            innodb: false,
+            info: false,
         }
     }
 
@@ -94,6 +99,8 @@ impl XbstreamSource {
     }
 
     fn open_file(&mut self, path: &str, head: &[u8]) -> u64 {
+        self.innodb |= pages::is_innodb_paged(path);
+        self.info |= matches!(path, "xtrabackup_info" | "mariadb_backup_info");
         let key = self.next_key;
         self.next_key += 1;
         let mut node = Node::new(path, NodeKind::File);
@@ -235,6 +242,14 @@ impl Source for XbstreamSource {
                 other => other?,
             };
             if !more {
+                // mariabackup/xtrabackup write their info file last; a stream of
+                // InnoDB files without it was cut between two files.
+                if self.open.is_empty() && self.innodb && !self.info && !self.allow_partial {
+                    return Err(Error::Truncated(
+                        "the xbstream has InnoDB files but ends before mariabackup's xtrabackup_info: was the producer killed?"
+                            .into(),
+                    ));
+                }
                 if self.open.is_empty() {
                     return Ok(None);
                 }
@@ -331,6 +346,9 @@ mod tests {
         w.end("b").unwrap();
         w.end("empty").unwrap();
         w.end("a/x.ibd").unwrap();
+        // mariabackup's last file.
+        w.payload("xtrabackup_info", 0, b"tool_name = mariabackup\n").unwrap();
+        w.end("xtrabackup_info").unwrap();
         w.into_inner()
     }
 
@@ -349,6 +367,9 @@ mod tests {
                 "open 2 empty FastCdc { min: 262144, avg: 1048576, max: 4194304 }",
                 "close 2 0",
                 "close 0 49152",
+                "open 3 xtrabackup_info FastCdc { min: 262144, avg: 1048576, max: 4194304 }",
+                "piece 3 0 24",
+                "close 3 24",
             ]
         );
     }
@@ -369,8 +390,12 @@ mod tests {
             let r = events(s[..cut].to_vec(), false);
             assert!(matches!(r, Err(Error::Truncated(_))), "cut at {cut}: {r:?}");
         }
-        // With --allow-partial a cut between chunks keeps what arrived.
-        let cut = s.len() - (8 + 2 + 4 + "a/x.ibd".len());
+        // A cut between two files (every file complete) is caught by the missing info file.
+        let info_len = (8 + 2 + 4 + 15 + 20 + 24) + (8 + 2 + 4 + 15);
+        let r = events(s[..s.len() - info_len].to_vec(), false);
+        assert!(matches!(r, Err(Error::Truncated(_))), "{r:?}");
+        // With --allow-partial a cut keeps what arrived.
+        let cut = s.len() - info_len - (8 + 2 + 4 + "a/x.ibd".len());
         let ev = events(s[..cut].to_vec(), true).unwrap();
         assert_eq!(ev.last().unwrap(), "close 0 49152");
     }
