@@ -98,6 +98,9 @@ pub fn restore_to_dir(
     // Directories this restore made (or the target): files go only below these,
     // so a symlink in the snapshot can never redirect a later file elsewhere.
     let mut dirs: HashSet<PathBuf> = HashSet::new();
+    // Files this restore wrote: a hard link may only name one of these, so a
+    // link can never reach through a symlink to a file outside the target.
+    let mut files: HashSet<PathBuf> = HashSet::new();
     dirs.insert(target.to_path_buf());
     let mut dir_meta: Vec<(PathBuf, &Node)> = Vec::new();
     let mut done: u64 = 0;
@@ -128,12 +131,19 @@ pub fn restore_to_dir(
             }
             NodeKind::Hardlink => {
                 let first = target.join(safe_rel(node.target.as_deref().unwrap_or_default())?);
+                if !files.contains(&first) {
+                    return Err(Error::corrupt(
+                        format!("tree entry {}", node.path),
+                        "a hard link to a file this restore did not write",
+                    ));
+                }
                 let _ = fs::remove_file(&dest);
                 fs::hard_link(&first, &dest).map_err(io_err("linking", &dest))?;
                 report.links += 1;
                 continue;
             }
             NodeKind::File => {
+                files.insert(dest.clone());
                 let _ = fs::remove_file(&dest);
                 let mut f =
                     OpenOptions::new().write(true).create_new(true).open(&dest).map_err(io_err("creating", &dest))?;

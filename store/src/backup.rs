@@ -288,12 +288,11 @@ impl Indexed {
         Ok(BackupResult { snapshot_id, manifest, warnings })
     }
 
+    /// The newest readable snapshot of `name`: a damaged manifest must not
+    /// stop backups (it only costs reading unchanged files again).
     fn previous_snapshot(&self, name: &str) -> Result<Option<(String, Manifest)>> {
-        match self.find_snapshot("latest", Some(name)) {
-            Ok(s) => Ok(Some(s)),
-            Err(Error::NoSnapshot(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        let (all, _damaged) = self.list_snapshots()?;
+        Ok(all.into_iter().rev().find(|(_, m)| m.name == name))
     }
 }
 

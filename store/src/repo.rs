@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::index::{self, Index, Location};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::pack::pack_name;
-use crate::snapshot::{decode_records, Manifest, Node, Tree, MANIFEST_AAD};
+use crate::snapshot::{decode_records, Manifest, Node, Tree, LOG_MANIFEST_AAD, MANIFEST_AAD};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +73,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Associated data of the sealed manifest: a log cannot pass for a snapshot.
+    pub fn aad(self) -> &'static [u8] {
+        match self {
+            Kind::Snapshot => MANIFEST_AAD,
+            Kind::Log => LOG_MANIFEST_AAD,
+        }
+    }
+
+    fn of(object: &str) -> Kind {
+        if object.starts_with(Kind::Log.prefix()) {
+            Kind::Log
+        } else {
+            Kind::Snapshot
+        }
+    }
+
     pub fn prefix(self) -> &'static str {
         match self {
             Kind::Snapshot => "snapshots/",
@@ -143,18 +159,23 @@ impl Repository {
         // A damaged key object must not hide the others; but if none opens,
         // the damage is the likelier story than a wrong password.
         let mut damaged = None;
+        let mut intact = false;
         for (name, _) in &keys {
             match read_keyfile(&*self.backend, name).and_then(|kf| kf.unwrap_keys(name, password)) {
                 Ok(Some(k)) => {
                     return Ok(Unlocked { backend: self.backend, config: self.config, keys: k, key_name: name.clone() })
                 }
-                Ok(None) => {}
+                Ok(None) => intact = true,
                 Err(e) => {
                     damaged.get_or_insert(e);
                 }
             }
         }
-        Err(damaged.unwrap_or(Error::WrongPassword))
+        // An intact key refused the password: that is the likelier story.
+        match damaged {
+            Some(e) if !intact => Err(e),
+            _ => Err(Error::WrongPassword),
+        }
     }
 }
 
@@ -293,21 +314,23 @@ impl Unlocked {
         if blake3::hash(&sealed).to_hex().as_str() != expect {
             return Err(Error::corrupt(name, "its content does not match its name"));
         }
-        let plain =
-            self.keys.open(MANIFEST_AAD, &sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
+        let plain = self
+            .keys
+            .open(Kind::of(name).aad(), &sealed)
+            .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
     }
 
     /// Finds a snapshot by id prefix, or `latest` (of `name` when given).
     pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(String, Manifest)> {
         let (all, damaged) = self.list_snapshots()?;
-        // An id that names a damaged manifest gets that damage as its answer.
-        if spec != "latest" {
-            for e in damaged {
-                if let Error::Corrupt { object, .. } = &e {
-                    if object.trim_start_matches("snapshots/").starts_with(spec) {
-                        return Err(e);
-                    }
+        // An id that names a damaged manifest gets that damage as its answer;
+        // so does `latest` when any manifest is damaged (it could be the newest,
+        // and an older snapshot must not be restored in its place unannounced).
+        for e in damaged {
+            if let Error::Corrupt { object, .. } = &e {
+                if spec == "latest" || object.trim_start_matches("snapshots/").starts_with(spec) {
+                    return Err(e);
                 }
             }
         }
@@ -332,7 +355,7 @@ impl Unlocked {
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
     pub(crate) fn write_manifest(&self, m: &Manifest, kind: Kind) -> Result<String> {
         let plain = serde_json::to_vec(m).expect("manifest serializes");
-        let sealed = self.keys.seal(MANIFEST_AAD, &plain);
+        let sealed = self.keys.seal(kind.aad(), &plain);
         let id = blake3::hash(&sealed).to_hex().to_string();
         // Everything the manifest names must be durable before it is.
         self.backend.flush()?;

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const MANIFEST_AAD: &[u8] = b"dedupe snapshot v1";
+/// Archived logs (`logs/<id>`) are sealed apart, so one cannot be moved to `snapshots/`.
+pub const LOG_MANIFEST_AAD: &[u8] = b"dedupe log v1";
 pub const LIST_RECORD: usize = 40;
 pub const LIST_RECORDS: usize = 4096;
 pub const HOLE: Id = [0u8; 32];
