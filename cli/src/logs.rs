@@ -119,7 +119,14 @@ pub fn archive(
     }
     let reader = std::fs::File::open(path)
         .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", path.display())))?;
-    let source = dedupe_ingest::StreamSource::new(Box::new(reader.take(len)), file, repo.config.chunking);
+    // The digest recorded is of the bytes stored (a server may rewrite a
+    // header flag between two reads), and a short read fails the backup
+    // before its manifest is written.
+    let state = Arc::new(std::sync::Mutex::new((blake3::Hasher::new(), 0u64)));
+    let counted =
+        Counted { inner: reader.take(len), state: state.clone(), want: len, what: path.display().to_string() };
+    let source =
+        Hashed { inner: dedupe_ingest::StreamSource::new(Box::new(counted), file, repo.config.chunking), state };
     let now = jiff::Timestamp::now().as_second();
     let mut metadata = std::collections::BTreeMap::new();
     metadata.insert("kind".into(), json!(kind));
@@ -138,11 +145,48 @@ pub fn archive(
         log: None,
         kind: Kind::Log,
     };
-    let r = repo.backup(Box::new(source), opts, Arc::new(Progress::default()))?;
-    if r.manifest.stats.bytes != len {
-        return Err(Failure::new(exit::INPUT_FAILED, format!("{} changed size while it was archived", path.display())));
-    }
+    repo.backup(Box::new(source), opts, Arc::new(Progress::default()))?;
     Ok(Outcome::Stored { bytes: len })
+}
+
+type HashState = Arc<std::sync::Mutex<(blake3::Hasher, u64)>>;
+
+/// Hashes and counts what passes; ends in an error if it is not `want` bytes.
+struct Counted<R> {
+    inner: R,
+    state: HashState,
+    want: u64,
+    what: String,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut st = self.state.lock().expect("not poisoned");
+        st.0.update(&buf[..n]);
+        st.1 += n as u64;
+        if n == 0 && !buf.is_empty() && st.1 != self.want {
+            return Err(std::io::Error::other(format!("{} shrank while it was archived", self.what)));
+        }
+        Ok(n)
+    }
+}
+
+/// A stream source whose metadata is the digest of what it delivered.
+struct Hashed {
+    inner: dedupe_ingest::StreamSource,
+    state: HashState,
+}
+
+impl dedupe_store::Source for Hashed {
+    fn next_event(&mut self) -> dedupe_store::Result<Option<dedupe_store::Event>> {
+        self.inner.next_event()
+    }
+
+    fn metadata(&self) -> std::collections::BTreeMap<String, Value> {
+        let st = self.state.lock().expect("not poisoned");
+        [("blake3".to_string(), json!(st.0.clone().finalize().to_hex().to_string()))].into()
+    }
 }
 
 /// Writes the content of an archived log file to `dest` (via a temporary
