@@ -313,3 +313,20 @@ fn a_damaged_manifest_is_named_and_does_not_block_the_others() {
     let third = repo.backup_bytes("h", b"third");
     assert_eq!(repo.ok(&["restore", third["snapshot"].as_str().unwrap(), "--stdout"]), b"third");
 }
+
+#[test]
+fn a_damaged_index_object_does_not_stop_backups_and_repair_brings_it_back() {
+    let repo = Repo::new();
+    let data = Prng::new(30).bytes(2 << 20);
+    repo.backup_bytes("h", &data);
+    let index = std::fs::read_dir(repo.path.join("index")).unwrap().next().unwrap().unwrap().path();
+    flip(&index, 50);
+    std::fs::remove_dir_all(&repo.cache).unwrap();
+    // Its chunks look unknown: a restore says what to do, a backup stores them again.
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(MISSING));
+    assert!(one_line_error(&out).contains("repair index"));
+    repo.backup_bytes("h", &data);
+    repo.json(&["repair", "index"]);
+    assert!(repo.ok(&["restore", "latest", "--stdout"]) == data);
+}

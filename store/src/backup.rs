@@ -182,8 +182,14 @@ impl Indexed {
             crate::repo::Kind::Snapshot => self.previous_snapshot(&name)?,
             crate::repo::Kind::Log => None,
         };
+        // The parent's tree only spares reading unchanged files: if it cannot
+        // be read (a damaged index, say), every file is read again. Stream
+        // sources never use it.
         let previous: HashMap<String, Node> = match &parent {
-            Some((_, m)) => self.read_tree(m)?.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
+            Some((_, m)) => match self.read_tree(m) {
+                Ok(tree) => tree.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
+                Err(_) => HashMap::new(),
+            },
             None => HashMap::new(),
         };
 

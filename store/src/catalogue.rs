@@ -78,8 +78,10 @@ impl Catalogue {
             let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
             rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))?
         };
+        // Read the new manifests first, then write them in one short
+        // transaction: other commands wait on the write lock, not on our reads.
         let mut listed = HashSet::new();
-        let tx = self.db.transaction().map_err(sql_err(&self.path))?;
+        let mut rows = Vec::new();
         for kind in [Kind::Snapshot, Kind::Log] {
             for object in repo.manifest_names(kind)? {
                 listed.insert(object.clone());
@@ -93,12 +95,16 @@ impl Catalogue {
                 };
                 let time = m.time.parse::<jiff::Timestamp>().map(|t| t.as_millisecond() as f64 / 1000.0).unwrap_or(0.0);
                 let json = serde_json::to_string(&m).expect("manifest serializes");
-                tx.execute(
-                    "INSERT OR REPLACE INTO manifests (object, kind, id, name, time_unix, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![object, kind_name(kind), object.trim_start_matches(kind.prefix()), m.name, time, json],
-                )
-                .map_err(sql_err(&self.path))?;
+                rows.push((object, kind, m.name, time, json));
             }
+        }
+        let tx = self.db.transaction().map_err(sql_err(&self.path))?;
+        for (object, kind, name, time, json) in rows {
+            tx.execute(
+                "INSERT OR REPLACE INTO manifests (object, kind, id, name, time_unix, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![object, kind_name(kind), object.trim_start_matches(kind.prefix()), name, time, json],
+            )
+            .map_err(sql_err(&self.path))?;
         }
         for gone in known.difference(&listed) {
             tx.execute("DELETE FROM manifests WHERE object = ?1", params![gone]).map_err(sql_err(&self.path))?;

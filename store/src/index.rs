@@ -220,8 +220,17 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
         // Take index objects until a batch of records is full, then merge it in.
         while recs.len() < MERGE_BATCH {
             let Some((name, id)) = pending.next() else { break };
-            let sealed = backend.get(name)?;
-            for (pack, entries) in open_index_object(keys, name, &sealed)? {
+            // A damaged (or vanished) index object is left out and not
+            // recorded, so it is tried again next time: its chunks merely look
+            // unknown (a backup stores them again; `repair index` rebuilds it
+            // from the packs). Failing here would stop every backup, and a
+            // database server's archive_command with them.
+            let objects = match backend.get(name).and_then(|sealed| open_index_object(keys, name, &sealed)) {
+                Ok(o) => o,
+                Err(Error::Corrupt { .. }) | Err(Error::Missing(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            for (pack, entries) in objects {
                 let no = *pack_no.entry(pack).or_insert_with(|| {
                     packs.push(pack);
                     (packs.len() - 1) as u32
