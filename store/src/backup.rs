@@ -359,8 +359,8 @@ fn read_source(
                 }
                 *end = offset + data.len() as u64;
                 let (k, chunking) = (*k, *chunking);
-                for chunk in Chunker::new(&data[..], chunking) {
-                    push(Item::Chunk(k, chunk.expect("reading memory cannot fail")), &mut batch)?;
+                for chunk in crate::chunker::split(&data, chunking) {
+                    push(Item::Chunk(k, chunk.to_vec()), &mut batch)?;
                 }
                 continue;
             }

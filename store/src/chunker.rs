@@ -32,6 +32,17 @@ impl Chunking {
     }
 }
 
+/// Chunk boundaries of data already in memory (a demuxed piece): the same
+/// cuts a `Chunker` makes, without copying the data into a read buffer first.
+pub fn split(data: &[u8], chunking: Chunking) -> Vec<&[u8]> {
+    match chunking {
+        Chunking::Fixed { size } => data.chunks(size.max(1) as usize).collect(),
+        Chunking::FastCdc { min, avg, max } => {
+            fastcdc::v2020::FastCDC::new(data, min, avg, max).map(|c| &data[c.offset..c.offset + c.length]).collect()
+        }
+    }
+}
+
 /// An iterator of chunks read from `R`. Each chunk is an owned buffer, since
 /// it travels to a worker thread next.
 pub struct Chunker<R> {
@@ -41,14 +52,12 @@ pub struct Chunker<R> {
     start: usize,
     end: usize,
     eof: bool,
-    /// Bytes read from the source so far.
-    pub bytes_read: u64,
 }
 
 impl<R: Read> Chunker<R> {
     pub fn new(source: R, chunking: Chunking) -> Self {
         let cap = (chunking.max() * 4).max(1 << 20);
-        Chunker { source, chunking, buf: vec![0; cap], start: 0, end: 0, eof: false, bytes_read: 0 }
+        Chunker { source, chunking, buf: vec![0; cap], start: 0, end: 0, eof: false }
     }
 
     /// Reads until the buffer holds at least one maximal chunk or the input ends.
@@ -65,10 +74,7 @@ impl<R: Read> Chunker<R> {
         while self.end < self.buf.len() && !self.eof {
             match self.source.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.bytes_read += n as u64;
-                }
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -154,6 +160,16 @@ mod tests {
         let reference: Vec<usize> =
             fastcdc::v2020::FastCDC::new(&data, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024).map(|c| c.length).collect();
         assert_eq!(l, reference);
+    }
+
+    #[test]
+    fn split_cuts_like_the_chunker() {
+        let data: Vec<u8> = (0..9_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for c in [Chunking::DEFAULT_CDC, Chunking::Fixed { size: 32768 }] {
+            let a: Vec<usize> = split(&data, c).iter().map(|s| s.len()).collect();
+            assert_eq!(a, lens(&data, c));
+        }
+        assert!(split(&[], Chunking::DEFAULT_CDC).is_empty());
     }
 
     #[test]

@@ -84,10 +84,6 @@ impl PackWriter {
         self.buf.extend_from_slice(sealed);
     }
 
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

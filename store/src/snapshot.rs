@@ -9,7 +9,7 @@
 //! length. Two levels keep a node small however large the file, so memory
 //! stays bounded while a file of any size is backed up or restored.
 
-use crate::crypto::{hex_id, parse_id, Id};
+use crate::crypto::Id;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -78,10 +78,6 @@ impl Node {
             ctime_ns: 0,
         }
     }
-
-    pub fn content_ids(&self) -> Option<Vec<Id>> {
-        self.content.iter().map(|h| parse_id(h)).collect()
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,12 +144,4 @@ pub fn decode_records(b: &[u8]) -> Option<Vec<(Id, u64)>> {
             .map(|r| (r[..32].try_into().expect("32"), u64::from_le_bytes(r[32..40].try_into().expect("8"))))
             .collect(),
     )
-}
-
-pub fn short_id(id: &str) -> &str {
-    &id[..8.min(id.len())]
-}
-
-pub fn id_hex(id: &Id) -> String {
-    hex_id(id)
 }
