@@ -414,12 +414,12 @@ fn restore(ctx: &Ctx, a: RestoreArgs) -> R {
             ));
         }
     }
+    let repo = ctx.indexed()?;
     // With --until, the plan picks the base and checks the logs reach the time.
     let planned = match &until {
-        Some((t, _)) => Some(crate::pitr::plan(ctx, name, *t)?),
+        Some((t, _)) => Some(crate::pitr::plan(ctx, &repo, name, *t)?),
         None => None,
     };
-    let repo = ctx.indexed()?;
     let (id, manifest) = match &planned {
         Some((id, m, _)) => (id.clone(), m.clone()),
         None => repo.find_snapshot(snapshot.as_deref().unwrap_or("latest"), name)?,

@@ -57,7 +57,7 @@ impl From<Error> for Failure {
             }
         };
         let message = if code == STORAGE_FULL {
-            format!("the storage is full ({e}); nothing was committed: free space and run the command again")
+            format!("the storage is full ({e}): free space and run the command again (a backup commits nothing when this happens)")
         } else {
             e.to_string()
         };

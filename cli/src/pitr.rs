@@ -11,7 +11,7 @@ use crate::commands::Ctx;
 use crate::exit::{self, Failure};
 use crate::logs::{archived, binlog_gap, binlog_seq, fetch_to, LogFile};
 use dedupe_store::catalogue::Catalogue;
-use dedupe_store::{Kind, Manifest};
+use dedupe_store::{Kind, Manifest, Unlocked};
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -326,9 +326,8 @@ fn write_recovery_settings(ctx: &Ctx, target: &Path, name: &str, until: Timestam
 // ---------------------------------------------------------------- restore --until
 
 /// Picks the base for `until`, checks the logs reach it, and returns it.
-pub fn plan(ctx: &Ctx, name: Option<&str>, until: Timestamp) -> R<(String, Manifest, String)> {
-    let repo = ctx.unlocked()?;
-    let cat = Catalogue::open(&repo, ctx.cache_base())?;
+pub fn plan(ctx: &Ctx, repo: &Unlocked, name: Option<&str>, until: Timestamp) -> R<(String, Manifest, String)> {
+    let cat = Catalogue::open(repo, ctx.cache_base())?;
     let snaps = cat.list(Kind::Snapshot, name)?;
     let names: std::collections::BTreeSet<&str> = snaps.iter().map(|(_, m)| m.name.as_str()).collect();
     let name = match (name, names.len()) {
@@ -400,9 +399,8 @@ pub fn finish_until(ctx: &Ctx, base: &Manifest, name: &str, target: &Path, until
 // ---------------------------------------------------------------- incremental chains
 
 /// The chain that ends at an incremental snapshot: full first.
-pub fn chain(ctx: &Ctx, id: &str, m: &Manifest) -> R<Vec<(String, Manifest)>> {
-    let repo = ctx.unlocked()?;
-    let cat = Catalogue::open(&repo, ctx.cache_base())?;
+pub fn chain(ctx: &Ctx, repo: &Unlocked, id: &str, m: &Manifest) -> R<Vec<(String, Manifest)>> {
+    let cat = Catalogue::open(repo, ctx.cache_base())?;
     let snaps = cat.list(Kind::Snapshot, Some(&m.name))?;
     let mut out = vec![(id.to_string(), m.clone())];
     loop {

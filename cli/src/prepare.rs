@@ -73,7 +73,7 @@ pub fn restore_chain(
     manifest: &Manifest,
     target: &Path,
 ) -> Result<(), Failure> {
-    let chain = crate::pitr::chain(ctx, id, manifest)?;
+    let chain = crate::pitr::chain(ctx, repo, id, manifest)?;
     let tool = tool_for(manifest);
     for (i, (sid, m)) in chain.iter().enumerate() {
         let dir = if i == 0 {
