@@ -115,6 +115,14 @@ fn pitr_stops_before_the_drop() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sql = String::from_utf8_lossy(&out.stdout);
     assert!(sql.contains("row 5") && !sql.contains("DROP TABLE"), "replay to GTID {before_drop}");
+    // A GTID the archive does not reach is refused, not replayed to the end.
+    let out = repo
+        .cmd(["binlog", "replay", "--name", "m", "--until-gtid", "0-1-999999", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(NOT_RESTORABLE), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("0-1-999999"));
     assert_eq!(copy.sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'later'").trim(), "0");
 }
 

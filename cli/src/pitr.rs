@@ -9,7 +9,7 @@
 
 use crate::commands::Ctx;
 use crate::exit::{self, Failure};
-use crate::logs::{archived, binlog_gap, binlog_seq, fetch_to, LogFile};
+use crate::logs::{archived, binlog_gap, fetch_to, LogFile};
 use dedupe_store::catalogue::Catalogue;
 use dedupe_store::{Kind, Manifest, Unlocked};
 use jiff::Timestamp;
@@ -59,7 +59,10 @@ fn pg<'a>(m: &'a Manifest, key: &str) -> Option<&'a Value> {
 // ---------------------------------------------------------------- MariaDB / MySQL
 
 /// The binlog files that take a base at `file` up to `until`, or why not.
-fn binlogs_covering(logs: &[LogFile], name: &str, start_file: &str, until: Timestamp) -> R<Vec<LogFile>> {
+/// The archived binlogs usable one after another from `start_file`, and,
+/// when they stop before the archive does, why (a gap, or a file archived
+/// only while active).
+fn consecutive(logs: &[LogFile], name: &str, start_file: &str) -> R<(Vec<LogFile>, Option<Failure>)> {
     let i = logs.iter().position(|l| l.file() == start_file).ok_or_else(|| {
         Failure::new(
             exit::NOT_RESTORABLE,
@@ -68,44 +71,73 @@ fn binlogs_covering(logs: &[LogFile], name: &str, start_file: &str, until: Times
     })?;
     let mut out: Vec<LogFile> = Vec::new();
     for l in &logs[i..] {
-        if let Some(prev) = out.last().filter(|p| p.partial()) {
-            // Only the active copy was archived, and the server has moved on:
-            // the end of that file is lost, and replaying past it would skip it.
-            return Err(Failure::new(
-                exit::NOT_RESTORABLE,
-                format!(
-                    "binlog {} of {name} was archived only while active ({} bytes) and its complete copy is missing, so no time after {} can be restored",
+        if let Some(prev) = out.last() {
+            let after = secs(&prev.meta()["last_time"]).map(local).unwrap_or_default();
+            if prev.partial() {
+                // Only the active copy was archived, and the server has moved on:
+                // the end of that file is lost, and replaying past it would skip it.
+                let why = format!(
+                    "binlog {} of {name} was archived only while active ({} bytes) and its complete copy is missing, so no time after {after} can be restored",
                     prev.file(),
                     prev.size(),
-                    secs(&prev.meta()["last_time"]).map(local).unwrap_or_default()
-                ),
-            ));
-        }
-        if let Some(prev) = out.last() {
+                );
+                return Ok((out, Some(Failure::new(exit::NOT_RESTORABLE, why))));
+            }
             let missing = binlog_gap(prev.file(), l.file());
             if !missing.is_empty() {
-                return Err(Failure::new(
-                    exit::NOT_RESTORABLE,
-                    format!(
-                        "binlog {} of {name} is missing from the archive, so no time after {} can be restored from this base",
-                        missing.join(", "),
-                        secs(&prev.meta()["last_time"]).map(local).unwrap_or_default()
-                    ),
-                ));
+                let why = format!(
+                    "binlog {} of {name} is missing from the archive, so no time after {after} can be restored from this base",
+                    missing.join(", "),
+                );
+                return Ok((out, Some(Failure::new(exit::NOT_RESTORABLE, why))));
             }
         }
         out.push(l.clone());
-        let last = secs(&l.meta()["last_time"]).unwrap_or(Timestamp::UNIX_EPOCH);
-        if last >= until {
-            return Ok(out);
-        }
     }
-    let end = out.last().and_then(|l| secs(&l.meta()["last_time"])).map(local).unwrap_or_default();
-    let last_file = out.last().map(|l| l.file().to_string()).unwrap_or_default();
-    Err(Failure::new(
-        exit::NOT_RESTORABLE,
-        format!("the binlog archive of {name} ends at {end} ({last_file}): push newer binlogs (--include-active for the active one) or pick an earlier time"),
-    ))
+    Ok((out, None))
+}
+
+/// The error for a target past the end of what `run` reaches.
+fn beyond(run: &[LogFile], name: &str, stopped: Option<Failure>) -> Failure {
+    stopped.unwrap_or_else(|| {
+        let end = run.last().and_then(|l| secs(&l.meta()["last_time"])).map(local).unwrap_or_default();
+        let last_file = run.last().map(|l| l.file().to_string()).unwrap_or_default();
+        Failure::new(
+            exit::NOT_RESTORABLE,
+            format!("the binlog archive of {name} ends at {end} ({last_file}): push newer binlogs (--include-active for the active one) or pick an earlier time"),
+        )
+    })
+}
+
+/// The binlog files that take a base at `file` up to `until`, or why not.
+fn binlogs_covering(logs: &[LogFile], name: &str, start_file: &str, until: Timestamp) -> R<Vec<LogFile>> {
+    let (run, stopped) = consecutive(logs, name, start_file)?;
+    match run.iter().position(|l| secs(&l.meta()["last_time"]).is_some_and(|t| t >= until)) {
+        Some(n) => Ok(run[..=n].to_vec()),
+        None => Err(beyond(&run, name, stopped)),
+    }
+}
+
+/// True when the files reach MariaDB GTID position `target` (`d-s-n,...`):
+/// every domain's sequence number is reached by some file's last GTID or by
+/// the GTID state a later file starts from. Other GTID forms are not checked.
+fn reaches_gtid(run: &[LogFile], target: &str) -> bool {
+    let parse = |g: &str| -> Option<(u64, u64)> {
+        let mut p = g.trim().split('-');
+        let d = p.next()?.parse().ok()?;
+        let _server: u64 = p.next()?.parse().ok()?;
+        Some((d, p.next()?.parse().ok()?))
+    };
+    let Some(targets) = target.split(',').map(parse).collect::<Option<Vec<_>>>() else { return true };
+    targets.iter().all(|(d, n)| {
+        run.iter().any(|l| {
+            let m = l.meta();
+            let last = m["last_gtid"].as_str().and_then(parse);
+            let state = m["gtid_state_at_start"].as_str().unwrap_or_default();
+            last.is_some_and(|(ld, ln)| ld == *d && ln >= *n)
+                || state.split(',').filter_map(parse).any(|(sd, sn)| sd == *d && sn >= *n)
+        })
+    })
 }
 
 /// Reads the binlog coordinates a mariabackup/xtrabackup backup recorded.
@@ -153,16 +185,18 @@ pub fn binlog_replay(
         stop_args.push(format!("--stop-datetime={}", local(stop)));
         binlogs_covering(&logs, name, &start_file, stop)?
     } else {
-        // To a position or GTID: every consecutive archived file from the start.
-        let all = binlogs_covering(&logs, name, &start_file, Timestamp::MAX).or_else(|e| {
-            if e.message.contains("ends at") {
-                let i = logs.iter().position(|l| l.file() == start_file).unwrap_or(0);
-                Ok(logs[i..].to_vec())
-            } else {
-                Err(e)
-            }
-        })?;
+        // To a position or GTID: the consecutive archived files from the start.
+        let (all, stopped) = consecutive(&logs, name, &start_file)?;
         if let Some(g) = until_gtid {
+            if !reaches_gtid(&all, g) {
+                return Err(stopped.unwrap_or_else(|| {
+                    let last = all.iter().rev().find_map(|l| l.meta()["last_gtid"].as_str()).unwrap_or("none");
+                    Failure::new(
+                        exit::NOT_RESTORABLE,
+                        format!("the binlog archive of {name} does not reach GTID {g} (its last GTID is {last}): push newer binlogs"),
+                    )
+                }));
+            }
             stop_args.push(format!("--stop-position={g}"));
             all
         } else {
@@ -170,7 +204,12 @@ pub fn binlog_replay(
             let (file, pos) =
                 p.rsplit_once(':').ok_or_else(|| Failure::usage("--until-position takes FILE:POSITION"))?;
             let n = all.iter().position(|l| l.file() == file).ok_or_else(|| {
-                Failure::new(exit::NOT_RESTORABLE, format!("binlog {file} is not in the archive after {start_file}"))
+                stopped.unwrap_or_else(|| {
+                    Failure::new(
+                        exit::NOT_RESTORABLE,
+                        format!("binlog {file} is not in the archive after {start_file}"),
+                    )
+                })
             })?;
             stop_args.push(format!("--stop-position={pos}"));
             all[..=n].to_vec()
@@ -528,19 +567,8 @@ pub fn timeline(ctx: &Ctx, name: Option<&str>) -> R {
 
 /// How far the consecutive binlogs from `file` reach.
 fn reach_binlog(logs: &[LogFile], file: &str) -> Option<Timestamp> {
-    let i = logs.iter().position(|l| l.file() == file)?;
-    let mut end = None;
-    let mut prev: Option<&LogFile> = None;
-    for l in &logs[i..] {
-        if prev
-            .is_some_and(|p| p.partial() || binlog_seq(p.file()).map(|s| s.1 + 1) != binlog_seq(l.file()).map(|s| s.1))
-        {
-            break;
-        }
-        end = secs(&l.meta()["last_time"]).or(end);
-        prev = Some(l);
-    }
-    end
+    let (run, _) = consecutive(logs, "", file).ok()?;
+    run.iter().rev().find_map(|l| secs(&l.meta()["last_time"]))
 }
 
 /// How far the consecutive WAL segments from `file` reach.
