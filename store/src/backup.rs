@@ -134,6 +134,8 @@ struct Done {
     seq: u64,
     items: Vec<Item>,
     results: Vec<Option<(Id, Option<Vec<u8>>)>>,
+    /// The worker panicked on this unit: the backup must stop, not wait for it.
+    panicked: bool,
 }
 
 /// What the workers share: read-only keys and index, and the in-run dedup set.
@@ -165,7 +167,7 @@ impl Shared<'_> {
                 _ => None,
             })
             .collect();
-        Done { seq: unit.seq, items: unit.items, results }
+        Done { seq: unit.seq, items: unit.items, results, panicked: false }
     }
 }
 
@@ -249,7 +251,10 @@ impl Indexed {
                 let (rx, tx, shared) = (work_rx.clone(), done_tx.clone(), &shared);
                 s.spawn(move || {
                     for unit in rx {
-                        if tx.send(shared.work(unit)).is_err() {
+                        let seq = unit.seq;
+                        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.work(unit)))
+                            .unwrap_or(Done { seq, items: Vec::new(), results: Vec::new(), panicked: true });
+                        if tx.send(done).is_err() {
                             break;
                         }
                     }
@@ -511,6 +516,9 @@ impl Writer<'_> {
         let mut waiting: std::collections::BTreeMap<u64, Done> = Default::default();
         let mut next = 0u64;
         for done in rx {
+            if done.panicked {
+                return Err(Error::Invalid("a backup worker thread panicked (a bug: please report it)".into()));
+            }
             waiting.insert(done.seq, done);
             while let Some(done) = waiting.remove(&next) {
                 next += 1;
