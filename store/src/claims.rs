@@ -7,7 +7,7 @@
 //! (invariant 5) as a hash set. So the newest million ids live in a hash set
 //! and older ones are spilled, sorted, to anonymous temporary files in the
 //! cache directory that are memory-mapped and binary-searched, as the index
-//! itself is.
+//! itself is; every eight runs are merged into one, so a lookup stays cheap.
 
 use crate::crypto::Id;
 use crate::error::{Error, Result};
@@ -18,6 +18,9 @@ use std::path::PathBuf;
 
 /// Ids kept in memory before a spill: about 50 MiB of hash set.
 const SPILL_AT: usize = 1 << 20;
+/// Spilled runs are merged into one when there are this many, so a lookup
+/// probes a handful of files however large the backup.
+const MERGE_AT: usize = 8;
 
 pub struct Claims {
     recent: HashSet<Id>,
@@ -60,23 +63,50 @@ impl Claims {
     }
 
     fn spill(&mut self) -> Result<()> {
+        let mut ids: Vec<Id> = self.recent.iter().copied().collect();
+        ids.sort_unstable();
+        let map = self.write_run(ids.iter().copied())?;
+        // Only once the run is safely on disk are the ids dropped from memory.
+        self.recent.clear();
+        self.runs.push(map);
+        if self.runs.len() >= MERGE_AT {
+            let runs = std::mem::take(&mut self.runs);
+            let merged = self.write_run(merge(&runs))?;
+            self.runs.push(merged);
+        }
+        Ok(())
+    }
+
+    /// Writes sorted ids to an anonymous file (gone when the backup ends,
+    /// however it ends) and maps it.
+    fn write_run(&self, ids: impl Iterator<Item = Id>) -> Result<Mmap> {
         let ctx = |e| Error::io(format!("spilling chunk ids to {}", self.dir.display()), e);
         std::fs::create_dir_all(&self.dir).map_err(ctx)?;
-        let mut ids: Vec<Id> = self.recent.drain().collect();
-        ids.sort_unstable();
-        // Anonymous: gone when the backup ends, however it ends.
         let mut f = tempfile::tempfile_in(&self.dir).map_err(ctx)?;
-        let mut w = std::io::BufWriter::new(&mut f);
-        for id in &ids {
-            w.write_all(id).map_err(ctx)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+        for id in ids {
+            w.write_all(&id).map_err(ctx)?;
         }
         w.flush().map_err(ctx)?;
         drop(w);
         // SAFETY: the file is private to this process (unnamed) and never written again.
-        let map = unsafe { Mmap::map(&f) }.map_err(ctx)?;
-        self.runs.push(map);
-        Ok(())
+        unsafe { Mmap::map(&f) }.map_err(ctx)
     }
+}
+
+/// The ids of several sorted runs, in order (runs hold disjoint ids).
+fn merge(runs: &[Mmap]) -> impl Iterator<Item = Id> + '_ {
+    let mut pos = vec![0usize; runs.len()];
+    std::iter::from_fn(move || {
+        let (i, _) = runs
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| pos[*i] < r.len())
+            .min_by(|(i, a), (j, b)| a[pos[*i]..pos[*i] + 32].cmp(&b[pos[*j]..pos[*j] + 32]))?;
+        let id: Id = runs[i][pos[i]..pos[i] + 32].try_into().expect("32 bytes");
+        pos[i] += 32;
+        Some(id)
+    })
 }
 
 #[cfg(test)]
@@ -96,10 +126,17 @@ mod tests {
             assert!(c.insert(id(n)).unwrap(), "{n} is new");
         }
         assert_eq!(c.runs.len(), 5);
+        for n in 5500..9500 {
+            assert!(c.insert(id(n)).unwrap(), "{n} is new");
+        }
+        // Eight runs were merged into one; the ninth is on its own.
+        assert_eq!(c.runs.len(), 2);
+        assert_eq!(c.runs[0].len(), 8000 * 32);
+        assert!(c.runs[0].chunks(32).zip(c.runs[0].chunks(32).skip(1)).all(|(a, b)| a < b), "merged run is sorted");
         assert!(c.recent.len() < 1000);
-        for n in 0..5500 {
+        for n in 0..9500 {
             assert!(!c.insert(id(n)).unwrap(), "{n} was seen");
         }
-        assert!(c.insert(id(9999)).unwrap());
+        assert!(c.insert(id(99999)).unwrap());
     }
 }
