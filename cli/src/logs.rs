@@ -394,7 +394,9 @@ pub fn wal_name_facts(file: &str, size: u64) -> Value {
     }
     let (tl, log, segno) =
         (hex8(&seg[..8]).unwrap_or(0), hex8(&seg[8..16]).unwrap_or(0), hex8(&seg[16..]).unwrap_or(0));
-    let seg_size = if kind == "segment" && size.is_power_of_two() { size } else { 16 << 20 };
+    // A full segment's size is the cluster's segment size (a power of two,
+    // 1 MiB to 1 GiB); other files, and the planner, pass it in.
+    let seg_size = if size.is_power_of_two() && (1 << 20..=1 << 30).contains(&size) { size } else { 16 << 20 };
     let per_log = 0x1_0000_0000u64 / seg_size;
     let start = (log * per_log + segno) * seg_size;
     let lsn = |v: u64| format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff);

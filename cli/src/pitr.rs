@@ -253,8 +253,24 @@ fn tempfile_dir(near: &Path) -> R<PathBuf> {
 
 /// The WAL segments from a base's first one on its timeline, consecutive,
 /// up to one holding a commit at or after `until`.
+/// The WAL segment size of an archive (initdb --wal-segsize), from its
+/// archived segments; 16 MiB when none says.
+fn wal_segment_size(logs: &[LogFile]) -> u64 {
+    logs.iter()
+        .filter(|l| l.meta()["type"] == "segment")
+        .find_map(|l| l.meta()["segment_size"].as_u64())
+        .unwrap_or(16 << 20)
+}
+
+/// The file name of segment number `seg` on `timeline`.
+fn wal_segment_name(timeline: u64, seg: u64, seg_size: u64) -> String {
+    let per_log = 0x1_0000_0000u64 / seg_size;
+    format!("{timeline:08X}{:08X}{:08X}", seg / per_log, seg % per_log)
+}
+
 fn wal_covering(logs: &[LogFile], name: &str, start_file: &str, timeline: u64, until: Timestamp) -> R<()> {
-    let start = crate::logs::wal_name_facts(start_file, 16 << 20)["segment"].as_u64().unwrap_or(0);
+    let seg_size = wal_segment_size(logs);
+    let start = crate::logs::wal_name_facts(start_file, seg_size)["segment"].as_u64().unwrap_or(0);
     let mut segs: Vec<&LogFile> = logs
         .iter()
         .filter(|l| l.meta()["type"] == "segment" && l.meta()["timeline"].as_u64() == Some(timeline))
@@ -265,8 +281,7 @@ fn wal_covering(logs: &[LogFile], name: &str, start_file: &str, timeline: u64, u
     for l in segs.iter().filter(|l| l.meta()["segment"].as_u64().unwrap_or(0) >= start) {
         let seg = l.meta()["segment"].as_u64().unwrap_or(0);
         if seg != expect {
-            let tl = format!("{timeline:08X}");
-            let missing = format!("{tl}{:08X}{:08X}", expect >> 8, expect & 0xff);
+            let missing = wal_segment_name(timeline, expect, seg_size);
             return Err(Failure::new(
                 exit::NOT_RESTORABLE,
                 format!("WAL segment {missing} of {name} is missing from the archive, so recovery cannot pass it"),
@@ -573,7 +588,7 @@ fn reach_binlog(logs: &[LogFile], file: &str) -> Option<Timestamp> {
 
 /// How far the consecutive WAL segments from `file` reach.
 fn reach_wal(logs: &[LogFile], file: &str, timeline: u64) -> Option<Timestamp> {
-    let start = crate::logs::wal_name_facts(file, 16 << 20)["segment"].as_u64()?;
+    let start = crate::logs::wal_name_facts(file, wal_segment_size(logs))["segment"].as_u64()?;
     let mut segs: Vec<&LogFile> = logs
         .iter()
         .filter(|l| l.meta()["type"] == "segment" && l.meta()["timeline"].as_u64() == Some(timeline))
@@ -588,4 +603,29 @@ fn reach_wal(logs: &[LogFile], file: &str, timeline: u64) -> Option<Timestamp> {
         end = secs(&l.meta()["last_commit_time"]).or(end);
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_segment_names_follow_the_segment_size() {
+        // 16 MiB: 256 segments per 4 GiB "log".
+        assert_eq!(wal_segment_name(1, 0x1ff, 16 << 20), "0000000100000001000000FF");
+        // 64 MiB: 64 segments per log.
+        assert_eq!(wal_segment_name(2, 65, 64 << 20), "000000020000000100000001");
+        let f = crate::logs::wal_name_facts("000000020000000100000001", 64 << 20);
+        assert_eq!(f["segment"], 65);
+        assert_eq!(f["start_lsn"], "1/4000000");
+    }
+
+    #[test]
+    fn a_whole_second_means_its_end() {
+        let t = parse_until("2026-11-21T12:54:23Z").unwrap();
+        assert_eq!(t.to_string(), "2026-11-21T12:54:24Z");
+        let t = parse_until("2026-11-21T12:54:23.5Z").unwrap();
+        assert_eq!(t.to_string(), "2026-11-21T12:54:23.5Z");
+        assert!(parse_until("yesterday").is_err());
+    }
 }
