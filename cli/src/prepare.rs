@@ -22,23 +22,8 @@ pub fn prepare(ctx: &crate::commands::Ctx, manifest: &Manifest, target: &Path) -
             return Err(Failure::usage("--prepare is for mariabackup/xtrabackup snapshots; this one is not"));
         }
     }
-    let tool = manifest
-        .metadata
-        .get("mysql")
-        .and_then(|m| m.get("tool_name"))
-        .and_then(|v| v.as_str())
-        .filter(|t| *t == "xtrabackup")
-        .unwrap_or("mariabackup");
-    let out = Command::new(tool)
-        .arg("--prepare")
-        .arg(format!("--target-dir={}", target.display()))
-        .output()
-        .map_err(|e| Failure::new(exit::ERROR, format!("cannot run {tool} --prepare (is it installed?): {e}")))?;
-    if !out.status.success() {
-        let log = String::from_utf8_lossy(&out.stderr);
-        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-        return Err(Failure::new(exit::ERROR, format!("{tool} --prepare failed ({}): {last}", out.status)));
-    }
+    let tool = tool_for(manifest);
+    run(tool, &["--prepare".into(), format!("--target-dir={}", target.display())])?;
     ctx.note(&format!("prepared {} with {tool} --prepare", target.display()));
     Ok(())
 }
@@ -56,8 +41,7 @@ fn run(tool: &str, args: &[String]) -> Result<(), Failure> {
         .output()
         .map_err(|e| Failure::new(exit::ERROR, format!("cannot run {tool} (is it installed?): {e}")))?;
     if !out.status.success() {
-        let log = String::from_utf8_lossy(&out.stderr);
-        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        let last = dedupe_ingest::producer::last_line(&out.stderr);
         return Err(Failure::new(exit::ERROR, format!("{tool} {} failed ({}): {last}", args.join(" "), out.status)));
     }
     Ok(())

@@ -184,15 +184,17 @@ impl Indexed {
             crate::repo::Kind::Snapshot => self.previous_snapshot(&name)?,
             crate::repo::Kind::Log => None,
         };
-        // The parent's tree only spares reading unchanged files: if it cannot
-        // be read (a damaged index, say), every file is read again. Stream
-        // sources never use it.
-        let previous: HashMap<String, Node> = match &parent {
-            Some((_, m)) => match self.read_tree(m) {
-                Ok(tree) => tree.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
-                Err(_) => HashMap::new(),
-            },
-            None => HashMap::new(),
+        // The parent's tree only spares reading unchanged files, so it is read
+        // when the first file on disk comes up (streams never need it); if it
+        // cannot be read (a damaged index, say), every file is read again.
+        let load_previous = || -> HashMap<String, Node> {
+            match &parent {
+                Some((_, m)) => match self.read_tree(m) {
+                    Ok(tree) => tree.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
+                    Err(_) => HashMap::new(),
+                },
+                None => HashMap::new(),
+            }
         };
 
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
@@ -242,7 +244,7 @@ impl Indexed {
             token_tx.send(()).expect("capacity is IN_FLIGHT");
         }
         let (read, processed) = std::thread::scope(|s| {
-            let (src, prev, prog) = (&mut source, &previous, &*progress);
+            let (src, prev, prog) = (&mut source, &load_previous, &*progress);
             let reader = s.spawn(move || {
                 let r = read_source(&mut **src, prev, force_read, work_tx, token_rx, prog);
                 (r, src.warnings(), src.metadata())
@@ -310,7 +312,7 @@ impl Indexed {
 /// Runs on the reader thread: walks the source and sends batches of items.
 fn read_source(
     source: &mut dyn Source,
-    previous: &HashMap<String, Node>,
+    load_previous: &(dyn Fn() -> HashMap<String, Node> + Sync),
     force_read: bool,
     tx: Sender<Unit>,
     tokens: Receiver<()>,
@@ -340,6 +342,7 @@ fn read_source(
         Ok(())
     };
     // Keys of the items: entries get fresh ones; a source's own keys map to ours.
+    let previous = std::cell::OnceCell::new();
     let mut next_key = 0u64;
     let mut open: HashMap<u64, (u64, u64, Chunking)> = HashMap::new();
     while let Some(event) = source.next_event()? {
@@ -386,7 +389,7 @@ fn read_source(
             Body::None => push(Item::Whole(node), &mut batch)?,
             Body::File(path) => {
                 if !force_read {
-                    if let Some(prev) = previous.get(&node.path) {
+                    if let Some(prev) = previous.get_or_init(load_previous).get(&node.path) {
                         if unchanged(prev, &node) {
                             node.content = prev.content.clone();
                             push(Item::Whole(node), &mut batch)?;

@@ -88,6 +88,16 @@ pub(crate) fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -
     cipher.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
 }
 
+/// Objects other than packs are named `<prefix>/<hex BLAKE3 of their bytes>`:
+/// checks `bytes` against the name `object`, so damage is caught before
+/// anything else looks at them.
+pub(crate) fn check_content_name(object: &str, bytes: &[u8]) -> crate::error::Result<()> {
+    if blake3::hash(bytes).to_hex().as_str() != object.rsplit('/').next().unwrap_or_default() {
+        return Err(crate::error::Error::corrupt(object, "its content does not match its name"));
+    }
+    Ok(())
+}
+
 /// Lower-case hex of an id.
 pub fn hex_id(id: &Id) -> String {
     hex::encode(id)

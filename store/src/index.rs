@@ -45,10 +45,7 @@ pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String
 }
 
 pub fn open_index_object(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
-    let expect = name.rsplit('/').next().unwrap_or_default();
-    if blake3::hash(sealed).to_hex().as_str() != expect {
-        return Err(Error::corrupt(name, "its content does not match its name"));
-    }
+    crate::crypto::check_content_name(name, sealed)?;
     let plain = keys.open(INDEX_AAD, sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
     let mut out = Vec::new();
     let mut p = &plain[..];

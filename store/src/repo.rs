@@ -181,9 +181,7 @@ impl Repository {
 
 fn read_keyfile(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
     let b = backend.get(name)?;
-    if blake3::hash(&b).to_hex().as_str() != name.rsplit('/').next().unwrap_or_default() {
-        return Err(Error::corrupt(name, "its content does not match its name"));
-    }
+    crate::crypto::check_content_name(name, &b)?;
     serde_json::from_slice(&b).map_err(|e| Error::corrupt(name, format!("not a key object: {e}")))
 }
 
@@ -310,10 +308,7 @@ impl Unlocked {
 
     fn read_manifest(&self, name: &str) -> Result<Manifest> {
         let sealed = self.backend.get(name)?;
-        let expect = name.rsplit('/').next().unwrap_or_default();
-        if blake3::hash(&sealed).to_hex().as_str() != expect {
-            return Err(Error::corrupt(name, "its content does not match its name"));
-        }
+        crate::crypto::check_content_name(name, &sealed)?;
         let plain = self
             .keys
             .open(Kind::of(name).aad(), &sealed)
