@@ -29,11 +29,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use dedupe_ingest::StreamSource;
 use dedupe_store::backend::{Backend, ObjectStoreBackend};
-use dedupe_store::blob::{open_chunk, seal_chunk};
-use dedupe_store::chunker::Chunker;
-use dedupe_store::crypto::Keys;
-use dedupe_store::keyfile::KdfParams;
-use dedupe_store::{BackupOptions, Chunking, Indexed, Manifest, NodeKind, Piece, Progress, Repository};
+use dedupe_store::internals::{open_chunk, seal_chunk, Chunker, Keys};
+use dedupe_store::{BackupOptions, Chunking, Indexed, KdfParams, Manifest, NodeKind, Piece, Repository};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -185,14 +182,15 @@ fn fresh_repo() -> (Indexed, Arc<dyn Backend>, TempDir) {
     let backend: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory().expect("tokio runtime starts"));
     let cache = tempfile::tempdir().expect("temporary directory");
     let repo = Repository::init(backend.clone(), PASSWORD, KDF).expect("init in memory");
-    let indexed = repo.unlock(PASSWORD).expect("unlock").indexed(cache.path()).expect("index");
+    let indexed = repo.unlock(PASSWORD).expect("unlock").list(cache.path()).expect("list").indexed().expect("index");
     (indexed, backend, cache)
 }
 
 fn reopen(backend: &Arc<dyn Backend>, cache: &TempDir) -> Indexed {
     Repository::open(backend.clone())
         .and_then(|r| r.unlock(PASSWORD))
-        .and_then(|u| u.indexed(cache.path()))
+        .and_then(|u| u.list(cache.path()))
+        .and_then(|l| l.indexed())
         .expect("reopen in memory")
 }
 
@@ -208,7 +206,7 @@ fn backup(repo: &Indexed, data: &Arc<[u8]>) -> Manifest {
         log: None,
         kind: dedupe_store::Kind::Snapshot,
     };
-    let result = repo.backup(Box::new(source), opts, Arc::new(Progress::default())).expect("backup in memory");
+    let result = repo.backup(Box::new(source), opts, &()).expect("backup in memory");
     assert_eq!(result.manifest.stats.bytes, data.len() as u64);
     result.manifest
 }

@@ -5,9 +5,8 @@
 //! rewrites them (only when the format changes on purpose).
 
 use dedupe_store::backend::ObjectStoreBackend;
-use dedupe_store::chunker::{Chunker, Chunking};
-use dedupe_store::crypto::{parse_id, Keys};
-use dedupe_store::{blob, pack, Piece, Repository};
+use dedupe_store::internals::{open_chunk, parse_id, read_entries, seal_chunk, Chunker, Keys};
+use dedupe_store::{Chunking, Piece, Repository};
 use dedupe_suite::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -54,12 +53,12 @@ fn sealed_chunks_open_to_their_plaintext() {
     for s in v["sealed_chunks"].as_array().unwrap() {
         let id: [u8; 32] = h(&s["id"]).try_into().unwrap();
         let plain = h(&s["plaintext"]);
-        let opened = blob::open_chunk(&keys, &id, &h(&s["sealed"]), plain.len()).expect("vector opens");
+        let opened = open_chunk(&keys, &id, &h(&s["sealed"]), plain.len()).expect("vector opens");
         assert_eq!(opened, plain);
         // One flipped bit anywhere is refused.
         let mut bad = h(&s["sealed"]);
         bad[30] ^= 1;
-        assert!(blob::open_chunk(&keys, &id, &bad, plain.len()).is_err());
+        assert!(open_chunk(&keys, &id, &bad, plain.len()).is_err());
     }
 }
 
@@ -82,11 +81,14 @@ fn the_frozen_repository_reads_back_exactly() {
     let unlocked = repo.unlock(r["password"].as_str().unwrap().as_bytes()).expect("vector password opens");
     assert_eq!(unlocked.keys().master(), &key32(&v["master_key"]));
     let cache = tempfile::tempdir().unwrap();
-    let repo = unlocked.indexed(cache.path()).unwrap();
+    let repo = unlocked.list(cache.path()).unwrap().indexed().unwrap();
     // Every pack checks against its name and its trailer lists its chunks.
-    for p in repo.index.packs() {
-        let bytes = repo.backend().get(&pack::pack_name(p)).unwrap();
-        assert!(!pack::read_entries(repo.keys(), p, &bytes).unwrap().is_empty());
+    let packs = repo.backend().list("data/").unwrap();
+    assert!(!packs.is_empty());
+    for (name, _) in packs {
+        let id = parse_id(name.rsplit('/').next().unwrap()).unwrap();
+        let bytes = repo.backend().get(&name).unwrap();
+        assert!(!read_entries(repo.keys(), &id, &bytes).unwrap().is_empty());
     }
     let (id, m) = repo.find_snapshot("latest", None).unwrap();
     assert_eq!(id, r["snapshot"].as_str().unwrap());
@@ -170,7 +172,7 @@ fn regenerate() {
         .iter()
         .map(|p| {
             let id = keys.chunk_id(p);
-            json!({"id": hex::encode(id), "plaintext": hex::encode(p), "sealed": hex::encode(blob::seal_chunk(keys, &id, p, 1))})
+            json!({"id": hex::encode(id), "plaintext": hex::encode(p), "sealed": hex::encode(seal_chunk(keys, &id, p, 1))})
         })
         .collect();
     let cdc_data = Prng::new(3).bytes(12 << 20);

@@ -3,46 +3,55 @@
 
 use dedupe_store::Error;
 
-pub const OK: i32 = 0;
-pub const ERROR: i32 = 1;
-pub const USAGE: i32 = 2;
-pub const NO_REPOSITORY: i32 = 3;
-pub const WRONG_PASSWORD: i32 = 4;
-pub const NO_SNAPSHOT: i32 = 5;
-pub const INPUT_FAILED: i32 = 6;
-pub const CORRUPT: i32 = 7;
-pub const MISSING: i32 = 8;
-pub const STORAGE_FULL: i32 = 9;
-pub const STORAGE: i32 = 10;
-pub const TARGET_NOT_EMPTY: i32 = 11;
-pub const REPOSITORY_EXISTS: i32 = 12;
-pub const TRUNCATED: i32 = 13;
-pub const PRODUCER_FAILED: i32 = 14;
-pub const CONFLICT: i32 = 15;
-pub const NOT_RESTORABLE: i32 = 16;
+/// What every command returns.
+pub(crate) type R<T = ()> = Result<T, Failure>;
+
+pub(crate) const OK: i32 = 0;
+pub(crate) const ERROR: i32 = 1;
+pub(crate) const USAGE: i32 = 2;
+pub(crate) const NO_REPOSITORY: i32 = 3;
+pub(crate) const WRONG_PASSWORD: i32 = 4;
+pub(crate) const NO_SNAPSHOT: i32 = 5;
+pub(crate) const INPUT_FAILED: i32 = 6;
+pub(crate) const CORRUPT: i32 = 7;
+pub(crate) const MISSING: i32 = 8;
+pub(crate) const STORAGE_FULL: i32 = 9;
+pub(crate) const STORAGE: i32 = 10;
+pub(crate) const TARGET_NOT_EMPTY: i32 = 11;
+pub(crate) const REPOSITORY_EXISTS: i32 = 12;
+pub(crate) const TRUNCATED: i32 = 13;
+pub(crate) const PRODUCER_FAILED: i32 = 14;
+pub(crate) const CONFLICT: i32 = 15;
+pub(crate) const NOT_RESTORABLE: i32 = 16;
 
 /// A failure with the exit code it ends the process with.
 #[derive(Debug)]
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
+pub(crate) struct Failure {
+    pub(crate) code: i32,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    pub fn new(code: i32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: i32, message: impl Into<String>) -> Self {
         Failure { code, message: message.into() }
     }
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure::new(USAGE, message)
     }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
+        Failure::from(&e)
+    }
+}
+
+impl From<&Error> for Failure {
+    fn from(e: &Error) -> Self {
         let code = if e.is_storage_full() {
             STORAGE_FULL
         } else {
-            match &e {
+            match e {
                 Error::NoRepository(_) => NO_REPOSITORY,
                 Error::RepositoryExists(_) => REPOSITORY_EXISTS,
                 Error::WrongPassword => WRONG_PASSWORD,
@@ -62,5 +71,28 @@ impl From<Error> for Failure {
             e.to_string()
         };
         Failure { code, message }
+    }
+}
+
+impl From<dedupe_recovery::Error> for Failure {
+    fn from(e: dedupe_recovery::Error) -> Self {
+        use dedupe_recovery::Error as E;
+        let e = match e {
+            E::Store(inner) => return inner.into(),
+            other => other,
+        };
+        let code = match &e {
+            E::Store(_) => unreachable!("returned above"),
+            E::NotRestorable(_) => NOT_RESTORABLE,
+            E::NotArchived(_) => MISSING,
+            E::Conflict(_) => CONFLICT,
+            E::NoSnapshot(_) => NO_SNAPSHOT,
+            E::Usage(_) => USAGE,
+            E::Input(_) => INPUT_FAILED,
+            E::Storage(_) => STORAGE,
+            E::Tool(_) => ERROR,
+            E::Corrupt(_) => CORRUPT,
+        };
+        Failure { code, message: e.to_string() }
     }
 }

@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::Command;
 
-pub struct PasswordSource<'a> {
-    pub file: Option<&'a Path>,
-    pub command: Option<&'a str>,
+pub(crate) struct PasswordSource<'a> {
+    pub(crate) file: Option<&'a Path>,
+    pub(crate) command: Option<&'a str>,
 }
 
 fn trim_newline(mut s: String) -> String {
@@ -19,7 +19,7 @@ fn trim_newline(mut s: String) -> String {
 }
 
 impl PasswordSource<'_> {
-    pub fn get(&self) -> Result<String, Failure> {
+    pub(crate) fn get(&self) -> Result<String, Failure> {
         if let Some(f) = self.file {
             let s = std::fs::read_to_string(f)
                 .map_err(|e| Failure::usage(format!("cannot read the password file {}: {e}", f.display())))?;
@@ -52,7 +52,7 @@ impl PasswordSource<'_> {
 }
 
 /// A new passphrase (init, key add): from a file, `env_var`, or asked twice on a terminal.
-pub fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failure> {
+pub(crate) fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failure> {
     if let Some(f) = file {
         return PasswordSource { file: Some(f), command: None }.get();
     }

@@ -7,6 +7,7 @@
 
 pub mod binlog;
 pub mod dir;
+pub mod facts;
 pub mod meta;
 pub mod pages;
 pub mod producer;

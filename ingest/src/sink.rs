@@ -1,7 +1,7 @@
 //! Restore sinks: a snapshot's nodes written into a directory (with owners,
 //! modes, times, links and holes), or one file's bytes to a writer.
 
-use dedupe_store::{Error, Indexed, Node, NodeKind, Piece, Result, Tree};
+use dedupe_store::{Error, Indexed, Node, NodeKind, Piece, Progress, Result, Tree};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -85,13 +85,9 @@ fn io_err(what: &str, p: &Path) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// Restores nodes under `target`, which must exist and be empty unless the caller allowed otherwise.
-pub fn restore_to_dir(
-    repo: &Indexed,
-    nodes: &[Node],
-    target: &Path,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<RestoreReport> {
+pub fn restore_to_dir(repo: &Indexed, nodes: &[Node], target: &Path, progress: &dyn Progress) -> Result<RestoreReport> {
     let mut report = RestoreReport::default();
+    progress.total(nodes.iter().filter(|n| n.kind == NodeKind::File).map(|n| n.size).sum());
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut chown_warned = false;
@@ -160,7 +156,7 @@ pub fn restore_to_dir(
                             f.write_all(d).map_err(|e| Error::io("writing", e))?;
                             pos += d.len() as u64;
                             done += d.len() as u64;
-                            progress(done);
+                            progress.done(done);
                         }
                         Piece::Hole(n) => {
                             pos += n;

@@ -21,6 +21,7 @@ use crate::crypto::{hex_id, Id};
 use crate::error::{Error, Result};
 use crate::index::seal_index_object;
 use crate::pack::{pack_name, FinishedPack, PackWriter};
+use crate::progress::Progress;
 use crate::repo::{now_rfc3339, Indexed};
 use crate::snapshot::{encode_records, Manifest, Node, NodeKind, Stats, Tree, HOLE, LIST_RECORDS};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
@@ -30,7 +31,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// What a source says about one entry's content.
@@ -93,13 +94,6 @@ pub struct BackupOptions {
     pub log: Option<Box<dyn FnOnce() -> Vec<u8> + Send>>,
     /// A snapshot, or an archived log file (no parent, its own prefix).
     pub kind: crate::repo::Kind,
-}
-
-/// Counters a progress display can poll from another thread.
-#[derive(Default)]
-pub struct Progress {
-    pub bytes_read: AtomicU64,
-    pub bytes_new: AtomicU64,
 }
 
 pub struct BackupResult {
@@ -176,7 +170,7 @@ impl Indexed {
         &self,
         mut source: Box<dyn Source>,
         opts: BackupOptions,
-        progress: Arc<Progress>,
+        progress: &dyn Progress,
     ) -> Result<BackupResult> {
         let started = Instant::now();
         let BackupOptions { name, source_description, force_read, compression_level, metadata, log, kind } = opts;
@@ -226,7 +220,7 @@ impl Indexed {
             keys: &self.keys,
             index: &self.index,
             level: compression_level,
-            claimed: Mutex::new(crate::claims::Claims::new(self.repo.cache_dir(&self.cache_base))),
+            claimed: Mutex::new(crate::claims::Claims::new(self.cache_dir(self.cache_base()))),
         };
         let mut w = Writer {
             shared: &shared,
@@ -234,8 +228,10 @@ impl Indexed {
             pack_tx: Some(pack_tx),
             spare: spare_rx,
             stats: Stats::default(),
-            progress: progress.clone(),
+            progress,
         };
+        // Counted apart from `progress`, which may show nothing.
+        let bytes_read = AtomicU64::new(0);
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (work_tx, work_rx) = unbounded::<Unit>();
         let (done_tx, done_rx) = unbounded::<Done>();
@@ -244,9 +240,9 @@ impl Indexed {
             token_tx.send(()).expect("capacity is IN_FLIGHT");
         }
         let (read, processed) = std::thread::scope(|s| {
-            let (src, prev, prog) = (&mut source, &load_previous, &*progress);
+            let (src, prev, read) = (&mut source, &load_previous, &bytes_read);
             let reader = s.spawn(move || {
-                let r = read_source(&mut **src, prev, force_read, work_tx, token_rx, prog);
+                let r = read_source(&mut **src, prev, force_read, work_tx, token_rx, read, progress);
                 (r, src.warnings(), src.metadata())
             });
             for _ in 0..workers {
@@ -278,7 +274,7 @@ impl Indexed {
         let (tree_id, log_id) = tree?;
 
         let mut stats = w.stats;
-        stats.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+        stats.bytes_read = bytes_read.load(Ordering::Relaxed);
         stats.seconds = started.elapsed().as_secs_f64();
         let manifest = Manifest {
             version: 1,
@@ -304,8 +300,7 @@ impl Indexed {
     /// The newest readable snapshot of `name`: a damaged manifest must not
     /// stop backups (it only costs reading unchanged files again).
     fn previous_snapshot(&self, name: &str) -> Result<Option<(String, Manifest)>> {
-        let (all, _damaged) = self.list_snapshots()?;
-        Ok(all.into_iter().rev().find(|(_, m)| m.name == name))
+        Ok(self.snapshots(Some(name))?.pop())
     }
 }
 
@@ -316,7 +311,8 @@ fn read_source(
     force_read: bool,
     tx: Sender<Unit>,
     tokens: Receiver<()>,
-    progress: &Progress,
+    bytes_read: &AtomicU64,
+    progress: &dyn Progress,
 ) -> Result<()> {
     let mut seq = 0u64;
     let mut unit_bytes = 0usize;
@@ -332,7 +328,8 @@ fn read_source(
     let mut push = |item: Item, batch: &mut Vec<Item>| -> Result<()> {
         if let Item::Chunk(_, c) = &item {
             unit_bytes += c.len();
-            progress.bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+            let read = bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed) + c.len() as u64;
+            progress.done(read);
         }
         batch.push(item);
         if unit_bytes >= UNIT_BYTES || batch.len() >= UNIT_ITEMS {
@@ -502,7 +499,7 @@ struct Writer<'a> {
     pack_tx: Option<Sender<FinishedPack>>,
     spare: Receiver<Vec<u8>>,
     stats: Stats,
-    progress: Arc<Progress>,
+    progress: &'a dyn Progress,
 }
 
 struct OpenFile {
@@ -611,7 +608,7 @@ impl Writer<'_> {
         self.stats.new_chunks += 1;
         self.stats.new_bytes += raw_len as u64;
         self.stats.new_bytes_stored += blob.len() as u64;
-        self.progress.bytes_new.fetch_add(raw_len as u64, Ordering::Relaxed);
+        self.progress.stored(raw_len as u64);
         self.pack.add(id, blob, raw_len);
         if self.pack.is_full() {
             self.flush_pack()?;

@@ -28,8 +28,14 @@ CREATE INDEX IF NOT EXISTS manifests_by_name ON manifests (kind, name, time_unix
 ";
 
 pub struct Catalogue {
-    db: Connection,
+    /// Behind a mutex so that an `Indexed` holding it can be shared by the
+    /// restore threads (a connection is `Send`, not `Sync`).
+    db: std::sync::Mutex<Connection>,
     path: PathBuf,
+    /// The objects this process listed. Other commands share the file and
+    /// may add manifests listed after ours, whose chunks our index (loaded
+    /// after our listing) may not know: queries answer from our listing only.
+    listed: Option<HashSet<String>>,
 }
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -44,8 +50,10 @@ fn kind_name(k: Kind) -> &'static str {
 }
 
 impl Catalogue {
-    /// Opens the catalogue of `repo` in its cache directory and brings it up to date.
-    pub fn open(repo: &Unlocked, cache_base: &Path) -> Result<Catalogue> {
+    /// Opens the catalogue of `repo` in its cache directory and brings it up
+    /// to date; also returns the damaged manifests it met (left out of it).
+    /// Repository commands get it through `Unlocked::list`.
+    pub(crate) fn open(repo: &Unlocked, cache_base: &Path) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
         let dir = repo.cache_dir(cache_base);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
@@ -53,28 +61,45 @@ impl Catalogue {
         // Several commands share the file (a cron binlog push, the server's
         // archive_command, a restore): wait for a writer rather than fail.
         db.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql_err(&path))?;
-        db.execute_batch(SCHEMA).map_err(sql_err(&path))?;
-        let mut c = Catalogue { db, path };
-        c.refresh(repo)?;
+        let mut c = Catalogue::with(db, path)?;
+        let damaged = c.refresh(repo)?;
+        Ok((c, damaged))
+    }
+
+    /// A catalogue of the given manifests (object name and manifest), held
+    /// in memory: for planning from manifests that are not in a repository,
+    /// as the recovery crate's tests do. The object name's prefix
+    /// (`snapshots/`, `logs/`) gives each one's kind.
+    pub fn in_memory(manifests: impl IntoIterator<Item = (String, Manifest)>) -> Result<Catalogue> {
+        let path = PathBuf::from(":memory:");
+        let db = Connection::open_in_memory().map_err(sql_err(&path))?;
+        let mut c = Catalogue::with(db, path)?;
+        let rows = manifests.into_iter().map(|(object, m)| (Kind::of(&object), object, m)).collect();
+        c.write(rows, &HashSet::new())?;
         Ok(c)
     }
 
-    /// Deletes the cache and reads every manifest again.
-    pub fn rebuild(repo: &Unlocked, cache_base: &Path) -> Result<Catalogue> {
+    fn with(db: Connection, path: PathBuf) -> Result<Catalogue> {
+        db.execute_batch(SCHEMA).map_err(sql_err(&path))?;
+        Ok(Catalogue { db: std::sync::Mutex::new(db), path, listed: None })
+    }
+
+    /// Deletes the cache file, so the next `open` reads every manifest again.
+    pub(crate) fn remove(repo: &Unlocked, cache_base: &Path) -> Result<()> {
         let path = repo.cache_dir(cache_base).join("catalogue.sqlite");
         match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", path.display()), e)),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
         }
-        Catalogue::open(repo, cache_base)
     }
 
     /// Reads the manifests added since the last look, drops the ones gone.
-    /// A damaged manifest is left out (and reported by the commands that list).
-    fn refresh(&mut self, repo: &Unlocked) -> Result<()> {
+    /// A damaged manifest is left out, and returned for the commands that list.
+    fn refresh(&mut self, repo: &Unlocked) -> Result<Vec<(Kind, Error)>> {
         let known: HashSet<String> = {
-            let mut st = self.db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
+            let db = self.db.lock().expect("not poisoned");
+            let mut st = db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
             let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
             rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))?
         };
@@ -82,68 +107,75 @@ impl Catalogue {
         // transaction: other commands wait on the write lock, not on our reads.
         let mut listed = HashSet::new();
         let mut rows = Vec::new();
+        let mut damaged = Vec::new();
         for kind in [Kind::Snapshot, Kind::Log] {
             for object in repo.manifest_names(kind)? {
                 listed.insert(object.clone());
                 if known.contains(&object) {
                     continue;
                 }
-                let m = match repo.manifest(&object) {
-                    Ok(m) => m,
-                    Err(Error::Corrupt { .. }) => continue,
+                match repo.manifest(&object) {
+                    Ok(m) => rows.push((kind, object, m)),
+                    Err(e @ Error::Corrupt { .. }) => damaged.push((kind, e)),
                     Err(e) => return Err(e),
-                };
-                let time = m.time.parse::<jiff::Timestamp>().map(|t| t.as_millisecond() as f64 / 1000.0).unwrap_or(0.0);
-                let json = serde_json::to_string(&m).expect("manifest serializes");
-                rows.push((object, kind, m.name, time, json));
+                }
             }
         }
-        let tx = self.db.transaction().map_err(sql_err(&self.path))?;
-        for (object, kind, name, time, json) in rows {
+        let gone = known.difference(&listed).cloned().collect();
+        self.write(rows, &gone)?;
+        self.listed = Some(listed);
+        Ok(damaged)
+    }
+
+    fn write(&mut self, rows: Vec<(Kind, String, Manifest)>, gone: &HashSet<String>) -> Result<()> {
+        let mut db = self.db.lock().expect("not poisoned");
+        let tx = db.transaction().map_err(sql_err(&self.path))?;
+        for (kind, object, m) in rows {
+            let time = m.time.parse::<jiff::Timestamp>().map(|t| t.as_millisecond() as f64 / 1000.0).unwrap_or(0.0);
+            let json = serde_json::to_string(&m).expect("manifest serializes");
             tx.execute(
                 "INSERT OR REPLACE INTO manifests (object, kind, id, name, time_unix, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![object, kind_name(kind), object.trim_start_matches(kind.prefix()), name, time, json],
+                params![object, kind_name(kind), object.trim_start_matches(kind.prefix()), m.name, time, json],
             )
             .map_err(sql_err(&self.path))?;
         }
-        for gone in known.difference(&listed) {
-            tx.execute("DELETE FROM manifests WHERE object = ?1", params![gone]).map_err(sql_err(&self.path))?;
+        for object in gone {
+            tx.execute("DELETE FROM manifests WHERE object = ?1", params![object]).map_err(sql_err(&self.path))?;
         }
         tx.commit().map_err(sql_err(&self.path))
     }
 
     /// Manifests of a kind (of one name, when given), oldest first, with their ids.
     pub fn list(&self, kind: Kind, name: Option<&str>) -> Result<Vec<(String, Manifest)>> {
-        let mut st = self
-            .db
-            .prepare(
-                "SELECT id, manifest FROM manifests WHERE kind = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY time_unix, id",
-            )
-            .map_err(sql_err(&self.path))?;
-        self.rows(&mut st, params![kind_name(kind), name])
+        self.query(
+            "SELECT object, id, manifest FROM manifests WHERE kind = ?1 AND (?2 IS NULL OR name = ?2) ORDER BY time_unix, id",
+            params![kind_name(kind), name],
+        )
     }
 
     /// Archived logs of one name and log kind (`binlog`, `wal`), ordered by file name.
     pub fn logs(&self, name: &str, log_kind: &str) -> Result<Vec<(String, Manifest)>> {
-        let mut st = self
-            .db
-            .prepare(
-                "SELECT id, manifest FROM manifests WHERE kind = 'log' AND name = ?1
-                 AND json_extract(manifest, '$.metadata.kind') = ?2
-                 ORDER BY json_extract(manifest, '$.metadata.file'), time_unix",
-            )
-            .map_err(sql_err(&self.path))?;
-        self.rows(&mut st, params![name, log_kind])
+        self.query(
+            "SELECT object, id, manifest FROM manifests WHERE kind = 'log' AND name = ?1
+             AND json_extract(manifest, '$.metadata.kind') = ?2
+             ORDER BY json_extract(manifest, '$.metadata.file'), time_unix",
+            params![name, log_kind],
+        )
     }
 
-    /// Runs a query of (id, manifest JSON) rows.
-    fn rows(&self, st: &mut rusqlite::Statement<'_>, args: impl rusqlite::Params) -> Result<Vec<(String, Manifest)>> {
+    /// Runs a query of (object, id, manifest JSON) rows, keeping the objects this process listed.
+    fn query(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(String, Manifest)>> {
+        let db = self.db.lock().expect("not poisoned");
+        let mut st = db.prepare(sql).map_err(sql_err(&self.path))?;
         let rows = st
-            .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
             .map_err(sql_err(&self.path))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, json) = row.map_err(sql_err(&self.path))?;
+            let (object, id, json) = row.map_err(sql_err(&self.path))?;
+            if self.listed.as_ref().is_some_and(|l| !l.contains(&object)) {
+                continue;
+            }
             let m: Manifest =
                 serde_json::from_str(&json).map_err(|e| Error::Invalid(format!("catalogue row {id}: {e}")))?;
             out.push((id, m));

@@ -99,20 +99,6 @@ impl Index {
         }
     }
 
-    /// Number of chunk records.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Every pack the index knows.
-    pub fn packs(&self) -> &[Id] {
-        &self.packs
-    }
-
     pub fn lookup(&self, id: &Id) -> Option<Location> {
         let recs = self.records();
         let (mut lo, mut hi) = (0usize, self.count);
@@ -245,14 +231,15 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
             names.insert(*id);
         }
         recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
-        write_cache(&path, &cur, &names, &packs, &recs)?;
-        cur = Index::load(&path)?
-            .ok_or_else(|| Error::Invalid(format!("index cache {} unreadable after writing", path.display())))?;
+        cur = write_cache(&path, &cur, &names, &packs, &recs)?;
     }
     Ok(cur)
 }
 
-fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new: &[[u8; REC]]) -> Result<()> {
+/// Writes the merged cache and returns it, opened from the file written:
+/// not from `path` after the rename, where another command sharing the
+/// cache may already have put its own merge, which lacks ours.
+fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new: &[[u8; REC]]) -> Result<Index> {
     let dir = path.parent().expect("cache file has a parent");
     let tmp = tempfile_in(dir)?;
     let ctx = |e| Error::io(format!("writing index cache in {}", dir.display()), e);
@@ -284,7 +271,15 @@ fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new:
         }
         w.into_inner().map_err(|e| ctx(e.into_error()))?;
     }
-    std::fs::rename(&tmp, path).map_err(ctx)
+    let written = Index::load(&tmp)?
+        .ok_or_else(|| Error::Invalid(format!("index cache {} unreadable after writing", tmp.display())));
+    let renamed = std::fs::rename(&tmp, path).map_err(ctx);
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let written = written?;
+    renamed?;
+    Ok(written)
 }
 
 fn tempfile_in(dir: &Path) -> Result<PathBuf> {

@@ -3,28 +3,51 @@
 //! and snapshot manifests, over any `object_store` backend.
 //!
 //! This crate knows nothing of databases: it stores named files with
-//! metadata (`backup::Source`) and reads them back (`Indexed::read_file`).
-//! The on-disk format is specified in `format-spec/`.
+//! metadata (`Source`) and reads them back (`Indexed::read_file`). A
+//! repository moves through states: `Repository` (config read), `Unlocked`
+//! (a key opened), `Listed` (manifests listed), `Indexed` (index loaded:
+//! chunks can be read and written), so a chunk can only be read after the
+//! manifests naming it were listed. The on-disk format is specified in
+//! `format-spec/`.
+//!
+//! The public surface is what the other crates call. The format's building
+//! blocks (chunker, blobs, packs, keys) are private; tests and benches reach
+//! them through the `internals` feature, which is not for other uses.
 
 pub mod backend;
-pub mod backup;
-pub mod blob;
-pub mod catalogue;
-pub mod chunker;
+mod backup;
+mod blob;
+mod catalogue;
+mod chunker;
 mod claims;
-pub mod crypto;
-pub mod error;
-pub mod index;
-pub mod keyfile;
-pub mod maintenance;
-pub mod pack;
-pub mod repo;
-pub mod restore;
-pub mod snapshot;
+mod crypto;
+mod error;
+mod index;
+mod keyfile;
+mod maintenance;
+mod pack;
+mod progress;
+mod repo;
+mod restore;
+mod snapshot;
 
-pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Progress, Source};
+pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Source};
+pub use catalogue::Catalogue;
 pub use chunker::Chunking;
 pub use error::{Error, Result};
-pub use repo::{Indexed, Kind, Repository, Unlocked};
-pub use restore::Piece;
+pub use keyfile::{hostname, KdfParams};
+pub use maintenance::{RepairReport, RepoStats};
+pub use progress::Progress;
+pub use repo::{Config, Indexed, KeyInfo, Kind, Listed, Repository, Unlocked};
+pub use restore::{Piece, Sink};
 pub use snapshot::{Manifest, Node, NodeKind, Stats, Tree};
+
+/// The format's building blocks, for the test vectors and benches only.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::blob::{open_chunk, seal_chunk, OpenError};
+    pub use crate::chunker::{split, Chunker};
+    pub use crate::crypto::{hex_id, parse_id, Id, Keys};
+    pub use crate::pack::{pack_name, read_entries, PackEntry, PackWriter};
+    pub use crate::snapshot::{decode_records, encode_records, HOLE, LIST_RECORD, LIST_RECORDS};
+}

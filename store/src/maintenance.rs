@@ -4,6 +4,7 @@ use crate::crypto::{parse_id, Id};
 use crate::error::{Error, Result};
 use crate::index::seal_index_object;
 use crate::pack::{read_entries, PackEntry};
+use crate::progress::Progress;
 use crate::repo::{Indexed, Unlocked};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -23,7 +24,7 @@ impl Unlocked {
     /// Rebuilds every index object from the packs' own trailers. Every pack
     /// is read whole and checked against its name first; a damaged pack
     /// stops the repair before anything is changed, naming the pack.
-    pub fn repair_index(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<RepairReport> {
+    pub fn repair_index(&self, progress: &dyn Progress) -> Result<RepairReport> {
         let old_index = self.backend.list("index/")?;
         let packs = self.backend.list("data/")?;
         let mut ids = Vec::new();
@@ -35,6 +36,7 @@ impl Unlocked {
             }
         }
         let total = ids.len() as u64;
+        progress.total(total);
         let done = std::sync::atomic::AtomicU64::new(0);
         let mut written = Vec::new();
         let mut chunks = 0u64;
@@ -46,7 +48,7 @@ impl Unlocked {
                     let bytes = self.backend.get(name)?;
                     let e = read_entries(&self.keys, id, &bytes)?;
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress(n, total);
+                    progress.done(n);
                     Ok((*id, e))
                 })
                 .collect::<Result<_>>()?;
@@ -93,7 +95,7 @@ pub struct RepoStats {
 
 impl Indexed {
     pub fn stats(&self) -> Result<RepoStats> {
-        let snaps = self.snapshots()?;
+        let snaps = self.snapshots(None)?;
         let logical: u64 = snaps.iter().map(|(_, m)| m.stats.bytes).sum();
         let (mut n, mut raw) = (0u64, 0u64);
         for (_, len) in self.index.iter_ids() {

@@ -5,6 +5,7 @@
 
 use crate::backend::Backend;
 use crate::blob;
+use crate::catalogue::Catalogue;
 use crate::chunker::Chunking;
 use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
@@ -13,7 +14,7 @@ use crate::keyfile::{KdfParams, KeyFile};
 use crate::pack::pack_name;
 use crate::snapshot::{decode_records, Manifest, Node, Tree, LOG_MANIFEST_AAD, MANIFEST_AAD};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -81,7 +82,7 @@ impl Kind {
         }
     }
 
-    fn of(object: &str) -> Kind {
+    pub(crate) fn of(object: &str) -> Kind {
         if object.starts_with(Kind::Log.prefix()) {
             Kind::Log
         } else {
@@ -263,47 +264,14 @@ impl Unlocked {
         }
     }
 
-    /// Every snapshot, oldest first, with its id.
-    pub fn snapshots(&self) -> Result<Vec<(String, Manifest)>> {
-        let (list, mut damaged) = self.list_snapshots()?;
-        match damaged.pop() {
-            Some(e) => Err(e),
-            None => Ok(list),
-        }
-    }
-
-    /// Every readable snapshot, oldest first, and an error for each damaged
-    /// manifest: one bad manifest must not stop backups or hide the others.
-    pub fn list_snapshots(&self) -> Result<(Snapshots, Vec<Error>)> {
-        self.list_manifests(Kind::Snapshot)
-    }
-
     /// Every object name of a kind, without reading them.
-    pub fn manifest_names(&self, kind: Kind) -> Result<Vec<String>> {
+    pub(crate) fn manifest_names(&self, kind: Kind) -> Result<Vec<String>> {
         Ok(self.backend.list(kind.prefix())?.into_iter().map(|(n, _)| n).collect())
     }
 
     /// Reads one manifest by object name (`snapshots/<id>` or `logs/<id>`).
-    pub fn manifest(&self, object: &str) -> Result<Manifest> {
+    pub(crate) fn manifest(&self, object: &str) -> Result<Manifest> {
         self.read_manifest(object)
-    }
-
-    /// Every readable manifest of a kind, oldest first, and the damaged ones.
-    pub fn list_manifests(&self, kind: Kind) -> Result<(Snapshots, Vec<Error>)> {
-        let mut out = Vec::new();
-        let mut damaged = Vec::new();
-        for (name, _) in self.backend.list(kind.prefix())? {
-            let id = name.trim_start_matches(kind.prefix()).to_string();
-            match self.read_manifest(&name) {
-                Ok(m) => out.push((id, m)),
-                Err(e @ Error::Corrupt { .. }) => damaged.push(e),
-                Err(e) => return Err(e),
-            }
-        }
-        // By parsed time: RFC 3339 strings with varying fraction digits do not sort as text.
-        let key = |m: &Manifest| m.time.parse::<jiff::Timestamp>().ok();
-        out.sort_by(|a, b| key(&a.1).cmp(&key(&b.1)).then_with(|| a.1.time.cmp(&b.1.time)).then_with(|| a.0.cmp(&b.0)));
-        Ok((out, damaged))
     }
 
     fn read_manifest(&self, name: &str) -> Result<Manifest> {
@@ -314,37 +282,6 @@ impl Unlocked {
             .open(Kind::of(name).aad(), &sealed)
             .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
-    }
-
-    /// Finds a snapshot by id prefix, or `latest` (of `name` when given).
-    pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(String, Manifest)> {
-        let (all, damaged) = self.list_snapshots()?;
-        // An id that names a damaged manifest gets that damage as its answer;
-        // so does `latest` when any manifest is damaged (it could be the newest,
-        // and an older snapshot must not be restored in its place unannounced).
-        for e in damaged {
-            if let Error::Corrupt { object, .. } = &e {
-                if spec == "latest" || object.trim_start_matches("snapshots/").starts_with(spec) {
-                    return Err(e);
-                }
-            }
-        }
-        let mut matching: Vec<(String, Manifest)> =
-            all.into_iter().filter(|(_, m)| name.is_none_or(|n| m.name == n)).collect();
-        if spec == "latest" {
-            return matching.pop().ok_or_else(|| {
-                Error::NoSnapshot(match name {
-                    Some(n) => format!("latest of name {n}"),
-                    None => "latest (the repository has no snapshots)".into(),
-                })
-            });
-        }
-        let hits: Vec<_> = matching.into_iter().filter(|(id, _)| id.starts_with(spec)).collect();
-        match hits.len() {
-            0 => Err(Error::NoSnapshot(spec.to_string())),
-            1 => Ok(hits.into_iter().next().expect("one")),
-            _ => Err(Error::AmbiguousSnapshot(spec.to_string())),
-        }
     }
 
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
@@ -364,23 +301,109 @@ impl Unlocked {
         base.join(&self.config.id)
     }
 
+    /// Lists the repository's manifests (bringing the local catalogue up to
+    /// date): the first step of every command that reads. See `Listed`.
+    pub fn list(self, cache_base: &Path) -> Result<Listed> {
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base)?;
+        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf() })
+    }
+
+    /// Like `list`, but throws the local catalogue away and reads every manifest again.
+    pub fn list_afresh(self, cache_base: &Path) -> Result<Listed> {
+        Catalogue::remove(&self, cache_base)?;
+        self.list(cache_base)
+    }
+}
+
+/// A repository whose manifests have been listed. Readers list first, then
+/// load the index (`indexed`): every chunk a listed manifest names is then in
+/// the index, because writers store packs and index objects before the
+/// manifest that names them (format-spec §14). The other way round, a backup
+/// or log push landing between the two steps names chunks the index has
+/// never seen. So the only way to an `Indexed` goes through a `Listed`, and
+/// the manifests a command acts on come from this listing.
+pub struct Listed {
+    repo: Unlocked,
+    catalogue: Catalogue,
+    damaged: Vec<(Kind, Error)>,
+    cache_base: PathBuf,
+}
+
+impl std::ops::Deref for Listed {
+    type Target = Unlocked;
+    fn deref(&self) -> &Unlocked {
+        &self.repo
+    }
+}
+
+impl Listed {
     /// Loads (and updates) the local index cache.
-    pub fn indexed(self, cache_base: &std::path::Path) -> Result<Indexed> {
-        let index = index::sync_cache(&*self.backend, &self.keys, &self.cache_dir(cache_base))?;
-        Ok(Indexed { repo: self, index, cache_base: cache_base.to_path_buf() })
+    pub fn indexed(self) -> Result<Indexed> {
+        let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &self.repo.cache_dir(&self.cache_base))?;
+        Ok(Indexed { listed: self, index })
+    }
+
+    /// The catalogue of every manifest listed (snapshots and archived logs).
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// The damaged snapshot manifests the listing met (their errors): one
+    /// bad manifest must not stop backups or hide the others.
+    pub fn damaged_snapshots(&self) -> impl Iterator<Item = &Error> {
+        self.damaged.iter().filter(|(k, _)| *k == Kind::Snapshot).map(|(_, e)| e)
+    }
+
+    /// Every readable snapshot (of `name`, when given), oldest first.
+    pub fn snapshots(&self, name: Option<&str>) -> Result<Snapshots> {
+        self.catalogue.list(Kind::Snapshot, name)
+    }
+
+    /// The local cache directory base this listing was made with.
+    pub fn cache_base(&self) -> &Path {
+        &self.cache_base
+    }
+
+    /// Finds a snapshot by id prefix, or `latest` (of `name` when given).
+    pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(String, Manifest)> {
+        let all = self.snapshots(name)?;
+        // An id that names a damaged manifest gets that damage as its answer;
+        // so does `latest` when any manifest is damaged (it could be the newest,
+        // and an older snapshot must not be restored in its place unannounced).
+        for e in self.damaged_snapshots() {
+            if let Error::Corrupt { object, reason } = e {
+                if spec == "latest" || object.trim_start_matches("snapshots/").starts_with(spec) {
+                    return Err(Error::Corrupt { object: object.clone(), reason: reason.clone() });
+                }
+            }
+        }
+        let mut matching = all;
+        if spec == "latest" {
+            return matching.pop().ok_or_else(|| {
+                Error::NoSnapshot(match name {
+                    Some(n) => format!("latest of name {n}"),
+                    None => "latest (the repository has no snapshots)".into(),
+                })
+            });
+        }
+        let hits: Vec<_> = matching.into_iter().filter(|(id, _)| id.starts_with(spec)).collect();
+        match hits.len() {
+            0 => Err(Error::NoSnapshot(spec.to_string())),
+            1 => Ok(hits.into_iter().next().expect("one")),
+            _ => Err(Error::AmbiguousSnapshot(spec.to_string())),
+        }
     }
 }
 
 pub struct Indexed {
-    pub repo: Unlocked,
-    pub index: Index,
-    pub(crate) cache_base: PathBuf,
+    listed: Listed,
+    pub(crate) index: Index,
 }
 
 impl std::ops::Deref for Indexed {
-    type Target = Unlocked;
-    fn deref(&self) -> &Unlocked {
-        &self.repo
+    type Target = Listed;
+    fn deref(&self) -> &Listed {
+        &self.listed
     }
 }
 
@@ -412,6 +435,13 @@ impl Indexed {
         })
     }
 
+    /// The producer's output a snapshot keeps (`backup --command`), if any.
+    pub fn producer_log(&self, m: &Manifest) -> Result<Option<Vec<u8>>> {
+        let Some(log) = m.log.as_deref() else { return Ok(None) };
+        let id = parse_id(log).ok_or_else(|| Error::corrupt("snapshot", "the manifest's log id is not hex"))?;
+        Ok(Some(self.read_chunk(&id)?))
+    }
+
     pub fn read_tree(&self, m: &Manifest) -> Result<Tree> {
         let id = parse_id(&m.tree).ok_or_else(|| Error::corrupt("snapshot", "tree id is not hex"))?;
         let bytes = self.read_chunk(&id)?;
@@ -426,9 +456,5 @@ impl Indexed {
             let bytes = self.read_chunk(&id)?;
             decode_records(&bytes).ok_or_else(|| Error::corrupt(format!("list chunk {h}"), "not whole records"))
         })
-    }
-
-    pub fn cache_base(&self) -> &std::path::Path {
-        &self.cache_base
     }
 }

@@ -1,0 +1,177 @@
+//! `dedupe backup`: a directory (a mounted snapshot), a stream on stdin, or
+//! the output of a producer dedupe runs itself.
+
+use crate::ctx::{human, short, Ctx};
+use crate::exit::{self, Failure, R};
+use dedupe_ingest::facts::{Database, SnapshotFacts};
+use dedupe_ingest::sniff::{self, Format};
+use dedupe_ingest::tar::TarSource;
+use dedupe_ingest::xbstream::XbstreamSource;
+use dedupe_ingest::{DirSource, StreamSource};
+use dedupe_store::{BackupOptions, Source};
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// A directory (a mounted snapshot), or `-` for stdin; omit with --command.
+    source: Option<String>,
+    /// Run this producer and back up its output, e.g. 'mariabackup --backup --stream=xbstream';
+    /// unlike a pipe, its failure is seen and nothing is committed.
+    #[arg(long)]
+    command: Option<String>,
+    /// What the stream is: auto (sniffed), xbstream, tar, mysqldump, pg_dump, pg_dump_custom, raw.
+    #[arg(long, default_value = "auto")]
+    format: String,
+    /// Keep the files that arrived when an xbstream ends early, instead of committing nothing.
+    #[arg(long)]
+    allow_partial: bool,
+    /// The server this backup is of; `latest` and unchanged-file detection work per name.
+    #[arg(long)]
+    name: Option<String>,
+    /// File name a stdin stream gets inside the snapshot.
+    #[arg(long, default_value = "stdin")]
+    filename: String,
+    /// Read every file, even those unchanged since the previous snapshot of this name.
+    #[arg(long)]
+    force_read: bool,
+    /// zstd level for new chunks (0 stores raw).
+    #[arg(long)]
+    compression: Option<i32>,
+}
+
+pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
+    let repo = ctx.indexed()?;
+    let name = a.name.clone().unwrap_or_else(dedupe_store::hostname);
+    if name.is_empty() {
+        return Err(Failure::usage("no --name given and the host has no name"));
+    }
+    let chunking = repo.config.chunking;
+    let mut facts = SnapshotFacts::default();
+    let mut producer = None;
+    let (src, description): (Box<dyn Source>, String) = match (&a.source, &a.command) {
+        (Some(dir), None) if dir != "-" => {
+            let abs = std::fs::canonicalize(dir)
+                .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {dir}: {e}")))?;
+            facts.format = Some("directory".into());
+            (Box::new(DirSource::new(&abs, chunking)?), format!("directory {}", abs.display()))
+        }
+        (Some(_), Some(_)) => return Err(Failure::usage("give a source or --command, not both")),
+        (None, None) => return Err(Failure::usage("give a directory, `-` for stdin, or --command")),
+        (_, command) => {
+            let (input, description): (Box<dyn std::io::Read + Send>, String) = match command {
+                Some(c) => {
+                    let (out, report) = dedupe_ingest::producer::spawn(c).map_err(|e| {
+                        Failure::new(exit::PRODUCER_FAILED, format!("cannot run the producer `{c}`: {e}"))
+                    })?;
+                    producer = Some(report);
+                    facts.command = Some(c.clone());
+                    (Box::new(out), format!("command {c}"))
+                }
+                None => (Box::new(std::io::stdin()), "stdin".into()),
+            };
+            let (head, input) = sniff::peek(input).map_err(|e| {
+                // A producer that fails before writing much fails here, while the format is sniffed.
+                producer_failed(producer.as_ref())
+                    .unwrap_or_else(|| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))
+            })?;
+            let format = match a.format.as_str() {
+                "auto" => sniff::sniff(&head),
+                f => Format::parse(f).ok_or_else(|| Failure::usage(format!("unknown --format {f}")))?,
+            };
+            facts.format = Some(format.name().into());
+            let src: Box<dyn Source> = match format {
+                Format::Xbstream => Box::new(XbstreamSource::new(input, chunking, a.allow_partial)),
+                Format::Tar => Box::new(TarSource::new(input, chunking)),
+                other => {
+                    if a.filename.contains('/') || a.filename.is_empty() || a.filename == "." || a.filename == ".." {
+                        return Err(Failure::usage("--filename must be a plain file name"));
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    match other {
+                        Format::MysqlDump => {
+                            let mariadb = text.contains("MariaDB dump");
+                            facts.database = Some(if mariadb { Database::Mariadb } else { Database::Mysql });
+                            facts.mysql = Some(dedupe_ingest::meta::mysqldump_head(&text));
+                        }
+                        Format::PgDumpPlain | Format::PgDumpCustom => facts.database = Some(Database::Postgresql),
+                        _ => {}
+                    }
+                    Box::new(StreamSource::new(input, &a.filename, chunking))
+                }
+            };
+            (src, description)
+        }
+    };
+    let bar = ctx.progress();
+    let log_report = producer.clone();
+    let opts = BackupOptions {
+        name,
+        source_description: description,
+        force_read: a.force_read,
+        compression_level: a.compression.unwrap_or(repo.config.compression_level),
+        metadata: facts.to_metadata(),
+        log: log_report.map(|r| {
+            Box::new(move || r.lock().expect("not poisoned").log.clone()) as Box<dyn FnOnce() -> Vec<u8> + Send>
+        }),
+        kind: dedupe_store::Kind::Snapshot,
+    };
+    let result = repo.backup(src, opts, &bar);
+    bar.finish();
+    // A failed producer explains whatever the stream looked like.
+    if result.is_err() {
+        if let Some(f) = producer_failed(producer.as_ref()) {
+            return Err(f);
+        }
+    }
+    let result = result?;
+    let m = &result.manifest;
+    let s = &m.stats;
+    for w in &result.warnings {
+        eprintln!("dedupe: warning: {w}");
+    }
+    let ratio = if s.new_bytes_stored == 0 { f64::INFINITY } else { s.bytes as f64 / s.new_bytes_stored as f64 };
+    if ctx.json {
+        let out = json!({
+            "snapshot": result.snapshot_id,
+            "name": m.name,
+            "time": m.time,
+            "files": s.files,
+            "files_unchanged": s.files_unchanged,
+            "bytes": s.bytes,
+            "bytes_read": s.bytes_read,
+            "chunks": s.chunks,
+            "new_chunks": s.new_chunks,
+            "new_bytes": s.new_bytes,
+            "new_bytes_stored": s.new_bytes_stored,
+            "packs_written": s.packs_written,
+            "dedup_ratio": if ratio.is_finite() { json!(ratio) } else { json!(null) },
+            "seconds": s.seconds,
+            "warnings": result.warnings,
+        });
+        println!("{out}");
+    }
+    ctx.say(format!(
+        "snapshot {} of {} saved: {} in {} files, {} new ({} stored), {:.1} s",
+        short(&result.snapshot_id),
+        m.name,
+        human(s.bytes),
+        s.files,
+        human(s.new_bytes),
+        human(s.new_bytes_stored),
+        s.seconds
+    ));
+    Ok(())
+}
+
+/// The failure of a producer that has exited non-zero, if it has.
+fn producer_failed(report: Option<&dedupe_ingest::producer::Shared>) -> Option<Failure> {
+    let rep = report?.lock().expect("not poisoned");
+    let status = rep.status.filter(|s| !s.success())?;
+    Some(Failure::new(
+        exit::PRODUCER_FAILED,
+        format!(
+            "the producer failed ({status}), nothing was committed: {}",
+            dedupe_ingest::producer::last_line(&rep.log)
+        ),
+    ))
+}

@@ -1,0 +1,26 @@
+//! `dedupe ls SNAPSHOT`: the files of a snapshot.
+
+use crate::ctx::Ctx;
+use crate::exit::R;
+use dedupe_store::NodeKind;
+
+pub(crate) fn run(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
+    let repo = ctx.indexed()?;
+    let (_, manifest) = repo.find_snapshot(spec, name)?;
+    let tree = repo.read_tree(&manifest)?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&tree.nodes).expect("json"));
+        return Ok(());
+    }
+    for n in &tree.nodes {
+        let kind = match n.kind {
+            NodeKind::Dir => 'd',
+            NodeKind::Symlink => 'l',
+            NodeKind::Hardlink => 'h',
+            NodeKind::File => '-',
+        };
+        let extra = n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        println!("{kind}{:04o} {:>6} {:>6} {:>14} {}{}", n.mode, n.uid, n.gid, n.size, n.path, extra);
+    }
+    Ok(())
+}

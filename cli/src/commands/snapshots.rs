@@ -1,0 +1,74 @@
+//! `dedupe snapshots`: every snapshot, oldest first, with where in its
+//! server's history it stands.
+
+use crate::ctx::{human, short, Ctx};
+use crate::exit::{Failure, R};
+use dedupe_ingest::facts::SnapshotFacts;
+use serde_json::json;
+
+pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
+    let repo = ctx.listed()?;
+    let snaps = repo.snapshots(name)?;
+    // The readable ones are listed; the damaged ones are named and fail the command.
+    let mut fails: Vec<Failure> = repo.damaged_snapshots().map(Failure::from).collect();
+    let fail = fails.pop();
+    for f in fails {
+        eprintln!("dedupe: {}", f.message);
+    }
+    if ctx.json {
+        let arr: Vec<_> = snaps
+            .iter()
+            .map(|(id, m)| {
+                let mut v = serde_json::to_value(m).expect("manifest serializes");
+                v["id"] = json!(id);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        return fail.map_or(Ok(()), Err);
+    }
+    if ctx.quiet {
+        return fail.map_or(Ok(()), Err);
+    }
+    println!("{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
+    for (id, m) in &snaps {
+        let time = m.time.parse::<jiff::Timestamp>().map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string());
+        let facts = SnapshotFacts::of(m);
+        println!(
+            "{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} {}",
+            short(id),
+            time.unwrap_or_else(|_| m.time.clone()),
+            m.name,
+            human(m.stats.bytes),
+            human(m.stats.new_bytes),
+            facts.format(),
+            position(&facts)
+        );
+    }
+    fail.map_or(Ok(()), Err)
+}
+
+/// Where in the server's history a snapshot stands, in one line.
+fn position(f: &SnapshotFacts) -> String {
+    if let Some(my) = &f.mysql {
+        let mut out = String::new();
+        if let (Some(file), Some(p)) = (&my.binlog_file, my.binlog_position) {
+            out = format!("binlog {file}:{p}");
+        }
+        if let Some(g) = &my.gtid {
+            out.push_str(&format!(" gtid {g}"));
+        }
+        if let Some(l) = my.to_lsn {
+            out.push_str(&format!(" lsn {l}"));
+        }
+        return out.trim().to_string();
+    }
+    if let Some(pg) = &f.postgresql {
+        return format!(
+            "wal {} timeline {}",
+            pg.start_wal_location.as_deref().unwrap_or("?"),
+            pg.timeline.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+        );
+    }
+    String::new()
+}

@@ -1,0 +1,41 @@
+//! `dedupe wal push|fetch`: PostgreSQL's archive_command and restore_command.
+
+use crate::ctx::{human, Ctx};
+use crate::exit::R;
+use dedupe_recovery::archive::{fetch_wal, push_wal, Outcome};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Command {
+    /// Archive one WAL file: `archive_command = 'dedupe wal push --name NAME %p'`.
+    Push {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+        path: PathBuf,
+    },
+    /// Fetch one WAL file: `restore_command = 'dedupe wal fetch --name NAME %f %p'`;
+    /// exits non-zero when it is not archived.
+    Fetch {
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: String,
+        file: String,
+        path: PathBuf,
+    },
+}
+
+pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
+    match command {
+        Command::Push { name, path } => {
+            let repo = ctx.indexed()?;
+            match push_wal(&repo, &name, &path)? {
+                (file, Outcome::Stored { bytes, .. }) => ctx.say(format!("{file}: stored ({})", human(bytes))),
+                (file, Outcome::AlreadyArchived) => ctx.say(format!("{file}: already archived")),
+            }
+            Ok(())
+        }
+        Command::Fetch { name, file, path } => {
+            let repo = ctx.indexed()?;
+            Ok(fetch_wal(&repo, &name, &file, &path)?)
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! What every command gets: where the repository is, how to open it (in the
+//! state the command needs), and how to talk to the user (a summary on
+//! stdout unless --quiet or --json, remarks on stderr, progress on a terminal).
+
+use crate::exit::{self, Failure, R};
+use crate::password::PasswordSource;
+use crate::progress::Bar;
+use dedupe_store::backend::ObjectStoreBackend;
+use dedupe_store::{Indexed, Listed, Repository, Unlocked};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) struct Ctx {
+    pub(crate) repo: PathBuf,
+    pub(crate) password_file: Option<PathBuf>,
+    pub(crate) password_command: Option<String>,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+}
+
+/// Where the local cache lives unless --cache-dir says.
+pub(crate) fn default_cache() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("dedupe");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/dedupe");
+    }
+    PathBuf::from("/var/tmp/dedupe-cache")
+}
+
+impl Ctx {
+    pub(crate) fn backend(&self) -> R<Arc<ObjectStoreBackend>> {
+        if !self.repo.is_dir() {
+            return Err(Failure::new(
+                exit::NO_REPOSITORY,
+                format!("no dedupe repository at {}: run `dedupe init` first, or check --repo", self.repo.display()),
+            ));
+        }
+        Ok(Arc::new(ObjectStoreBackend::local(&self.repo)?))
+    }
+
+    pub(crate) fn password(&self) -> R<String> {
+        PasswordSource { file: self.password_file.as_deref(), command: self.password_command.as_deref() }.get()
+    }
+
+    /// The password options as arguments for a command dedupe itself
+    /// writes down (PostgreSQL's restore_command): never the password itself.
+    pub(crate) fn password_args(&self) -> Option<Vec<String>> {
+        if let Some(f) = &self.password_file {
+            let abs = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+            return Some(vec!["--password-file".into(), abs.display().to_string()]);
+        }
+        self.password_command.as_ref().map(|c| vec!["--password-command".into(), c.clone()])
+    }
+
+    /// Keys opened: for commands that read no manifest (key management).
+    pub(crate) fn unlocked(&self) -> R<Unlocked> {
+        let repo = Repository::open(self.backend()?)?;
+        Ok(repo.unlock(self.password()?.as_bytes())?)
+    }
+
+    /// Manifests listed: for commands that read manifests but no chunk.
+    pub(crate) fn listed(&self) -> R<Listed> {
+        Ok(self.unlocked()?.list(&self.cache_dir)?)
+    }
+
+    /// Manifests listed, then the index loaded: for commands that read or write chunks.
+    pub(crate) fn indexed(&self) -> R<Indexed> {
+        Ok(self.listed()?.indexed()?)
+    }
+
+    pub(crate) fn cache_base(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// A progress display on stderr, drawn only on a terminal and without --quiet.
+    pub(crate) fn progress(&self) -> Bar {
+        Bar::new(!self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    }
+
+    /// A remark on stderr unless --quiet.
+    pub(crate) fn note(&self, s: &str) {
+        if !self.quiet {
+            eprintln!("dedupe: {s}");
+        }
+    }
+
+    /// A human summary goes to stdout unless --quiet or --json.
+    pub(crate) fn say(&self, s: impl AsRef<str>) {
+        if !self.quiet && !self.json {
+            println!("{}", s.as_ref());
+        }
+    }
+}
+
+/// A byte count for people: `1.5 GiB`.
+pub(crate) fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// The first eight characters of an id, as users see it.
+pub(crate) fn short(id: &str) -> &str {
+    dedupe_recovery::chain::short(id)
+}

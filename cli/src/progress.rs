@@ -1,0 +1,54 @@
+//! The store's `Progress` drawn with indicatif: a bar once the total is
+//! known (a restore, a repair), a spinner with a byte count until then (a
+//! stream backup), and the new bytes stored as its message.
+
+use dedupe_store::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub(crate) struct Bar {
+    pb: ProgressBar,
+    visible: bool,
+    new: AtomicU64,
+}
+
+impl Bar {
+    pub(crate) fn new(visible: bool) -> Bar {
+        let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let pb = ProgressBar::with_draw_target(None, target).with_style(
+            ProgressStyle::with_template("{spinner} {bytes} read, {binary_bytes_per_sec} {msg}")
+                .expect("template is valid"),
+        );
+        if visible {
+            pb.enable_steady_tick(Duration::from_millis(200));
+        }
+        Bar { pb, visible, new: AtomicU64::new(0) }
+    }
+
+    /// Removes the display (before the summary is printed).
+    pub(crate) fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
+impl Progress for Bar {
+    fn total(&self, n: u64) {
+        self.pb.set_length(n);
+        self.pb.set_style(
+            ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+                .expect("template is valid"),
+        );
+    }
+
+    fn done(&self, n: u64) {
+        self.pb.set_position(n);
+    }
+
+    fn stored(&self, n: u64) {
+        let new = self.new.fetch_add(n, Ordering::Relaxed) + n;
+        if self.visible {
+            self.pb.set_message(format!("{} new", crate::ctx::human(new)));
+        }
+    }
+}

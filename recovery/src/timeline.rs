@@ -1,0 +1,81 @@
+//! The timeline: for each server, the spans of time it can be restored to
+//! (a base backup plus the consecutive logs after it), and the gaps in its
+//! binlog archive.
+
+use crate::archive::{archived, binlog_gap, LogFile};
+use crate::error::Result;
+use crate::plan::{binlog_reach, segment_size, wal_reach};
+use crate::time::{manifest_time, unix};
+use dedupe_ingest::facts::{LogKind, SnapshotFacts};
+use dedupe_store::{Catalogue, Kind};
+use jiff::Timestamp;
+
+/// One server's restorable spans and archive gaps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeline {
+    pub name: String,
+    /// Disjoint, oldest first.
+    pub windows: Vec<Span>,
+    pub gaps: Vec<Gap>,
+}
+
+/// Every instant from `from` to `to` can be restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub from: Timestamp,
+    pub to: Timestamp,
+}
+
+/// Binlog files missing from the archive, between the times of their neighbours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub missing: Vec<String>,
+    pub after: Option<Timestamp>,
+    pub before: Option<Timestamp>,
+}
+
+/// The timeline of every server (or of `name`), by name.
+pub fn timeline(cat: &Catalogue, name: Option<&str>) -> Result<Vec<Timeline>> {
+    let snaps = cat.list(Kind::Snapshot, name)?;
+    let mut names: Vec<String> = snaps.iter().map(|(_, m)| m.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for n in names {
+        let binlogs = archived(cat, &n, LogKind::Binlog)?;
+        let wal = archived(cat, &n, LogKind::Wal)?;
+        let mut spans: Vec<Span> = Vec::new();
+        for (_, m) in snaps.iter().filter(|(_, m)| m.name == n) {
+            let t = manifest_time(m);
+            let facts = SnapshotFacts::of(m);
+            let end = if let Some((file, _)) = facts.binlog_start() {
+                binlog_reach(&binlogs, file)
+            } else if let Some((file, timeline)) = facts.wal_start() {
+                wal_reach(&wal, file, timeline, segment_size(&facts, &wal))
+            } else {
+                None
+            };
+            spans.push(Span { from: t, to: end.filter(|e| *e > t).unwrap_or(t) });
+        }
+        spans.sort_by_key(|s| s.from);
+        let mut windows: Vec<Span> = Vec::new();
+        for s in spans {
+            match windows.last_mut() {
+                Some(w) if s.from <= w.to => w.to = w.to.max(s.to),
+                _ => windows.push(s),
+            }
+        }
+        let time = |l: &LogFile, first: bool| {
+            l.binlog().and_then(|b| unix(if first { b.first_time } else { b.last_time }.into()))
+        };
+        let gaps = binlogs
+            .windows(2)
+            .filter_map(|w| {
+                let missing = binlog_gap(w[0].file(), w[1].file());
+                (!missing.is_empty()).then(|| Gap { missing, after: time(&w[0], false), before: time(&w[1], true) })
+            })
+            .collect();
+        out.push(Timeline { name: n, windows, gaps });
+    }
+    Ok(out)
+}
