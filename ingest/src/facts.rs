@@ -14,6 +14,7 @@ use dedupe_store::Manifest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use serde_with::skip_serializing_none;
 use std::collections::BTreeMap;
 
 /// The server a snapshot is of.
@@ -32,59 +33,46 @@ impl Database {
 }
 
 /// What a snapshot knows: how it arrived and where in the server's history it stands.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SnapshotFacts {
     /// `xbstream`, `tar`, `directory`, `mysqldump`, `pg_dump`, `pg_dump_custom`, `raw`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
     /// The producer `backup --command` ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<Database>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mysql: Option<MysqlFacts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub postgresql: Option<PgFacts>,
 }
 
 /// A MariaDB/MySQL backup: mariabackup/xtrabackup's own files, or a
 /// `--master-data` dump's header.
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MysqlFacts {
     /// Binlog coordinates of the backup's consistent point.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient")]
     pub binlog_position: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
     /// `full-backuped`, `incremental`, ... (xtrabackup_checkpoints).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_type: Option<String>,
     /// InnoDB LSNs: an incremental holds the changes from `from_lsn` to `to_lsn`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient")]
     pub from_lsn: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient")]
     pub to_lsn: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient")]
     pub last_lsn: Option<u64>,
     /// From xtrabackup_info.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<String>,
 }
 
@@ -95,39 +83,30 @@ impl MysqlFacts {
 }
 
 /// A PostgreSQL base backup, from its `backup_label` (and `global/pg_control`).
+#[skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PgFacts {
     /// The LSN recovery starts from, and the WAL file holding it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_wal_location: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_wal_file: Option<String>,
     /// Where the backup ends (backup_manifest's WAL-Ranges), when it says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_wal_location: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_location: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient")]
     pub timeline: Option<u64>,
     /// The cluster's WAL segment size, worked out from the start file's name
     /// and LSN (they agree on one power of two only).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient")]
     pub wal_segment_size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_method: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_from: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// Whether the stream held a backup_manifest / tablespace_map.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_manifest: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tablespace_map: Option<bool>,
     /// pg_control's system identifier, as a string (it does not fit a JSON double).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identifier: Option<String>,
 }
 
@@ -293,27 +272,23 @@ pub enum WalFileType {
 
 /// An archived WAL file: where it stands (timeline, segment, LSNs) and the
 /// commit times inside, which decide whether it reaches a recovery target.
+#[skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalFacts {
     #[serde(rename = "type")]
     pub kind: WalFileType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u64>,
     /// Segment number from the start of WAL (not the file name's last 8 digits).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_lsn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_lsn: Option<String>,
     /// Unix seconds of the first and last commit (or abort) record.
     /// `None`: nobody could tell (no pg_waldump that reads it);
     /// `Some(None)`: read, and it holds no commit.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present")]
     pub first_commit_time: Option<Option<i64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present")]
     pub last_commit_time: Option<Option<i64>>,
 }
 
