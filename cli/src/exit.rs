@@ -23,6 +23,7 @@ pub(crate) const TRUNCATED: i32 = 13;
 pub(crate) const PRODUCER_FAILED: i32 = 14;
 pub(crate) const CONFLICT: i32 = 15;
 pub(crate) const NOT_RESTORABLE: i32 = 16;
+pub(crate) const DAMAGED_INPUT: i32 = 17;
 
 /// A failure with the exit code it ends the process with.
 #[derive(Debug)]
@@ -60,6 +61,7 @@ impl From<&Error> for Failure {
                 Error::NoSnapshot(_) | Error::AmbiguousSnapshot(_) => NO_SNAPSHOT,
                 Error::Input(_) => INPUT_FAILED,
                 Error::Truncated(_) => TRUNCATED,
+                Error::Damaged(_) => DAMAGED_INPUT,
                 Error::Producer(_) => PRODUCER_FAILED,
                 Error::Storage { .. } | Error::Io { .. } => STORAGE,
                 Error::Invalid(_) => ERROR,

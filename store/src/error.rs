@@ -23,6 +23,10 @@ pub enum Error {
     AmbiguousSnapshot(String),
     #[error("reading the input failed: {0}")]
     Input(String),
+    /// The input is not what its format says (a bad checksum, an offset out
+    /// of order, a link to nothing): refused, as the format's own tool would.
+    #[error("the input is damaged: {0}; nothing was committed")]
+    Damaged(String),
     #[error("the input stream is truncated: {0}; nothing was committed (--allow-partial keeps what arrived)")]
     Truncated(String),
     #[error("{0}; nothing was committed")]
