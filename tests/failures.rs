@@ -315,6 +315,24 @@ fn a_damaged_manifest_is_named_and_does_not_block_the_others() {
 }
 
 #[test]
+fn a_manifest_damaged_after_it_was_catalogued_is_still_named() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", b"first");
+    let second = repo.backup_bytes("h", b"second");
+    // The third backup lists (and catalogues) the second before it is damaged.
+    repo.backup_bytes("h", b"third");
+    let id = second["snapshot"].as_str().unwrap();
+    flip(&repo.path.join("snapshots").join(id), 40);
+    for args in
+        [&["snapshots"][..], &["restore", "latest", "--stdout"], &["restore", &id[..10], "--stdout"], &["stats"]]
+    {
+        let out = repo.run(args);
+        assert_eq!(out.status.code(), Some(CORRUPT), "{args:?}");
+        assert!(one_line_error(&out).contains(id), "{args:?}: {}", one_line_error(&out));
+    }
+}
+
+#[test]
 fn a_damaged_index_object_does_not_stop_backups_and_repair_brings_it_back() {
     let repo = Repo::new();
     let data = Prng::new(30).bytes(2 << 20);

@@ -113,5 +113,5 @@ pub(crate) fn human(n: u64) -> String {
 
 /// The first eight characters of an id, as users see it.
 pub(crate) fn short(id: &str) -> &str {
-    dedupe_recovery::chain::short(id)
+    &id[..id.len().min(8)]
 }

@@ -5,9 +5,9 @@
 //!
 //! The JSON is the one earlier versions wrote (format-spec §18 and §19): the
 //! same keys, the same nesting. Reading is lenient where old manifests may
-//! differ: a number stored as a string (a value the backup tool wrote oddly)
-//! reads as absent rather than failing the whole manifest, and a key this
-//! version does not know is ignored.
+//! differ: each top-level key is read on its own, an integer written as a
+//! decimal string is accepted (anything else reads as absent), and a key
+//! this version does not know is ignored.
 
 use crate::binlog::BinlogFacts;
 use dedupe_store::Manifest;
@@ -116,7 +116,7 @@ impl SnapshotFacts {
         SnapshotFacts::from_metadata(&m.metadata)
     }
 
-    /// Reads each key on its own, so one odd value loses only itself.
+    /// Reads each top-level key on its own, so one odd value does not lose the others.
     pub fn from_metadata(md: &BTreeMap<String, Value>) -> SnapshotFacts {
         SnapshotFacts {
             format: field(md, "format"),

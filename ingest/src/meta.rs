@@ -165,7 +165,7 @@ pub fn backup_label(text: &str) -> PgFacts {
 /// 1 GiB) under which `lsn` lies in segment file `file`, if exactly one does.
 fn segment_size_of(file: &str, lsn: &str) -> Option<u64> {
     let hex = |s: &str| u64::from_str_radix(s, 16).ok();
-    if file.len() != 24 {
+    if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let (log, seg) = (hex(&file[8..16])?, hex(&file[16..])?);
@@ -285,6 +285,8 @@ mod tests {
         assert_eq!(segment_size_of("000000010000000100000001", "1/4000028"), Some(64 << 20));
         assert_eq!(segment_size_of("000000010000000000000002", "0/9000028"), Some(64 << 20));
         assert_eq!(segment_size_of("000000010000000000000002", "0/7000028"), None);
+        // Not hex (and not ASCII): no answer, no panic.
+        assert_eq!(segment_size_of("0000000100000000000000\u{e9}", "0/2000028"), None);
     }
 
     #[test]

@@ -310,19 +310,35 @@ pub fn binlog_gap(prev: &str, next: &str) -> Vec<String> {
 
 // ---------------------------------------------------------------- WAL
 
+/// A WAL file read and named, ready to archive: checked before the
+/// repository is opened, so a missing file is reported as such.
+#[derive(Clone, Debug)]
+pub struct WalFile {
+    pub path: PathBuf,
+    pub file: String,
+    pub len: u64,
+    pub facts: WalFacts,
+}
+
+impl WalFile {
+    pub fn read(path: &Path) -> Result<WalFile> {
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .ok_or_else(|| Error::Usage("the WAL path has no file name".into()))?
+            .to_string();
+        let len = std::fs::metadata(path).map_err(|e| read_error(path, e))?.len();
+        let facts = crate::wal::file_facts(path, &file, len);
+        Ok(WalFile { path: path.to_path_buf(), file, len, facts })
+    }
+}
+
 /// Archives one WAL file (`archive_command`).
-pub fn push_wal(repo: &Indexed, name: &str, path: &Path) -> Result<(String, Outcome)> {
-    let file = path
-        .file_name()
-        .and_then(|f| f.to_str())
-        .ok_or_else(|| Error::Usage("the WAL path has no file name".into()))?
-        .to_string();
-    let len = std::fs::metadata(path).map_err(|e| read_error(path, e))?.len();
-    let facts = crate::wal::file_facts(path, &file, len);
+pub fn push_wal(repo: &Indexed, name: &str, wal: &WalFile) -> Result<Outcome> {
     let existing: Vec<LogFile> =
-        archived(repo.catalogue(), name, LogKind::Wal)?.into_iter().filter(|l| l.file() == file).collect();
-    let outcome = archive(repo, &existing, name, LogKind::Wal, path, &file, len, false, LogDetail::Wal(facts))?;
-    Ok((file, outcome))
+        archived(repo.catalogue(), name, LogKind::Wal)?.into_iter().filter(|l| l.file() == wal.file).collect();
+    let detail = LogDetail::Wal(wal.facts.clone());
+    archive(repo, &existing, name, LogKind::Wal, &wal.path, &wal.file, wal.len, false, detail)
 }
 
 /// Fetches one archived WAL file into `dest` (`restore_command`).

@@ -68,19 +68,31 @@ pub fn plan(cat: &Catalogue, name: Option<&str>, until: Timestamp) -> Result<Pla
     let snaps = cat.list(Kind::Snapshot, name)?;
     let names: std::collections::BTreeSet<&str> = snaps.iter().map(|(_, m)| m.name.as_str()).collect();
     let name = match (name, names.len()) {
-        (Some(n), 0) => return Err(Error::NoSnapshot(format!("the repository has no snapshots of {n}"))),
         (Some(n), _) => n.to_string(),
         (None, 1) => names.into_iter().next().expect("one").to_string(),
         (None, 0) => return Err(Error::NoSnapshot("the repository has no snapshots".into())),
         (None, _) => return Err(Error::Usage("several servers are backed up here: pass --name".into())),
     };
-    let bases: Vec<(&String, &Manifest, SnapshotFacts)> = snaps
+    // A base is a snapshot of a database with the coordinates its own logs start from.
+    let bases: Vec<(&String, &Manifest, SnapshotFacts, Start)> = snaps
         .iter()
-        .map(|(id, m)| (id, m, SnapshotFacts::of(m)))
-        .filter(|(_, _, f)| f.database.is_some() && (f.binlog_start().is_some() || f.wal_start().is_some()))
+        .filter_map(|(id, m)| {
+            let f = SnapshotFacts::of(m);
+            let start = match f.database? {
+                Database::Postgresql => {
+                    let (file, timeline) = f.wal_start()?;
+                    Start::Wal { file: file.to_string(), timeline }
+                }
+                Database::Mariadb | Database::Mysql => {
+                    let (file, position) = f.binlog_start()?;
+                    Start::Binlog { file: file.to_string(), position }
+                }
+            };
+            Some((id, m, f, start))
+        })
         .collect();
-    let earliest = bases.first().map(|(_, m, _)| manifest_time(m));
-    let Some((id, base, facts)) = bases.into_iter().rev().find(|(_, m, _)| manifest_time(m) <= until) else {
+    let earliest = bases.first().map(|(_, m, _, _)| manifest_time(m));
+    let Some((id, base, facts, start)) = bases.into_iter().rev().find(|(_, m, _, _)| manifest_time(m) <= until) else {
         return Err(Error::NotRestorable(match earliest {
             Some(t) => format!(
                 "{} is before the earliest restorable time of {name}, {} (its oldest base backup)",
@@ -90,17 +102,16 @@ pub fn plan(cat: &Catalogue, name: Option<&str>, until: Timestamp) -> Result<Pla
             None => format!("{name} has no base backup with binlog or WAL coordinates to restore from"),
         }));
     };
-    let (start, logs) = if facts.database == Some(Database::Postgresql) {
-        let (file, timeline) = facts.wal_start().expect("filtered on it");
-        let wal = archived(cat, &name, LogKind::Wal)?;
-        let seg_size = segment_size(&facts, &wal);
-        let logs = wal_covering(&wal, &name, file, timeline, seg_size, until)?;
-        (Start::Wal { file: file.to_string(), timeline }, logs)
-    } else {
-        let (file, position) = facts.binlog_start().expect("filtered on it");
-        let binlogs = archived(cat, &name, LogKind::Binlog)?;
-        let logs = binlogs_covering(&binlogs, &name, file, until)?;
-        (Start::Binlog { file: file.to_string(), position }, logs)
+    let logs = match &start {
+        Start::Wal { file, timeline } => {
+            let wal = archived(cat, &name, LogKind::Wal)?;
+            let seg_size = segment_size(&facts, &wal);
+            wal_covering(&wal, &name, file, *timeline, seg_size, until)?
+        }
+        Start::Binlog { file, .. } => {
+            let binlogs = archived(cat, &name, LogKind::Binlog)?;
+            binlogs_covering(&binlogs, &name, file, until)?
+        }
     };
     let chain = chain(cat, id, base)?;
     Ok(Plan { name, base_id: id.clone(), base: base.clone(), facts, chain, logs, start, until })
@@ -210,8 +221,8 @@ pub fn replay(cat: &Catalogue, name: &str, start_file: &str, stop: &Stop) -> Res
             })?;
             // mariadb-binlog stops quietly at the end of what it has: a
             // position past the archived events would be a replay cut short.
-            let end = all[n].binlog().map(|b| b.end_position).unwrap_or(0);
-            if *position > end {
+            let end = all[n].binlog().map(|b| b.end_position);
+            if let Some(end) = end.filter(|end| position > end) {
                 let why = if all[n].partial() {
                     format!("was archived only while active, up to position {end}: push it again once it is closed")
                 } else {
@@ -258,11 +269,16 @@ pub(crate) fn binlog_reach(logs: &[LogFile], file: &str) -> Option<Timestamp> {
 /// The WAL segment size of a base: its own when its backup_label told,
 /// else the archive's (from its archived segments), else 16 MiB.
 pub(crate) fn segment_size(base: &SnapshotFacts, wal: &[LogFile]) -> u64 {
+    // initdb --wal-segsize: a power of two from 1 MiB to 1 GiB; anything
+    // else in a manifest is not believed.
+    let valid = |s: &u64| s.is_power_of_two() && (1 << 20..=1 << 30).contains(s);
     base.postgresql
         .as_ref()
         .and_then(|pg| pg.wal_segment_size)
+        .filter(valid)
         .or_else(|| {
-            wal.iter().filter_map(LogFile::wal).filter(|w| w.kind == WalFileType::Segment).find_map(|w| w.segment_size)
+            let mut segs = wal.iter().filter_map(LogFile::wal).filter(|w| w.kind == WalFileType::Segment);
+            segs.find_map(|w| w.segment_size.filter(valid))
         })
         .unwrap_or(DEFAULT_SEGMENT_SIZE)
 }

@@ -1078,10 +1078,19 @@ fn the_timeline_agrees_with_the_plan_on_a_segment_never_read() {
 }
 
 #[test]
-fn a_name_with_no_snapshots_is_no_snapshot_not_unrestorable() {
+fn a_name_with_no_snapshots_says_it_has_no_base() {
     let cat = catalogue(&[&maria_base(at(0), "mysql-bin.000001", 342), &binlogs(1..=2)]);
-    match dedupe_recovery::plan(&cat, Some("db-typo"), at(5)) {
-        Err(dedupe_recovery::Error::NoSnapshot(msg)) => assert_mentions(&msg, &["db-typo"]),
-        other => panic!("expected NoSnapshot, got {other:?}"),
-    }
+    let msg = not_restorable(dedupe_recovery::plan(&cat, Some("db-typo"), at(5)));
+    assert_mentions(&msg, &["db-typo", "no base backup"]);
+}
+
+#[test]
+fn a_postgresql_base_without_a_start_file_is_no_base_and_no_panic() {
+    // backup_label without "(file ...)" beside mariabackup's binlog info.
+    let mut facts = SnapshotFacts::of(&maria_base(at(0), "mysql-bin.000001", 342).manifest);
+    facts.database = Some(dedupe_ingest::facts::Database::Postgresql);
+    facts.postgresql = Some(dedupe_ingest::facts::PgFacts { timeline: Some(1), ..Default::default() });
+    let cat = catalogue(&[&snapshot(at(0), facts), &binlogs(1..=2)]);
+    let msg = not_restorable(plan_db(&cat, at(5)));
+    assert_mentions(&msg, &["no base backup"]);
 }

@@ -108,20 +108,34 @@ impl Catalogue {
         let mut listed = HashSet::new();
         let mut rows = Vec::new();
         let mut damaged = Vec::new();
+        let mut gone: HashSet<String> = HashSet::new();
         for kind in [Kind::Snapshot, Kind::Log] {
             for object in repo.manifest_names(kind)? {
-                listed.insert(object.clone());
-                if known.contains(&object) {
+                // Snapshot manifests are few and every command trusts them
+                // (`latest`, ids): each is read and authenticated again, so
+                // damage on storage is seen even after it was catalogued.
+                // Log manifests are many and only read when their file is.
+                if known.contains(&object) && kind == Kind::Log {
+                    listed.insert(object);
                     continue;
                 }
                 match repo.manifest(&object) {
-                    Ok(m) => rows.push((kind, object, m)),
-                    Err(e @ Error::Corrupt { .. }) => damaged.push((kind, e)),
+                    Ok(_) if known.contains(&object) => {
+                        listed.insert(object);
+                    }
+                    Ok(m) => {
+                        listed.insert(object.clone());
+                        rows.push((kind, object, m));
+                    }
+                    Err(e @ Error::Corrupt { .. }) => {
+                        gone.insert(object);
+                        damaged.push((kind, e));
+                    }
                     Err(e) => return Err(e),
                 }
             }
         }
-        let gone = known.difference(&listed).cloned().collect();
+        gone.extend(known.difference(&listed).cloned());
         self.write(rows, &gone)?;
         self.listed = Some(listed);
         Ok(damaged)

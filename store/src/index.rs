@@ -99,6 +99,12 @@ impl Index {
         }
     }
 
+    /// Every pack the index knows.
+    #[cfg(feature = "internals")]
+    pub(crate) fn packs(&self) -> &[Id] {
+        &self.packs
+    }
+
     pub fn lookup(&self, id: &Id) -> Option<Location> {
         let recs = self.records();
         let (mut lo, mut hi) = (0usize, self.count);
@@ -271,15 +277,14 @@ fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new:
         }
         w.into_inner().map_err(|e| ctx(e.into_error()))?;
     }
-    let written = Index::load(&tmp)?
-        .ok_or_else(|| Error::Invalid(format!("index cache {} unreadable after writing", tmp.display())));
-    let renamed = std::fs::rename(&tmp, path).map_err(ctx);
+    let written = Index::load(&tmp).and_then(|ix| {
+        ix.ok_or_else(|| Error::Invalid(format!("index cache {} unreadable after writing", tmp.display())))
+    });
+    let renamed = written.and_then(|ix| std::fs::rename(&tmp, path).map(|()| ix).map_err(ctx));
     if renamed.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    let written = written?;
-    renamed?;
-    Ok(written)
+    renamed
 }
 
 fn tempfile_in(dir: &Path) -> Result<PathBuf> {

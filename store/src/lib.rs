@@ -50,4 +50,9 @@ pub mod internals {
     pub use crate::crypto::{hex_id, parse_id, Id, Keys};
     pub use crate::pack::{pack_name, read_entries, PackEntry, PackWriter};
     pub use crate::snapshot::{decode_records, encode_records, HOLE, LIST_RECORD, LIST_RECORDS};
+
+    /// Every pack the loaded index names.
+    pub fn indexed_packs(repo: &crate::Indexed) -> Vec<Id> {
+        repo.index.packs().to_vec()
+    }
 }

@@ -95,6 +95,10 @@ pub struct RepoStats {
 
 impl Indexed {
     pub fn stats(&self) -> Result<RepoStats> {
+        // A damaged snapshot would make the figures quietly wrong: name it.
+        if let Some(Error::Corrupt { object, reason }) = self.damaged_snapshots().next() {
+            return Err(Error::corrupt(object.clone(), reason.clone()));
+        }
         let snaps = self.snapshots(None)?;
         let logical: u64 = snaps.iter().map(|(_, m)| m.stats.bytes).sum();
         let (mut n, mut raw) = (0u64, 0u64);

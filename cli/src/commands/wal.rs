@@ -2,7 +2,7 @@
 
 use crate::ctx::{human, Ctx};
 use crate::exit::R;
-use dedupe_recovery::archive::{fetch_wal, push_wal, Outcome};
+use dedupe_recovery::archive::{fetch_wal, push_wal, Outcome, WalFile};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -26,10 +26,11 @@ pub(crate) enum Command {
 pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
         Command::Push { name, path } => {
+            let wal = WalFile::read(&path)?;
             let repo = ctx.indexed()?;
-            match push_wal(&repo, &name, &path)? {
-                (file, Outcome::Stored { bytes, .. }) => ctx.say(format!("{file}: stored ({})", human(bytes))),
-                (file, Outcome::AlreadyArchived) => ctx.say(format!("{file}: already archived")),
+            match push_wal(&repo, &name, &wal)? {
+                Outcome::Stored { bytes, .. } => ctx.say(format!("{}: stored ({})", wal.file, human(bytes))),
+                Outcome::AlreadyArchived => ctx.say(format!("{}: already archived", wal.file)),
             }
             Ok(())
         }
