@@ -10,12 +10,21 @@
 //!   type 'E': (nothing: the file is complete)
 //! ```
 //! The CRC-32 (ISO 3309, as zlib) covers the sparse map and the payload;
-//! every chunk is checked. A stream that ends before every file has its 'E'
-//! chunk is truncated: the producer died or the pipe closed early.
+//! every chunk is checked. The CRC does not cover the header, so the offset
+//! is checked as `mbstream -x` checks it: each file's chunks are contiguous.
+//! A file's expected offset starts at 0 and grows by each chunk's payload
+//! length, plus, for an 'S' chunk, the skips of its map; a 'P' or 'S' chunk
+//! whose offset is not its file's expected offset is refused ("out-of-order
+//! chunk" in mbstream). An 'S' chunk's map must place exactly its payload
+//! (the lengths sum to the payload length), and no file may grow past
+//! [`MAX_FILE_END`]. A path may not come back after its 'E' chunk (mbstream
+//! creates each file once, `O_EXCL`). Anything refused is [`Error::Damaged`].
+//! A stream that ends before every file has its 'E' chunk is truncated: the
+//! producer died or the pipe closed early.
 
 use crate::pages;
 use dedupe_store::{Chunking, Error, Event, Node, NodeKind, Result, Source};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 
 pub const MAGIC: &[u8; 8] = b"XBSTCK01";
@@ -24,9 +33,16 @@ const OUT_CHUNK: usize = 10 << 20;
 /// A payload larger than this is not something mariabackup writes: refuse
 /// rather than allocate whatever a damaged length says.
 const MAX_PAYLOAD: u64 = 256 << 20;
+/// A file grows only by the bytes the stream carries and the skips of sparse
+/// maps: an end past 256 TiB is a damaged skip, not a database file.
+pub const MAX_FILE_END: u64 = 1 << 48;
+/// Sparse map entries in one chunk (xtrabackup writes one per page run).
+const MAX_MAP_ENTRIES: usize = 1 << 20;
 
 struct OpenFile {
     key: u64,
+    /// Where the file's next chunk must start: payload bytes and sparse
+    /// skips so far.
     end: u64,
 }
 
@@ -35,6 +51,8 @@ pub struct XbstreamSource {
     default: Chunking,
     allow_partial: bool,
     open: HashMap<String, OpenFile>,
+    /// Paths whose 'E' chunk was read: they may not appear again.
+    closed: HashSet<String>,
     /// Files in order of first appearance, for stable messages.
     pending: VecDeque<Event>,
     next_key: u64,
@@ -55,6 +73,7 @@ impl XbstreamSource {
             default,
             allow_partial,
             open: HashMap::new(),
+            closed: HashSet::new(),
             pending: VecDeque::new(),
             next_key: 0,
             // SAFETY: getuid/getgid cannot fail.
@@ -121,23 +140,28 @@ impl XbstreamSource {
             return Ok(false);
         }
         if &magic != MAGIC {
-            return Err(Error::Input("not an xbstream chunk where one should start (bad magic)".into()));
+            return Err(Error::Damaged("not an xbstream chunk where one should start (bad magic)".into()));
         }
         let mut ft = [0u8; 2];
         self.fill(&mut ft, false)?;
         let (flags, kind) = (ft[0], ft[1]);
         let path_len = self.u32()? as usize;
         if path_len == 0 || path_len > 4096 {
-            return Err(Error::Input(format!("xbstream chunk with a path of {path_len} bytes")));
+            return Err(Error::Damaged(format!("xbstream chunk with a path of {path_len} bytes")));
         }
         let mut path = vec![0u8; path_len];
         self.fill(&mut path, false)?;
-        let path = String::from_utf8(path).map_err(|_| Error::Input("xbstream path is not UTF-8".into()))?;
+        let path = String::from_utf8(path).map_err(|_| Error::Damaged("xbstream path is not UTF-8".into()))?;
         if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
-            return Err(Error::Input(format!("xbstream path {path:?} would leave the backup directory")));
+            return Err(Error::Damaged(format!("xbstream path {path:?} would leave the backup directory")));
         }
         match kind {
             b'E' => {
+                if self.closed.contains(&path) {
+                    return Err(Error::Damaged(format!(
+                        "xbstream end chunk of {path}, which had already ended (mbstream creates a file once)"
+                    )));
+                }
                 let (key, end) = match self.open.remove(&path) {
                     Some(f) => (f.key, f.end),
                     // An empty file is only an 'E' chunk.
@@ -147,16 +171,35 @@ impl XbstreamSource {
                         (k, 0)
                     }
                 };
+                self.closed.insert(path);
                 self.pending.push_back(Event::Close { key, size: end });
             }
             b'P' | b'S' => {
-                let map_len = if kind == b'S' { self.u32()? as usize } else { 0 };
+                let sparse = kind == b'S';
+                let map_len = if sparse { self.u32()? as usize } else { 0 };
                 let len = self.u64()?;
                 let offset = self.u64()?;
                 let crc = self.u32()?;
-                if len > MAX_PAYLOAD || map_len > (1 << 20) {
-                    return Err(Error::Input(format!(
-                        "xbstream chunk of {path} claims {len} bytes: the stream is damaged"
+                // The header is not under the CRC: check it before reading on.
+                if self.closed.contains(&path) {
+                    return Err(Error::Damaged(format!(
+                        "xbstream chunk of {path} at offset {offset} after the file's end chunk (mbstream creates a file once)"
+                    )));
+                }
+                let expected = self.open.get(&path).map_or(0, |f| f.end);
+                if offset != expected {
+                    return Err(Error::Damaged(format!(
+                        "xbstream chunk of {path} at offset {offset}, where {expected} was expected"
+                    )));
+                }
+                if len > MAX_PAYLOAD {
+                    return Err(Error::Damaged(format!(
+                        "xbstream chunk of {path} at offset {offset} claims {len} bytes of payload (at most {MAX_PAYLOAD})"
+                    )));
+                }
+                if sparse && (map_len == 0 || map_len > MAX_MAP_ENTRIES) {
+                    return Err(Error::Damaged(format!(
+                        "xbstream sparse chunk of {path} at offset {offset} has a map of {map_len} entries"
                     )));
                 }
                 let mut map = vec![0u8; map_len * 8];
@@ -172,41 +215,52 @@ impl XbstreamSource {
                 h.update(&map);
                 h.update(&payload);
                 if h.finalize() != crc {
-                    return Err(Error::Input(format!(
-                        "xbstream chunk of {path} at offset {offset} fails its CRC-32: the stream is damaged"
+                    return Err(Error::Damaged(format!(
+                        "xbstream chunk of {path} at offset {offset} fails its CRC-32"
+                    )));
+                }
+                // Sparse chunks: (skip, len) pairs place the payload around
+                // holes, and must place all of it. No sum can overflow: the
+                // offset is at most MAX_FILE_END, and a map at most 2^20
+                // entries of u32s.
+                let mut runs = Vec::new();
+                let end = if sparse {
+                    let (mut pos, mut at) = (offset, 0u64);
+                    for e in map.chunks_exact(8) {
+                        let skip = u32::from_le_bytes(e[..4].try_into().expect("4")) as u64;
+                        let n = u32::from_le_bytes(e[4..].try_into().expect("4")) as u64;
+                        pos += skip;
+                        runs.push((pos, at, n));
+                        pos += n;
+                        at += n;
+                    }
+                    if at != len {
+                        return Err(Error::Damaged(format!(
+                            "xbstream sparse chunk of {path} at offset {offset} maps {at} bytes of a {len}-byte payload"
+                        )));
+                    }
+                    pos
+                } else {
+                    offset + len
+                };
+                if end > MAX_FILE_END {
+                    return Err(Error::Damaged(format!(
+                        "xbstream chunk of {path} at offset {offset} would make the file {end} bytes long, past {MAX_FILE_END}"
                     )));
                 }
                 let key = match self.open.get(&path) {
                     Some(f) => f.key,
                     None => self.open_file(&path, &payload),
                 };
-                // Sparse chunks: (skip, len) pairs place the payload around holes.
-                let mut pieces = Vec::new();
-                if kind == b'S' {
-                    let (mut pos, mut at) = (offset, 0usize);
-                    for e in map.chunks_exact(8) {
-                        let skip = u32::from_le_bytes(e[..4].try_into().expect("4")) as u64;
-                        let n = u32::from_le_bytes(e[4..].try_into().expect("4")) as usize;
-                        pos += skip;
-                        let data = payload.get(at..at + n).ok_or_else(|| {
-                            Error::Input(format!("xbstream sparse map of {path} runs past its payload"))
-                        })?;
-                        pieces.push((pos, data.to_vec()));
-                        pos += n as u64;
-                        at += n;
-                    }
+                self.open.get_mut(&path).expect("opened above").end = end;
+                let pieces = if sparse {
+                    runs.into_iter()
+                        .map(|(pos, at, n)| (pos, payload[at as usize..(at + n) as usize].to_vec()))
+                        .collect()
                 } else {
-                    pieces.push((offset, payload));
-                }
-                let f = self.open.get_mut(&path).expect("opened above");
+                    vec![(offset, payload)]
+                };
                 for (offset, data) in pieces {
-                    if offset < f.end {
-                        return Err(Error::Input(format!(
-                            "xbstream chunk of {path} at offset {offset} overlaps earlier data (ends at {})",
-                            f.end
-                        )));
-                    }
-                    f.end = offset + data.len() as u64;
                     self.captured.offer(&path, offset, &data);
                     if !data.is_empty() {
                         self.pending.push_back(Event::Piece { key, offset, data });
@@ -215,12 +269,12 @@ impl XbstreamSource {
             }
             other if flags & 1 != 0 => {
                 // Ignorable chunks of unknown types carry no length we could skip by.
-                return Err(Error::Input(format!(
+                return Err(Error::Damaged(format!(
                     "xbstream chunk of unknown type {other:#x} for {path}: this dedupe cannot read it"
                 )));
             }
             other => {
-                return Err(Error::Input(format!("xbstream chunk of unknown type {other:#x} for {path}")));
+                return Err(Error::Damaged(format!("xbstream chunk of unknown type {other:#x} for {path}")));
             }
         }
         Ok(true)
@@ -398,6 +452,144 @@ mod tests {
         let cut = s.len() - info_len - (8 + 2 + 4 + "a/x.ibd".len());
         let ev = events(s[..cut].to_vec(), true).unwrap();
         assert_eq!(ev.last().unwrap(), "close 0 49152");
+    }
+
+    /// One chunk with every header field as given: `map` makes it an 'S' chunk.
+    fn chunk(path: &str, map: Option<&[(u32, u32)]>, offset: u64, payload: &[u8]) -> Vec<u8> {
+        let mut s = Vec::new();
+        s.extend_from_slice(MAGIC);
+        s.extend_from_slice(&[0, if map.is_some() { b'S' } else { b'P' }]);
+        s.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        s.extend_from_slice(path.as_bytes());
+        let mut m = Vec::new();
+        if let Some(map) = map {
+            s.extend_from_slice(&(map.len() as u32).to_le_bytes());
+            for (skip, len) in map {
+                m.extend_from_slice(&skip.to_le_bytes());
+                m.extend_from_slice(&len.to_le_bytes());
+            }
+        }
+        s.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        s.extend_from_slice(&offset.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&m);
+        h.update(payload);
+        s.extend_from_slice(&h.finalize().to_le_bytes());
+        s.extend_from_slice(&m);
+        s.extend_from_slice(payload);
+        s
+    }
+
+    fn end(path: &str) -> Vec<u8> {
+        let mut w = XbstreamWriter::new(Vec::new());
+        w.end(path).unwrap();
+        w.into_inner()
+    }
+
+    fn damaged(stream: Vec<u8>) -> String {
+        match events(stream, false) {
+            Err(Error::Damaged(why)) => why,
+            other => panic!("not refused as damaged: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn chunks_in_order_are_accepted_even_empty_ones() {
+        let s = [
+            chunk("aria_log.00000001", None, 0, &[7; 16384]),
+            chunk("aria_log.00000001", None, 16384, b""),
+            chunk("aria_log.00000001", None, 16384, &[8; 100]),
+            end("aria_log.00000001"),
+        ]
+        .concat();
+        let ev = events(s, false).unwrap();
+        assert_eq!(ev[1..], ["piece 0 0 16384", "piece 0 16384 100", "close 0 16484"]);
+    }
+
+    #[test]
+    fn a_chunk_not_at_its_files_end_is_refused_naming_both_offsets() {
+        for (offset, why) in [
+            (16385, "one past"),
+            (16383, "one before"),
+            (0, "a rewrite"),
+            (1 << 40, "far past"),
+            (u64::MAX, "at the very end"),
+        ] {
+            let s = [chunk("ibdata1", None, 0, &[7; 16384]), chunk("ibdata1", None, offset, &[8; 10]), end("ibdata1")]
+                .concat();
+            let err = damaged(s);
+            assert_eq!(err, format!("xbstream chunk of ibdata1 at offset {offset}, where 16384 was expected"), "{why}");
+        }
+        // A file's first chunk is expected at 0.
+        let err = damaged([chunk("b/t.ibd", None, 16384, &[1; 10]), end("b/t.ibd")].concat());
+        assert_eq!(err, "xbstream chunk of b/t.ibd at offset 16384, where 0 was expected");
+    }
+
+    #[test]
+    fn each_file_keeps_its_own_expected_offset_when_interleaved() {
+        let s = [
+            chunk("a", None, 0, &[1; 10]),
+            chunk("b", None, 0, &[2; 20]),
+            chunk("a", None, 10, &[1; 5]),
+            chunk("b", None, 20, &[2; 5]),
+            end("a"),
+            end("b"),
+        ]
+        .concat();
+        assert_eq!(events(s, false).unwrap().len(), 8);
+        // b's offset taken for a's is out of order for a.
+        let s = [chunk("a", None, 0, &[1; 10]), chunk("b", None, 0, &[2; 20]), chunk("a", None, 20, &[1; 5])].concat();
+        assert_eq!(damaged(s), "xbstream chunk of a at offset 20, where 10 was expected");
+    }
+
+    #[test]
+    fn a_path_cannot_come_back_after_its_end_chunk() {
+        let s = [chunk("f", None, 0, b"one"), end("f"), chunk("f", None, 3, b"two"), end("f")].concat();
+        assert!(damaged(s).contains("after the file's end chunk"));
+        let s = [chunk("f", None, 0, b"one"), end("f"), chunk("f", None, 0, b"two"), end("f")].concat();
+        assert!(damaged(s).contains("after the file's end chunk"));
+        let s = [end("f"), end("f")].concat();
+        assert!(damaged(s).contains("already ended"));
+    }
+
+    #[test]
+    fn a_sparse_map_must_place_exactly_its_payload() {
+        for map in [&[(0u32, 4u32), (100, 1)][..], &[(0, 4), (100, 3)], &[(0, u32::MAX), (0, u32::MAX)]] {
+            let err = damaged([chunk("f", Some(map), 0, b"AAAABB"), end("f")].concat());
+            assert!(err.starts_with("xbstream sparse chunk of f at offset 0 maps "), "{err}");
+            assert!(err.ends_with("bytes of a 6-byte payload"), "{err}");
+        }
+        let err = damaged([chunk("f", Some(&[]), 0, b""), end("f")].concat());
+        assert!(err.contains("a map of 0 entries"), "{err}");
+    }
+
+    #[test]
+    fn sparse_skips_cannot_grow_a_file_past_what_a_stream_describes() {
+        // 65,537 skips of 4 GiB: a little past 2^48 bytes of holes.
+        let map = vec![(u32::MAX, 0u32); 65_537];
+        let err = damaged([chunk("f", Some(&map), 0, b""), end("f")].concat());
+        assert!(err.contains("past 281474976710656"), "{err}");
+        // Just under is a (very) sparse file, accepted.
+        let map = vec![(u32::MAX, 0u32); 65_530];
+        let ev = events([chunk("f", Some(&map), 0, b""), end("f")].concat(), false).unwrap();
+        assert_eq!(ev[1], format!("close 0 {}", 65_530 * u32::MAX as u64));
+    }
+
+    #[test]
+    fn a_sparse_hole_moves_the_expected_offset_of_the_next_chunk() {
+        let s = [
+            chunk("f", Some(&[(0, 4), (100, 2)]), 0, b"AAAABB"),
+            chunk("f", None, 106, b"CC"),
+            // A trailing hole: a run of no bytes after a skip.
+            chunk("f", Some(&[(8, 1), (50, 0)]), 108, b"D"),
+            end("f"),
+        ]
+        .concat();
+        let ev = events(s, false).unwrap();
+        assert_eq!(ev[1..], ["piece 0 0 4", "piece 0 104 2", "piece 0 106 2", "piece 0 116 1", "close 0 167"]);
+        // The next chunk after a hole is expected past the hole, not after the bytes.
+        let s = [chunk("f", Some(&[(0, 4), (100, 2)]), 0, b"AAAABB"), chunk("f", None, 6, b"CC")].concat();
+        assert_eq!(damaged(s), "xbstream chunk of f at offset 6, where 106 was expected");
     }
 
     #[test]
