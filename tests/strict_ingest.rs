@@ -183,3 +183,60 @@ fn text_and_random_bytes_are_still_stored_raw() {
     assert!(snaps.as_array().unwrap().iter().all(|s| s["metadata"]["format"] == "raw"), "{snaps}");
     assert_eq!(snaps.as_array().unwrap().len(), inputs.len());
 }
+
+fn binlog_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest/testdata/binlog").join(name)).unwrap()
+}
+
+#[test]
+fn a_closed_binlog_cut_short_is_archived_partial_and_replaced_by_its_complete_copy() {
+    let full = binlog_fixture("mysql-bin.000001");
+    assert_eq!(full.len(), 1182);
+    // Inside an event (the GTID event 903..945, the annotate event 945..1009,
+    // the rotate event 1135..1182) and between events, before the rotate.
+    for cut in [920, 945, 1000, 1135, 1170, 1181] {
+        let repo = Repo::new();
+        let dir = repo.scratch("binlogs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mysql-bin.000001"), &full[..cut]).unwrap();
+        // 000002 follows in the index: 000001 is not the active file.
+        std::fs::write(dir.join("mysql-bin.000002"), binlog_fixture("mysql-bin.000002")).unwrap();
+        std::fs::write(dir.join("mysql-bin.index"), "./mysql-bin.000001\n./mysql-bin.000002\n").unwrap();
+        let push = || {
+            repo.json(&[
+                "binlog".as_ref(),
+                "push".as_ref(),
+                "--name".as_ref(),
+                "db".as_ref(),
+                "--binlog-dir".as_ref(),
+                dir.as_os_str(),
+            ])
+        };
+        let list = || repo.json(&["binlog", "list", "--name", "db"]);
+
+        let pushed = push();
+        assert_eq!(pushed.as_array().unwrap().len(), 1, "cut at {cut}: {pushed}");
+        assert_eq!(pushed[0]["file"], "mysql-bin.000001");
+        assert_eq!(pushed[0]["status"], "stored (partial)", "cut at {cut}: {pushed}");
+        assert_eq!(pushed[0]["bytes"], cut);
+        let rows = list();
+        assert_eq!(rows[0]["partial"], true, "cut at {cut}: {rows}");
+        assert_eq!(push()[0]["status"], "already archived");
+
+        // The complete file arrives (copied again, or the server finished
+        // writing it): it replaces the partial copy instead of conflicting.
+        std::fs::write(dir.join("mysql-bin.000001"), &full).unwrap();
+        let pushed = push();
+        assert_eq!(pushed[0]["status"], "stored", "cut at {cut}: {pushed}");
+        let rows = list();
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+        assert_eq!(rows[0]["partial"], false, "cut at {cut}: {rows}");
+        assert_eq!(rows[0]["size"], full.len());
+        assert_eq!(rows[0]["end_position"], full.len());
+        assert_eq!(push()[0]["status"], "already archived");
+        // A cut copy seen again after the complete one adds nothing.
+        std::fs::write(dir.join("mysql-bin.000001"), &full[..cut]).unwrap();
+        assert_eq!(push()[0]["status"], "already archived");
+        assert_eq!(list()[0]["partial"], false);
+    }
+}
