@@ -240,3 +240,75 @@ fn a_closed_binlog_cut_short_is_archived_partial_and_replaced_by_its_complete_co
         assert_eq!(list()[0]["partial"], false);
     }
 }
+
+/// A member's name, type flag and link target.
+type Member<'a> = (&'a str, u8, &'a str);
+
+/// One ustar member: header (and `data`, padded to a block).
+fn ustar_member(out: &mut Vec<u8>, name: &str, typeflag: u8, link: &str, data: &[u8]) {
+    let mut h = [0u8; 512];
+    let octal = |h: &mut [u8; 512], at: usize, width: usize, v: u64| {
+        let s = format!("{v:0w$o}\0", w = width - 1);
+        h[at..at + width].copy_from_slice(s.as_bytes());
+    };
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    octal(&mut h, 100, 8, if typeflag == b'5' { 0o755 } else { 0o644 });
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, data.len() as u64);
+    octal(&mut h, 136, 12, 1_700_000_000);
+    h[156] = typeflag;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+#[test]
+fn a_tar_hard_link_to_anything_but_an_earlier_file_is_refused_as_damaged() {
+    let repo = Repo::new();
+    let cases: [(&[Member], &str); 4] = [
+        (&[("ibdata1", b'0', ""), ("ib_logfile0", b'1', "ib_logfile9")], "a link to nothing"),
+        (&[("ib_logfile0", b'1', "ibdata1"), ("ibdata1", b'0', "")], "a link to a later member"),
+        (&[("mysql", b'5', ""), ("ib_logfile0", b'1', "mysql")], "a link to a directory"),
+        (
+            &[("ibdata1", b'0', ""), ("ib_link", b'2', "ibdata1"), ("ib_logfile0", b'1', "ib_link")],
+            "a link to a symlink",
+        ),
+    ];
+    for (members, what) in cases {
+        let mut tar = Vec::new();
+        for &(name, typeflag, link) in members {
+            let data: &[u8] = if typeflag == b'0' { b"InnoDB pages" } else { b"" };
+            ustar_member(&mut tar, name, typeflag, link, data);
+        }
+        tar.resize(tar.len() + 1024, 0);
+        let target = members.iter().find(|m| m.1 == b'1').unwrap().2;
+        let msg = refused(&repo, &[], &tar, DAMAGED, what);
+        assert!(msg.contains("\"ib_logfile0\"") && msg.contains(&format!("{target:?}")), "{what}: {msg}");
+        assert!(msg.contains("nothing was committed"), "{msg}");
+    }
+    assert_eq!(snapshots(&repo), 0);
+
+    // GNU tar's own hard links name an earlier file: kept, and restored as links.
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("ibdata1"), b"InnoDB pages").unwrap();
+    std::fs::hard_link(src.join("ibdata1"), src.join("ibdata1.link")).unwrap();
+    let out = Command::new("tar").arg("-C").arg(&src).args(["-cf", "-", "ibdata1", "ibdata1.link"]).output().unwrap();
+    assert!(out.status.success());
+    let backed_up = backup(&repo, &[], &out.stdout);
+    assert!(backed_up.status.success(), "{}", String::from_utf8_lossy(&backed_up.stderr));
+    let target = repo.scratch("restored");
+    repo.ok(&["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), target.as_os_str()]);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(target.join("ibdata1.link")).unwrap().ino(),
+        std::fs::metadata(target.join("ibdata1")).unwrap().ino()
+    );
+}
