@@ -19,8 +19,14 @@ fn roundtrip(data: &[u8]) {
 }
 
 #[test]
-fn empty_stream_roundtrips() {
-    roundtrip(&[]);
+fn empty_stream_is_refused() {
+    // Nothing on stdin is a producer that wrote nothing, not a backup
+    // (tests/strict_ingest.rs has the other formats and producers).
+    let repo = Repo::new();
+    let out = repo.cmd(["backup", "--name", "db1", "-"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("the input is empty"));
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
 }
 
 #[test]

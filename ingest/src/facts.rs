@@ -184,7 +184,8 @@ pub struct LogFacts {
     pub size: u64,
     /// BLAKE3 of the bytes stored, hex: the same name and bytes again is a no-op.
     pub blake3: String,
-    /// Copied while the server was still writing it (a binlog's active file).
+    /// An incomplete copy, superseded by a complete one: a binlog stored while
+    /// active, or one that does not end with a whole rotate or stop event.
     pub partial: bool,
     /// Unix seconds.
     pub archived_at: i64,

@@ -60,6 +60,10 @@ fn walk(
     let mut archive = tar::Archive::new(EofWatch { inner: input, eof: eof.clone() });
     let entries = archive.entries().map_err(|e| Error::Input(format!("not a tar stream: {e}")))?;
     let mut key = 0u64;
+    // What each earlier member was, by a hash of its path (a name per member
+    // would double the memory of a walk over a million files): a hard link
+    // must name an earlier regular file, as `tar -x` needs it to.
+    let mut seen: std::collections::HashMap<u64, Seen> = Default::default();
     for entry in entries {
         let mut entry = entry.map_err(tar_err)?;
         let header = entry.header().clone();
@@ -74,6 +78,7 @@ fn walk(
                     .lock()
                     .expect("not poisoned")
                     .push(format!("skipped {path}: tar entry type {other:?} is not backed up"));
+                seen.insert(path_key(&path), Seen::Skipped);
                 continue;
             }
         };
@@ -89,11 +94,14 @@ fn walk(
                 .ok_or_else(|| Error::Input(format!("link {path} has no target")))?;
             let t = target.to_str().ok_or_else(|| Error::Input(format!("link target of {path} is not UTF-8")))?;
             node.target = Some(if kind == NodeKind::Hardlink {
-                node_path(target.as_ref())?.unwrap_or_default()
+                let target = node_path(target.as_ref())?.unwrap_or_default();
+                check_hardlink(&path, &target, seen.get(&path_key(&target)).copied())?;
+                target
             } else {
                 t.to_string()
             });
         }
+        seen.insert(path_key(&path), Seen::Node(kind));
         if kind != NodeKind::File {
             send(Event::Entry(dedupe_store::Entry { node, body: dedupe_store::Body::None, chunking: default }))?;
             continue;
@@ -142,6 +150,36 @@ fn walk(
     Ok(())
 }
 
+/// An earlier member, as a hard link's target.
+#[derive(Clone, Copy)]
+enum Seen {
+    Node(NodeKind),
+    /// A member type that is not backed up (a device, a FIFO).
+    Skipped,
+}
+
+fn path_key(path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+/// A hard link is restored by linking to its target, which must then be a
+/// regular file already written: an earlier file member, or an earlier hard
+/// link to one.
+fn check_hardlink(path: &str, target: &str, seen: Option<Seen>) -> Result<()> {
+    let what = match seen {
+        _ if target == path => "itself",
+        Some(Seen::Node(NodeKind::File | NodeKind::Hardlink)) => return Ok(()),
+        Some(Seen::Node(NodeKind::Dir)) => "a directory",
+        Some(Seen::Node(NodeKind::Symlink)) => "a symbolic link",
+        Some(Seen::Skipped) => "a member of a type that is not backed up",
+        None => "not an earlier member of the stream (a link to nothing, or to a later member)",
+    };
+    Err(Error::Damaged(format!("tar member {path:?} is a hard link to {target:?}, which is {what}")))
+}
+
 /// Notes when the input ran dry.
 struct EofWatch {
     inner: Box<dyn Read + Send>,
@@ -159,8 +197,12 @@ impl Read for EofWatch {
 }
 
 fn tar_err(e: io::Error) -> Error {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
+    // The tar crate says what is wrong with a header only in its messages.
+    let message = e.to_string();
+    if e.kind() == io::ErrorKind::UnexpectedEof || message.contains("failed to read entire block") {
         Error::Truncated(format!("the tar stream ends early ({e})"))
+    } else if message.contains("checksum mismatch") || message.contains("when getting cksum") {
+        Error::Damaged(format!("a tar header is damaged: {e}"))
     } else {
         Error::Input(format!("reading the tar stream: {e}"))
     }
@@ -230,5 +272,94 @@ impl<W: Write> TarWriter<W> {
 
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walks `tar` to its end: the paths it yields, or the error it stops with.
+    fn walk_all(tar: Vec<u8>) -> Result<Vec<String>> {
+        let mut src = TarSource::new(Box::new(io::Cursor::new(tar)), Chunking::DEFAULT_CDC);
+        let mut paths = Vec::new();
+        while let Some(event) = src.next_event()? {
+            match event {
+                Event::Entry(e) => paths.push(e.node.path),
+                Event::Open { node, .. } => paths.push(node.path),
+                _ => {}
+            }
+        }
+        Ok(paths)
+    }
+
+    enum Member<'a> {
+        File(&'a str),
+        Dir(&'a str),
+        Symlink(&'a str, &'a str),
+        Hardlink(&'a str, &'a str),
+        Fifo(&'a str),
+    }
+
+    fn tar_of(members: &[Member]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            let (path, kind, link) = match *m {
+                Member::File(p) => (p, tar::EntryType::Regular, None),
+                Member::Dir(p) => (p, tar::EntryType::Directory, None),
+                Member::Symlink(p, t) => (p, tar::EntryType::Symlink, Some(t)),
+                Member::Hardlink(p, t) => (p, tar::EntryType::Link, Some(t)),
+                Member::Fifo(p) => (p, tar::EntryType::Fifo, None),
+            };
+            h.set_entry_type(kind);
+            let data: &[u8] = if kind == tar::EntryType::Regular { b"rows" } else { b"" };
+            h.set_size(data.len() as u64);
+            match link {
+                Some(t) => b.append_link(&mut h, path, t).unwrap(),
+                None => b.append_data(&mut h, path, data).unwrap(),
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_hard_link_to_an_earlier_file_is_kept() {
+        use Member::*;
+        let tar =
+            tar_of(&[File("a"), Hardlink("b", "a"), Hardlink("c", "./b"), Dir("d"), File("d/e"), Hardlink("f", "d/e")]);
+        assert_eq!(walk_all(tar).unwrap(), ["a", "b", "c", "d", "d/e", "f"]);
+    }
+
+    #[test]
+    fn a_hard_link_to_anything_but_an_earlier_file_is_damage() {
+        use Member::*;
+        for (members, what) in [
+            (&[File("a"), Hardlink("b", "missing")][..], "not an earlier member"),
+            (&[Hardlink("b", "a"), File("a")][..], "not an earlier member"),
+            (&[Dir("d"), Hardlink("b", "d")][..], "a directory"),
+            (&[File("a"), Symlink("s", "a"), Hardlink("b", "s")][..], "a symbolic link"),
+            (&[Fifo("p"), Hardlink("b", "p")][..], "not backed up"),
+            (&[File("b"), Hardlink("b", "b")][..], "itself"),
+        ] {
+            match walk_all(tar_of(members)) {
+                Err(Error::Damaged(m)) => assert!(m.contains("\"b\"") && m.contains(what), "{m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_header_is_damage_and_a_cut_one_truncation() {
+        let tar = tar_of(&[Member::File("a"), Member::File("b")]);
+        // The second header starts at 1024 (header and one block of data).
+        let mut damaged = tar.clone();
+        damaged[1024] ^= 0x01;
+        assert!(matches!(walk_all(damaged), Err(Error::Damaged(m)) if m.contains("checksum")));
+        assert!(matches!(walk_all(tar[..1024 + 300].to_vec()), Err(Error::Truncated(_))));
     }
 }

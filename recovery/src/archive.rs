@@ -33,8 +33,10 @@ impl LogFile {
     pub fn file(&self) -> &str {
         &self.facts.file
     }
+    /// An incomplete copy, which a complete one supersedes: stored as partial,
+    /// or (stored before `partial` covered it) a binlog cut inside an event.
     pub fn partial(&self) -> bool {
-        self.facts.partial
+        self.facts.partial || self.binlog().is_some_and(|b| b.truncated_tail)
     }
     pub fn size(&self) -> u64 {
         self.facts.size
@@ -255,8 +257,11 @@ pub struct Pushed {
     pub outcome: Outcome,
 }
 
-/// Archives every closed binlog in `files` (the server's index, in order)
-/// not yet archived, and the last (active) one as partial when asked.
+/// Archives every binlog in `files` (the server's index, in order) not yet
+/// archived but the last (active) one, and that one too when asked. A file
+/// is complete only when its last event is whole and is a rotate or stop
+/// event; any other is stored as partial, to be superseded by a complete
+/// copy when one is pushed.
 pub fn push_binlogs(repo: &Indexed, name: &str, files: &[PathBuf], include_active: bool) -> Result<Vec<Pushed>> {
     let existing = archived(repo.catalogue(), name, LogKind::Binlog)?;
     let mut report = Vec::new();
@@ -282,9 +287,13 @@ pub fn push_binlogs(repo: &Indexed, name: &str, files: &[PathBuf], include_activ
         let f = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
         let facts =
             dedupe_ingest::binlog::parse(f.take(len)).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-        // Partial means "copied while the server was still writing it": a
-        // file that does not end in a rotate after a crash is still complete.
-        let partial = active;
+        // The server ends a file it moves on from with a rotate event (a stop
+        // event at shutdown). Without one, the copy may lack the file's end:
+        // the active file, a closed file cut short (copied from a full disk,
+        // a replica still fetching it), or the last file before a crash. Stored
+        // as partial, a complete copy pushed later replaces it, where a
+        // "complete" one would refuse it as a conflict.
+        let partial = active || !facts.closed || facts.truncated_tail;
         let outcome =
             archive(repo, &existing, name, LogKind::Binlog, path, &file, len, partial, LogDetail::Binlog(facts))?;
         report.push(Pushed { file, outcome });

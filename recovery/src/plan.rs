@@ -123,9 +123,19 @@ fn last_time(l: &LogFile) -> Option<Timestamp> {
     l.binlog().and_then(|b| unix(b.last_time.into()))
 }
 
+/// How an incomplete (partial) binlog copy is described: it may be the
+/// active file or a closed one cut short, and the catalogue cannot tell.
+fn incomplete(l: &LogFile) -> String {
+    let why = match l.binlog() {
+        Some(b) if b.truncated_tail => "it ends inside an event",
+        _ => "it does not end with a rotate or stop event",
+    };
+    format!("was archived incomplete ({} bytes, {why}: copied while active, or cut short)", l.size())
+}
+
 /// The archived binlogs usable one after another from `start_file`, and,
 /// when they stop before the archive does, why (a gap, or a file archived
-/// only while active).
+/// incomplete).
 fn consecutive(logs: &[LogFile], name: &str, start_file: &str) -> Result<(Vec<LogFile>, Option<Error>)> {
     let i = logs.iter().position(|l| l.file() == start_file).ok_or_else(|| {
         Error::NotRestorable(format!(
@@ -137,12 +147,12 @@ fn consecutive(logs: &[LogFile], name: &str, start_file: &str) -> Result<(Vec<Lo
         if let Some(prev) = out.last() {
             let after = last_time(prev).map(local).unwrap_or_default();
             if prev.partial() {
-                // Only the active copy was archived, and the server has moved on:
-                // the end of that file is lost, and replaying past it would skip it.
+                // Only an incomplete copy was archived, and the server has moved
+                // on: the end of that file is lost, and replaying past it would skip it.
                 let why = format!(
-                    "binlog {} of {name} was archived only while active ({} bytes) and its complete copy is missing, so no time after {after} can be restored",
+                    "binlog {} of {name} {} and its complete copy is missing, so no time after {after} can be restored",
                     prev.file(),
-                    prev.size(),
+                    incomplete(prev),
                 );
                 return Ok((out, Some(Error::NotRestorable(why))));
             }
@@ -224,7 +234,7 @@ pub fn replay(cat: &Catalogue, name: &str, start_file: &str, stop: &Stop) -> Res
             let end = all[n].binlog().map(|b| b.end_position);
             if let Some(end) = end.filter(|end| position > end) {
                 let why = if all[n].partial() {
-                    format!("was archived only while active, up to position {end}: push it again once it is closed")
+                    format!("{}, up to position {end}: push it again once it is complete", incomplete(&all[n]))
                 } else {
                     format!("ends at position {end}")
                 };

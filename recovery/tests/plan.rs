@@ -479,7 +479,7 @@ fn a_binlog_archived_while_active_blocks_times_after_it() {
     assert!(p.logs[1].partial());
     // After it, the end of file 2 is lost: file 3 must not be replayed over the hole.
     let msg = not_restorable(plan_db(&cat, at(40)));
-    assert_mentions(&msg, &["mysql-bin.000002", "archived only while active", &local(at(20))]);
+    assert_mentions(&msg, &["mysql-bin.000002", "archived incomplete", "rotate", &local(at(20))]);
     // The timeline agrees.
     assert_eq!(only(timeline(&cat, Some(DB)).unwrap()).windows, [span(at(0), at(20))]);
 }
@@ -496,6 +496,25 @@ fn the_complete_copy_of_a_file_archived_while_active_wins() {
     assert_eq!(p.logs[1].id, complete.id);
     assert!(p.logs.iter().all(|l| !l.partial()));
     assert_eq!(only(timeline(&cat, Some(DB)).unwrap()).windows, [span(at(0), at(45))]);
+}
+
+#[test]
+fn a_copy_cut_inside_an_event_is_partial_even_when_stored_as_complete() {
+    // Earlier versions stored a closed file's copy as complete however it ended.
+    let base = maria_base(at(0), "mysql-bin.000001", 342);
+    let cut = binlog(2, at(15), at(20)).edit_binlog(|b| {
+        b.closed = false;
+        b.next_file = None;
+        b.truncated_tail = true;
+    });
+    let cat = catalogue(&[&base, &binlog(1, at(0), at(15)), &cut, &binlog(3, at(30), at(45))]);
+    let msg = not_restorable(plan_db(&cat, at(40)));
+    assert_mentions(&msg, &["mysql-bin.000002", "archived incomplete", "ends inside an event", &local(at(20))]);
+
+    let complete = binlog(2, at(15), at(30)).archived(at(31));
+    let cat = catalogue(&[&base, &binlog(1, at(0), at(15)), &complete, &cut, &binlog(3, at(30), at(45))]);
+    let p = plan_db(&cat, at(40)).unwrap();
+    assert_eq!(p.logs[1].id, complete.id);
 }
 
 #[test]

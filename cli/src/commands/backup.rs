@@ -76,8 +76,12 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             })?;
             let format = match a.format.as_str() {
                 "auto" => sniff::sniff(&head),
-                f => Format::parse(f).ok_or_else(|| Failure::usage(format!("unknown --format {f}")))?,
+                f => {
+                    let format = Format::parse(f).ok_or_else(|| Failure::usage(format!("unknown --format {f}")))?;
+                    sniff::not_empty(&head).map(|()| format)
+                }
             };
+            let format = format.map_err(|e| refused(&e, producer.as_ref()))?;
             facts.format = Some(format.name().into());
             let src: Box<dyn Source> = match format {
                 Format::Xbstream => Box::new(XbstreamSource::new(input, chunking, a.allow_partial)),
@@ -161,6 +165,24 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         s.seconds
     ));
     Ok(())
+}
+
+/// A stream refused from its first bytes (empty, or a damaged or cut format):
+/// a failed producer explains it first. Nothing was read past those bytes, so
+/// the messages are the sniffer's own, without the truncation hint at
+/// --allow-partial (there is nothing to keep).
+fn refused(e: &dedupe_store::Error, producer: Option<&dedupe_ingest::producer::Shared>) -> Failure {
+    use dedupe_store::Error as E;
+    if let Some(f) = producer_failed(producer) {
+        return f;
+    }
+    match e {
+        E::Input(m) => Failure::new(exit::INPUT_FAILED, m.clone()),
+        E::Truncated(m) => {
+            Failure::new(exit::TRUNCATED, format!("the input stream is truncated: {m}; nothing was committed"))
+        }
+        other => Failure::from(other),
+    }
 }
 
 /// The failure of a producer that has exited non-zero, if it has.

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Command {
-    /// Archive every closed binlog file not yet in the repository (run it from cron every minute).
+    /// Archive every closed binlog file not yet in the repository (run it from cron every minute);
+    /// a file that does not end with a rotate or stop event is stored as partial until a complete copy comes.
     Push {
         #[arg(long, env = "DEDUPE_NAME")]
         name: String,
@@ -146,7 +147,7 @@ fn list(ctx: &Ctx, name: &str) -> R {
             time(&r["last_time"]),
             r["end_position"],
             r["last_gtid"].as_str().unwrap_or("-"),
-            if r["partial"] == true { "  (partial: the active file)" } else { "" }
+            if r["partial"] == true { "  (partial: no rotate or stop event at its end yet)" } else { "" }
         ));
     }
     Ok(())
