@@ -139,7 +139,7 @@ impl Index {
         })
     }
 
-    fn load(path: &Path) -> Result<Option<Index>> {
+    pub(crate) fn load(path: &Path) -> Result<Option<Index>> {
         let Ok(f) = File::open(path) else {
             return Ok(None);
         };
