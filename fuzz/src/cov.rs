@@ -1,95 +1,52 @@
 //! Coverage feedback on the stable toolchain: LLVM's SanitizerCoverage pass
 //! (`-Cpasses=sancov-module` with inline 8-bit counters and comparison
 //! tracing, all stable `-C` options; `scripts/fuzz.sh` sets them) calls the
-//! hooks below, which libFuzzer would otherwise provide. Without those flags
-//! nothing registers and the driver mutates blindly.
+//! hooks in `src/hooks/sancov.c`, which libFuzzer would otherwise provide.
+//! Without those flags nothing registers and the driver mutates blindly.
 //!
 //! Counters: one byte per instrumented edge, registered per module at start.
 //! Comparisons: the constants the code compares against (magic bytes, type
 //! codes, lengths) are kept in a small table the mutator writes into inputs.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
-
-static REGIONS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
-
-/// Comparison tracing runs only while a target does.
-static TRACING: AtomicBool = AtomicBool::new(false);
-const WORDS: usize = 512;
-static WORD_VALUES: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
-/// Size in bytes (1, 2, 4, 8) of each word, 0 for an empty slot.
-static WORD_SIZES: [AtomicUsize; WORDS] = [const { AtomicUsize::new(0) }; WORDS];
-
-fn note(value: u64, size: usize) {
-    // Small values are what byte flips find anyway.
-    if value < 0x100 && size > 1 || value == u64::MAX {
-        return;
-    }
-    let slot = (value.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55) as usize % WORDS;
-    WORD_VALUES[slot].store(value, Relaxed);
-    WORD_SIZES[slot].store(size, Relaxed);
-}
-
 #[cfg(not(feature = "libfuzzer"))]
 mod hooks {
-    use super::*;
-
-    #[no_mangle]
-    pub extern "C" fn __sanitizer_cov_8bit_counters_init(start: *mut u8, end: *mut u8) {
-        if let Ok(mut r) = REGIONS.lock() {
-            r.push((start as usize, end as usize - start as usize));
-        }
+    extern "C" {
+        pub fn dedupe_fuzz_regions() -> usize;
+        pub fn dedupe_fuzz_region(i: usize, start: *mut *mut u8, len: *mut usize);
+        pub fn dedupe_fuzz_tracing(on: i32);
+        pub fn dedupe_fuzz_word(i: usize, value: *mut u64) -> u8;
     }
+}
 
-    #[no_mangle]
-    pub extern "C" fn __sanitizer_cov_pcs_init(_beg: *const usize, _end: *const usize) {}
+/// Comparison-constant slots in `src/hooks/sancov.c`.
+#[cfg(not(feature = "libfuzzer"))]
+const WORDS: usize = 512;
 
-    macro_rules! const_cmp {
-        ($name:ident, $t:ty, $size:expr) => {
-            #[no_mangle]
-            pub extern "C" fn $name(a: $t, _b: $t) {
-                if TRACING.load(Relaxed) {
-                    note(a as u64, $size);
-                }
-            }
-        };
+fn regions() -> Vec<(usize, usize)> {
+    #[cfg(not(feature = "libfuzzer"))]
+    {
+        // SAFETY: the hooks registered these ranges of counters at start; they live for the program.
+        (0..unsafe { hooks::dedupe_fuzz_regions() })
+            .map(|i| {
+                let (mut start, mut len) = (std::ptr::null_mut(), 0usize);
+                // SAFETY: `i` is below the count, and both out-pointers are valid.
+                unsafe { hooks::dedupe_fuzz_region(i, &mut start, &mut len) };
+                (start as usize, len)
+            })
+            .collect()
     }
-    const_cmp!(__sanitizer_cov_trace_const_cmp1, u8, 1);
-    const_cmp!(__sanitizer_cov_trace_const_cmp2, u16, 2);
-    const_cmp!(__sanitizer_cov_trace_const_cmp4, u32, 4);
-    const_cmp!(__sanitizer_cov_trace_const_cmp8, u64, 8);
+    #[cfg(feature = "libfuzzer")]
+    Vec::new()
+}
 
-    macro_rules! cmp {
-        ($name:ident, $t:ty) => {
-            #[no_mangle]
-            pub extern "C" fn $name(_a: $t, _b: $t) {}
-        };
-    }
-    cmp!(__sanitizer_cov_trace_cmp1, u8);
-    cmp!(__sanitizer_cov_trace_cmp2, u16);
-    cmp!(__sanitizer_cov_trace_cmp4, u32);
-    cmp!(__sanitizer_cov_trace_cmp8, u64);
-
-    /// `cases[0]` is the number of cases, `cases[1]` the operand's width in bits.
-    #[no_mangle]
-    pub unsafe extern "C" fn __sanitizer_cov_trace_switch(_value: u64, cases: *const u64) {
-        if !TRACING.load(Relaxed) || cases.is_null() {
-            return;
-        }
-        // SAFETY: LLVM passes a table of 2 + cases[0] u64s.
-        let (n, bits) = unsafe { (*cases, *cases.add(1)) };
-        for i in 0..n.min(64) as usize {
-            // SAFETY: as above.
-            note(unsafe { *cases.add(2 + i) }, (bits / 8).max(1) as usize);
-        }
-    }
-
-    #[no_mangle]
-    pub extern "C" fn __sanitizer_cov_trace_div4(_v: u32) {}
-    #[no_mangle]
-    pub extern "C" fn __sanitizer_cov_trace_div8(_v: u64) {}
-    #[no_mangle]
-    pub extern "C" fn __sanitizer_cov_trace_gep(_v: usize) {}
+fn tracing(on: bool) {
+    #[cfg(not(feature = "libfuzzer"))]
+    // SAFETY: sets a flag.
+    unsafe {
+        hooks::dedupe_fuzz_tracing(on as i32)
+    };
+    #[cfg(feature = "libfuzzer")]
+    let _ = on;
 }
 
 /// The counters of every instrumented module, and which (edge, hit-count
@@ -116,7 +73,7 @@ fn bucket(hits: u8) -> u8 {
 
 impl Coverage {
     pub fn new() -> Coverage {
-        let regions = REGIONS.lock().map(|r| r.clone()).unwrap_or_default();
+        let regions = regions();
         let total = regions.iter().map(|r| r.1).sum();
         Coverage { regions, seen: vec![0; total], edges: 0 }
     }
@@ -132,18 +89,25 @@ impl Coverage {
             // SAFETY: LLVM registered [start, start + len) as counters that live for the whole program.
             unsafe { std::ptr::write_bytes(start as *mut u8, 0, len) };
         }
-        TRACING.store(true, Relaxed);
+        tracing(true);
     }
 
     /// Stops tracing; true if the run hit an edge or a hit-count bucket not seen before.
     pub fn finish(&mut self) -> bool {
-        TRACING.store(false, Relaxed);
+        tracing(false);
         let mut new = false;
         let mut at = 0;
         for &(start, len) in &self.regions {
             // SAFETY: as in `start`; other threads may still bump a counter, which only blurs a count.
             let counters = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
-            for (i, &c) in counters.iter().enumerate() {
+            // Most counters are zero: skip them eight at a time.
+            let mut i = 0;
+            while i < len {
+                if i + 8 <= len && counters[i..i + 8] == [0; 8] {
+                    i += 8;
+                    continue;
+                }
+                let c = counters[i];
                 if c != 0 {
                     let b = bucket(c);
                     let s = &mut self.seen[at + i];
@@ -155,6 +119,7 @@ impl Coverage {
                         new = true;
                     }
                 }
+                i += 1;
             }
             at += len;
         }
@@ -170,10 +135,17 @@ impl Default for Coverage {
 
 /// The comparison constants seen so far, as (value, size in bytes).
 pub fn words() -> Vec<(u64, usize)> {
-    (0..WORDS)
-        .filter_map(|i| {
-            let size = WORD_SIZES[i].load(Relaxed);
-            (size != 0).then(|| (WORD_VALUES[i].load(Relaxed), size))
-        })
-        .collect()
+    #[cfg(not(feature = "libfuzzer"))]
+    {
+        (0..WORDS)
+            .filter_map(|i| {
+                let mut value = 0u64;
+                // SAFETY: `i` is below the slot count and `value` is valid.
+                let size = unsafe { hooks::dedupe_fuzz_word(i, &mut value) };
+                (size != 0).then_some((value, size as usize))
+            })
+            .collect()
+    }
+    #[cfg(feature = "libfuzzer")]
+    Vec::new()
 }
