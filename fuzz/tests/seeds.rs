@@ -284,3 +284,20 @@ fn crc32fast_hash(map: &[u8], payload: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn checksum_fixups_leave_valid_seeds_alone() {
+    use dedupe_fuzz::fuzz_targets::{binlog_fix_crc, tar_fix_checksums, xbstream_fix_crc};
+    for s in corpus("xbstream") {
+        assert!(xbstream_fix_crc(&s) == s, "an xbstream seed changed");
+    }
+    for s in corpus("tar") {
+        assert!(tar_fix_checksums(&s) == s, "a tar seed changed");
+    }
+    // mysql-bin.000003 has no checksums: its last four bytes of each event are data.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/binlog");
+    for f in ["mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000002.active"] {
+        let s = std::fs::read(dir.join(f)).unwrap();
+        assert!(binlog_fix_crc(&s) == s, "{f} changed");
+    }
+}
