@@ -3,7 +3,7 @@
 //! ```text
 //! dedupe-fuzz list
 //! dedupe-fuzz run TARGET [--seconds S] [--iterations N] [--seed N] [--corpus DIR]...
-//!                        [--save-corpus DIR] [--artifacts DIR] [--mem-limit-mb N]
+//!                        [--save-corpus DIR] [--artifacts DIR] [--mem-limit-mb N] [--hard-cap-mb N]
 //!                        [--timeout S] [--max-len N] [--report-every S]
 //! dedupe-fuzz replay TARGET FILE...
 //! ```
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 fn usage(msg: &str) -> ! {
     eprintln!("dedupe-fuzz: {msg}");
-    eprintln!("usage: dedupe-fuzz list | run TARGET [--seconds S] [--iterations N] [--seed N] [--corpus DIR]... [--save-corpus DIR] [--artifacts DIR] [--mem-limit-mb N] [--timeout S] [--max-len N] [--report-every S] | replay TARGET FILE...");
+    eprintln!("usage: dedupe-fuzz list | run TARGET [--seconds S] [--iterations N] [--seed N] [--corpus DIR]... [--save-corpus DIR] [--artifacts DIR] [--mem-limit-mb N] [--hard-cap-mb N] [--timeout S] [--max-len N] [--report-every S] | replay TARGET FILE...");
     std::process::exit(2)
 }
 
@@ -55,6 +55,7 @@ fn main() {
                         opts.artifacts = PathBuf::from(args.next().unwrap_or_else(|| usage("--artifacts DIR")))
                     }
                     "--mem-limit-mb" => opts.mem_limit = num::<usize>(&flag, args.next()) << 20,
+                    "--hard-cap-mb" => opts.hard_cap = num::<usize>(&flag, args.next()) << 20,
                     "--timeout" => opts.timeout = Duration::from_secs_f64(num(&flag, args.next())),
                     "--max-len" => opts.max_len = num(&flag, args.next()),
                     "--report-every" => opts.report_every = Duration::from_secs_f64(num(&flag, args.next())),
