@@ -12,6 +12,9 @@ need mount || missing+=(mount)
 # Real servers for the integration tests: MariaDB with mariabackup, PostgreSQL 15.
 need mariadbd || missing+=(mariadb-server)
 need mariabackup || missing+=(mariadb-backup)
+# Reference readers for tests/ingest_property.rs: mbstream (above), mariadb-binlog, GNU tar.
+need mariadb-binlog || missing+=(mariadb-client)
+need tar || missing+=(tar)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -33,6 +33,8 @@ const OUT_CHUNK: usize = 10 << 20;
 /// A payload larger than this is not something mariabackup writes: refuse
 /// rather than allocate whatever a damaged length says.
 const MAX_PAYLOAD: u64 = 256 << 20;
+/// Payload bytes reserved ahead of reading a chunk.
+const RESERVE: u64 = 16 << 20;
 /// A file grows only by the bytes the stream carries and the skips of sparse
 /// maps: an end past 256 TiB is a damaged skip, not a database file.
 pub const MAX_FILE_END: u64 = 1 << 48;
@@ -204,8 +206,11 @@ impl XbstreamSource {
                 }
                 let mut map = vec![0u8; map_len * 8];
                 self.fill(&mut map, false)?;
-                // Read into spare capacity: zeroing 10 MiB per chunk first was a tenth of a dedup-only backup.
-                let mut payload = Vec::with_capacity(len as usize);
+                // Read into spare capacity: zeroing 10 MiB per chunk first was a
+                // tenth of a dedup-only backup. Reserved up to what mariabackup
+                // writes (10 MiB), not what a damaged length claims: a claim
+                // past that grows only as its bytes really arrive.
+                let mut payload = Vec::with_capacity(len.min(RESERVE) as usize);
                 match (&mut self.input).take(len).read_to_end(&mut payload) {
                     Ok(n) if n as u64 == len => {}
                     Ok(_) => return Err(Error::Truncated("the xbstream ends in the middle of a chunk".into())),

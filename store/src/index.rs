@@ -145,29 +145,32 @@ impl Index {
         })
     }
 
-    fn load(path: &Path) -> Result<Option<Index>> {
+    pub(crate) fn load(path: &Path) -> Result<Option<Index>> {
         let Ok(f) = File::open(path) else {
             return Ok(None);
         };
         // SAFETY: cache files are only ever replaced by rename, never written in place.
         let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        // A damaged cache must read as "not a cache" (rebuilt from the
+        // repository), never as a huge record count: every size is checked.
         let parse = || -> Option<Index> {
             if map.len() < 16 || &map[..16] != CACHE_MAGIC {
                 return None;
             }
             let mut p = 16;
             let u32at = |p: usize| map.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
+            let ids_at = |p: usize, n: usize| map.get(p..p.checked_add(n.checked_mul(32)?)?);
             let n_names = u32at(p)?;
             p += 4;
-            let names = map.get(p..p + n_names * 32)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
+            let names = ids_at(p, n_names)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
             p += n_names * 32;
             let n_packs = u32at(p)?;
             p += 4;
-            let packs = map.get(p..p + n_packs * 32)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
+            let packs = ids_at(p, n_packs)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
             p += n_packs * 32;
-            let count = u64::from_le_bytes(map.get(p..p + 8)?.try_into().ok()?) as usize;
+            let count = usize::try_from(u64::from_le_bytes(map.get(p..p + 8)?.try_into().ok()?)).ok()?;
             p += 8;
-            if map.len() != p + count * REC {
+            if Some(map.len()) != count.checked_mul(REC).and_then(|n| n.checked_add(p)) {
                 return None;
             }
             Some(Index { map: None, names, packs, records_at: p, count })

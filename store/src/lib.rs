@@ -48,11 +48,21 @@ pub mod internals {
     pub use crate::blob::{open_chunk, seal_chunk, OpenError};
     pub use crate::chunker::{split, Chunker};
     pub use crate::crypto::{hex_id, parse_id, Id, Keys};
-    pub use crate::pack::{pack_name, read_entries, PackEntry, PackWriter};
-    pub use crate::snapshot::{decode_records, encode_records, HOLE, LIST_RECORD, LIST_RECORDS};
+    pub use crate::index::{open_index_object, seal_index_object, Index, Location, INDEX_AAD};
+    pub use crate::pack::{pack_name, parse_trailer, read_entries, PackEntry, PackWriter, TRAILER_AAD};
+    pub use crate::repo::open_manifest;
+    pub use crate::snapshot::{
+        decode_records, encode_records, HOLE, LIST_RECORD, LIST_RECORDS, LOG_MANIFEST_AAD, MANIFEST_AAD,
+    };
 
     /// Every pack the loaded index names.
     pub fn indexed_packs(repo: &crate::Indexed) -> Vec<Id> {
         repo.index.packs().to_vec()
+    }
+
+    /// Opens a local index cache file (`<cache>/index.bin`) as `sync_cache`
+    /// does; `None` when it is not one.
+    pub fn load_index_cache(path: &std::path::Path) -> crate::Result<Option<Index>> {
+        Index::load(path)
     }
 }

@@ -115,7 +115,9 @@ pub fn read_entries(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackE
     parse_trailer(keys, &name, bytes)
 }
 
-fn parse_trailer(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+/// The entries a pack's trailer lists, checked against the pack's length;
+/// `name` is for messages (the id check is `read_entries`'s).
+pub fn parse_trailer(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<PackEntry>> {
     let n = bytes.len();
     if n < 4 {
         return Err(Error::corrupt(name, "too short to be a pack"));

@@ -60,6 +60,14 @@ impl Config {
     }
 }
 
+/// Checks a manifest object (`snapshots/<id>` or `logs/<id>`) against its
+/// name, opens it and parses it.
+pub fn open_manifest(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Manifest> {
+    crate::crypto::check_content_name(name, sealed)?;
+    let plain = keys.open(Kind::of(name).aad(), sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
+    serde_json::from_slice(&plain).map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
+}
+
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -275,13 +283,7 @@ impl Unlocked {
     }
 
     fn read_manifest(&self, name: &str) -> Result<Manifest> {
-        let sealed = self.backend.get(name)?;
-        crate::crypto::check_content_name(name, &sealed)?;
-        let plain = self
-            .keys
-            .open(Kind::of(name).aad(), &sealed)
-            .ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
-        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(name, format!("not a manifest: {e}")))
+        open_manifest(&self.keys, name, &self.backend.get(name)?)
     }
 
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.

@@ -1,0 +1,5 @@
+//! `cargo fuzz run --features libfuzzer binlog`: the `binlog` target of
+//! `dedupe_fuzz::fuzz_targets` under libFuzzer (nightly).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dedupe_fuzz::fuzz_targets::binlog(data));
