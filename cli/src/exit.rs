@@ -91,6 +91,7 @@ impl From<dedupe_recovery::Error> for Failure {
             E::NoSnapshot(_) => NO_SNAPSHOT,
             E::Usage(_) => USAGE,
             E::Input(_) => INPUT_FAILED,
+            E::Damaged(_) => DAMAGED_INPUT,
             E::Storage(_) => STORAGE,
             E::Tool(_) => ERROR,
             E::Corrupt(_) => CORRUPT,

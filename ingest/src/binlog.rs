@@ -83,6 +83,11 @@ pub struct BinlogFacts {
     pub next_file: Option<String>,
     /// Bytes follow the last complete event: an active file read mid-write.
     pub truncated_tail: bool,
+    /// Every event carries a CRC-32 (the first format description says so),
+    /// and each was checked. Without, a flipped bit can only be caught by a
+    /// reader that understands every event (see `recovery::archive`).
+    #[serde(default)]
+    pub checksums: bool,
 }
 
 /// Why a file could not be read as a binlog.
@@ -123,6 +128,7 @@ pub fn parse(input: impl Read) -> Result<BinlogFacts, BinlogError> {
         closed: false,
         next_file: None,
         truncated_tail: false,
+        checksums: false,
     };
     let mut format: Option<Format> = None;
     // Still inside the run of events that only describe the file.
@@ -162,6 +168,7 @@ pub fn parse(input: impl Read) -> Result<BinlogFacts, BinlogError> {
                 verify_read(&covered, &body, h.type_code, start)?;
             }
             if format.is_none() {
+                facts.checksums = fde.checksum;
                 facts.flavor = fde.flavor().to_string();
                 facts.server_version.clone_from(&fde.server_version);
                 facts.server_id = h.server_id;
@@ -602,6 +609,7 @@ mod tests {
             closed: false,
             next_file: None,
             truncated_tail: false,
+            checksums: true,
         }
     }
 

@@ -87,7 +87,8 @@ fn walk(
         node.uid = header.uid().map_err(tar_err)? as u32;
         node.gid = header.gid().map_err(tar_err)? as u32;
         // Saturates: a (damaged or far-future) base-256 mtime must not wrap.
-        node.mtime_ns = i64::try_from(header.mtime().map_err(tar_err)?).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
+        node.mtime_ns =
+            i64::try_from(header.mtime().map_err(tar_err)?).unwrap_or(i64::MAX).saturating_mul(1_000_000_000);
         if matches!(kind, NodeKind::Symlink | NodeKind::Hardlink) {
             let target = entry
                 .link_name()

@@ -8,7 +8,7 @@
 //! GTIDs; WAL timeline, LSN range and commit times).
 
 use crate::error::{Error, Result};
-use dedupe_ingest::binlog::BinlogFacts;
+use dedupe_ingest::binlog::{BinlogError, BinlogFacts};
 use dedupe_ingest::facts::{LogDetail, LogFacts, LogKind, WalFacts};
 use dedupe_store::{BackupOptions, Catalogue, Indexed, Kind, Manifest};
 use std::collections::BTreeMap;
@@ -285,8 +285,13 @@ pub fn push_binlogs(repo: &Indexed, name: &str, files: &[PathBuf], include_activ
         };
         // Parse exactly the bytes that are archived (the active file grows).
         let f = std::fs::File::open(path).map_err(|e| read_error(path, e))?;
-        let facts =
-            dedupe_ingest::binlog::parse(f.take(len)).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        let facts = dedupe_ingest::binlog::parse(f.take(len)).map_err(|e| {
+            let what = format!("{}: {e}", path.display());
+            match e {
+                BinlogError::Corrupt { .. } | BinlogError::NotABinlog => Error::Damaged(what),
+                BinlogError::Io(_) | BinlogError::Unsupported { .. } => Error::Input(what),
+            }
+        })?;
         // The server ends a file it moves on from with a rotate event (a stop
         // event at shutdown). Without one, the copy may lack the file's end:
         // the active file, a closed file cut short (copied from a full disk,
@@ -294,11 +299,37 @@ pub fn push_binlogs(repo: &Indexed, name: &str, files: &[PathBuf], include_activ
         // as partial, a complete copy pushed later replaces it, where a
         // "complete" one would refuse it as a conflict.
         let partial = active || !facts.closed || facts.truncated_tail;
+        if !partial && !facts.checksums && facts.flavor == "mariadb" {
+            verify_without_checksums(path)?;
+        }
         let outcome =
             archive(repo, &existing, name, LogKind::Binlog, path, &file, len, partial, LogDetail::Binlog(facts))?;
         report.push(Pushed { file, outcome });
     }
     Ok(report)
+}
+
+/// A binlog written without checksums (`binlog_checksum=NONE`) has nothing
+/// that catches a flipped bit in an event this parser only skips: before it
+/// is archived as complete, the server's own reader must read every event
+/// of it (`mariadb-binlog`), as a replay will. Without it installed, or for
+/// MySQL's binlogs (which MariaDB's reader does not know, and which have
+/// checksums unless turned off), it is archived on this parser's word.
+fn verify_without_checksums(path: &Path) -> Result<()> {
+    let Ok(tool) = crate::tool::require(&["mariadb-binlog"]) else { return Ok(()) };
+    let out = std::process::Command::new(&tool)
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Tool(format!("cannot run {tool}: {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Damaged(format!(
+        "{} has no checksums and {tool} cannot read it ({}): a damaged binlog, not archived",
+        path.display(),
+        dedupe_ingest::producer::last_line(&out.stderr)
+    )))
 }
 
 /// The numeric suffix of a binlog file name (`mysql-bin.000012` → 12).

@@ -22,6 +22,10 @@ pub enum Error {
     /// The request is incomplete or malformed: say what to pass.
     #[error("{0}")]
     Usage(String),
+    /// A log file is not what its format says (a bad checksum, an event its
+    /// own tool cannot read).
+    #[error("{0}")]
+    Damaged(String),
     /// A log file or a restored directory could not be read.
     #[error("{0}")]
     Input(String),

@@ -173,6 +173,7 @@ fn binlog(n: u32, first: Timestamp, last: Timestamp) -> Obj {
         closed: true,
         next_file: Some(binlog_name(n + 1)),
         truncated_tail: false,
+        checksums: true,
     };
     let archived_at = last.checked_add(jiff::SignedDuration::from_mins(1)).unwrap();
     log(
