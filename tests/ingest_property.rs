@@ -26,9 +26,8 @@ use dedupe_suite::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -144,17 +143,8 @@ fn differences(ours: &BTreeMap<String, Entry>, theirs: &BTreeMap<String, Entry>)
     d.join("; ")
 }
 
-fn pipe(mut cmd: Command, input: &[u8]) -> Output {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    // A tool that stops reading early closes the pipe: not an error here.
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    feeder.join().unwrap();
-    out
+fn pipe(cmd: Command, input: &[u8]) -> Output {
+    run_with_stdin(cmd, input)
 }
 
 fn stderr_line(out: &Output) -> String {

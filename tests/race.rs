@@ -32,9 +32,8 @@ use dedupe_suite::*;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -82,22 +81,6 @@ fn race_duration() -> Duration {
 
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
-
-/// Runs `cmd` with `data` on its stdin.
-fn run_with_stdin(mut cmd: Command, data: &[u8]) -> Output {
-    let mut child =
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn dedupe");
-    let mut stdin = child.stdin.take().expect("stdin");
-    std::thread::scope(|s| {
-        // A backup that fails early closes its stdin: its stderr tells why, not the broken pipe.
-        let feeder = s.spawn(move || {
-            let _ = stdin.write_all(data);
-        });
-        let out = child.wait_with_output().expect("wait for dedupe");
-        feeder.join().expect("stdin feeder");
-        out
-    })
 }
 
 fn stderr(out: &Output) -> String {

@@ -6,7 +6,7 @@
 
 use dedupe_suite::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const DAMAGED: i32 = 17;
 
@@ -55,39 +55,14 @@ fn mbstream_create(dir: &Path, files: &[&str]) -> Vec<u8> {
 
 /// `mbstream -x` of `stream` into `into`; its output, for its exit status and messages.
 fn mbstream_extract(stream: &[u8], into: &Path) -> Output {
-    std::fs::create_dir_all(into).unwrap();
-    let mut c = Command::new("mbstream")
-        .arg("-x")
-        .arg("-C")
-        .arg(into)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    let data = stream.to_vec();
     // mbstream stops reading at the first bad chunk: a broken pipe is expected.
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&data);
-    });
-    let out = c.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
+    let mut c = Command::new("mbstream");
+    c.arg("-x").arg("-C").arg(into);
+    run_with_stdin(c, stream)
 }
 
 fn backup(repo: &Repo, name: &str, stream: &[u8]) -> Output {
-    let mut c = repo.spawn_backup(name);
-    let mut stdin = c.stdin.take().unwrap();
-    let data = stream.to_vec();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&data);
-    });
-    let out = c.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    out
+    run_with_stdin(repo.cmd(["--json", "backup", "--name", name, "-"]), stream)
 }
 
 fn files_under(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -223,3 +223,19 @@ pub fn one_line_error(out: &Output) -> String {
     assert!(err.starts_with("dedupe: "), "error does not start with 'dedupe: ': {err:?}");
     err
 }
+
+/// Runs `cmd` with `data` on its stdin and waits for it. A command that
+/// stops reading early (a refused stream) closes the pipe: not an error
+/// here, its exit status and stderr tell why.
+pub fn run_with_stdin(mut cmd: Command, data: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::scope(|s| {
+        let feeder = s.spawn(move || {
+            let _ = stdin.write_all(data);
+        });
+        let out = child.wait_with_output().expect("wait");
+        feeder.join().expect("stdin feeder");
+        out
+    })
+}
