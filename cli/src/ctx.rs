@@ -71,6 +71,11 @@ impl Ctx {
         Ok(self.listed()?.indexed()?)
     }
 
+    /// The same, for commands that use archived logs only (`Unlocked::list_for_logs`).
+    pub(crate) fn indexed_for_logs(&self) -> R<Indexed> {
+        Ok(self.unlocked()?.list_for_logs(&self.cache_dir)?.indexed()?)
+    }
+
     pub(crate) fn cache_base(&self) -> &Path {
         &self.cache_dir
     }

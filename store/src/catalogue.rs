@@ -53,7 +53,7 @@ impl Catalogue {
     /// Opens the catalogue of `repo` in its cache directory and brings it up
     /// to date; also returns the damaged manifests it met (left out of it).
     /// Repository commands get it through `Unlocked::list`.
-    pub(crate) fn open(repo: &Unlocked, cache_base: &Path) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
+    pub(crate) fn open(repo: &Unlocked, cache_base: &Path, recheck: bool) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
         let dir = repo.cache_dir(cache_base);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
@@ -62,7 +62,7 @@ impl Catalogue {
         // archive_command, a restore): wait for a writer rather than fail.
         db.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql_err(&path))?;
         let mut c = Catalogue::with(db, path)?;
-        let damaged = c.refresh(repo)?;
+        let damaged = c.refresh(repo, recheck)?;
         Ok((c, damaged))
     }
 
@@ -96,7 +96,9 @@ impl Catalogue {
 
     /// Reads the manifests added since the last look, drops the ones gone.
     /// A damaged manifest is left out, and returned for the commands that list.
-    fn refresh(&mut self, repo: &Unlocked) -> Result<Vec<(Kind, Error)>> {
+    /// With `recheck`, snapshot manifests already catalogued are read and
+    /// authenticated again (see below).
+    fn refresh(&mut self, repo: &Unlocked, recheck: bool) -> Result<Vec<(Kind, Error)>> {
         let known: HashSet<String> = {
             let db = self.db.lock().expect("not poisoned");
             let mut st = db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
@@ -115,7 +117,7 @@ impl Catalogue {
                 // (`latest`, ids): each is read and authenticated again, so
                 // damage on storage is seen even after it was catalogued.
                 // Log manifests are many and only read when their file is.
-                if known.contains(&object) && kind == Kind::Log {
+                if known.contains(&object) && (kind == Kind::Log || !recheck) {
                     listed.insert(object);
                     continue;
                 }

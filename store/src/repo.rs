@@ -306,7 +306,16 @@ impl Unlocked {
     /// Lists the repository's manifests (bringing the local catalogue up to
     /// date): the first step of every command that reads. See `Listed`.
     pub fn list(self, cache_base: &Path) -> Result<Listed> {
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base)?;
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, true)?;
+        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf() })
+    }
+
+    /// Like `list`, for commands that use archived logs only (a server's
+    /// archive_command and restore_command run once a WAL segment): the
+    /// snapshot manifests already catalogued are not read again, so their
+    /// damage is not seen here, and nothing here trusts them.
+    pub fn list_for_logs(self, cache_base: &Path) -> Result<Listed> {
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, false)?;
         Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf() })
     }
 

@@ -57,7 +57,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
         Command::Push { name, binlog_dir, index, include_active } => {
             let files = binlog_files(binlog_dir.as_deref(), index.as_deref())?;
-            let repo = ctx.indexed()?;
+            let repo = ctx.indexed_for_logs()?;
             let pushed = push_binlogs(&repo, &name, &files, include_active)?;
             let report: Vec<_> = pushed
                 .iter()
@@ -97,7 +97,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
                 }
                 (None, None, None) => unreachable!("clap requires one of the three"),
             };
-            let repo = ctx.indexed()?;
+            let repo = ctx.indexed_for_logs()?;
             let (files, stop_args) = dedupe_recovery::plan::replay(repo.catalogue(), &name, &start_file, &stop)?;
             Ok(replay_binlogs(&repo, &files, start_pos, &stop_args, &target)?)
         }

@@ -27,7 +27,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
         Command::Push { name, path } => {
             let wal = WalFile::read(&path)?;
-            let repo = ctx.indexed()?;
+            let repo = ctx.indexed_for_logs()?;
             match push_wal(&repo, &name, &wal)? {
                 Outcome::Stored { bytes, .. } => ctx.say(format!("{}: stored ({})", wal.file, human(bytes))),
                 Outcome::AlreadyArchived => ctx.say(format!("{}: already archived", wal.file)),
@@ -35,7 +35,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
             Ok(())
         }
         Command::Fetch { name, file, path } => {
-            let repo = ctx.indexed()?;
+            let repo = ctx.indexed_for_logs()?;
             Ok(fetch_wal(&repo, &name, &file, &path)?)
         }
     }
