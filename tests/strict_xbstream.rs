@@ -55,6 +55,7 @@ fn mbstream_create(dir: &Path, files: &[&str]) -> Vec<u8> {
 
 /// `mbstream -x` of `stream` into `into`; its output, for its exit status and messages.
 fn mbstream_extract(stream: &[u8], into: &Path) -> Output {
+    std::fs::create_dir_all(into).unwrap();
     // mbstream stops reading at the first bad chunk: a broken pipe is expected.
     let mut c = Command::new("mbstream");
     c.arg("-x").arg("-C").arg(into);
