@@ -32,17 +32,6 @@ fn snapshots(repo: &Repo) -> usize {
 }
 
 /// CRC-32 (ISO 3309), as xbstream chunks carry it.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// A small valid xbstream of one file: from `mbstream -c` (mariadb-backup)
 /// when it is installed, else written by hand as ingest/src/xbstream.rs says.
 fn small_xbstream(repo: &Repo) -> Vec<u8> {
@@ -66,7 +55,7 @@ fn small_xbstream(repo: &Repo) -> Vec<u8> {
         if chunk_type == b'P' {
             s.extend_from_slice(&(content.len() as u64).to_le_bytes());
             s.extend_from_slice(&0u64.to_le_bytes());
-            s.extend_from_slice(&crc32(content).to_le_bytes());
+            s.extend_from_slice(&crc32fast::hash(content).to_le_bytes());
             s.extend_from_slice(content);
         }
     }

@@ -211,22 +211,10 @@ fn sparse_chunk(path: &str, map: &[(u32, u32)], offset: u64, payload: &[u8]) -> 
     s.extend_from_slice(&(map.len() as u32).to_le_bytes());
     s.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     s.extend_from_slice(&offset.to_le_bytes());
-    s.extend_from_slice(&crc32(&m, payload).to_le_bytes());
+    s.extend_from_slice(&crc32fast::hash(&[&m[..], payload].concat()).to_le_bytes());
     s.extend_from_slice(&m);
     s.extend_from_slice(payload);
     s
-}
-
-/// CRC-32 (ISO 3309, as zlib) of `a` then `b`, bit by bit.
-fn crc32(a: &[u8], b: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in a.iter().chain(b) {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 #[test]

@@ -184,8 +184,7 @@ fn regenerate() {
     interleaved.extend_from_slice(&2u32.to_le_bytes());
     interleaved.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     interleaved.extend_from_slice(&0u64.to_le_bytes());
-    let mut h = crc32fast_hash(&map, payload);
-    interleaved.extend_from_slice(&std::mem::take(&mut h).to_le_bytes());
+    interleaved.extend_from_slice(&crc32fast::hash(&[&map[..], payload].concat()).to_le_bytes());
     interleaved.extend_from_slice(&map);
     interleaved.extend_from_slice(payload);
     let mut w = XbstreamWriter::new(interleaved);
@@ -271,18 +270,6 @@ fn regenerate() {
     seed.extend_from_slice(&body);
     seed.extend_from_slice(&trailer);
     write("pack", "small-pack", &seed);
-}
-
-fn crc32fast_hash(map: &[u8], payload: &[u8]) -> u32 {
-    // CRC-32 (ISO 3309), as xbstream uses, without a dependency for one seed.
-    let mut crc = !0u32;
-    for &b in map.iter().chain(payload) {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 #[test]
