@@ -4,7 +4,7 @@
 //! `cargo test --release --test format_vectors -- --ignored regenerate`
 //! rewrites them (only when the format changes on purpose).
 
-use dedupe_store::backend::ObjectStoreBackend;
+use dedupe_store::backend::LocalBackend;
 use dedupe_store::internals::{
     indexed_packs, open_chunk, pack_name, parse_id, read_entries, seal_chunk, Chunker, Keys,
 };
@@ -78,7 +78,7 @@ fn fastcdc_cut_points_match_the_vectors() {
 fn the_frozen_repository_reads_back_exactly() {
     let v = load();
     let r = &v["repository"];
-    let backend = Arc::new(ObjectStoreBackend::local(&vectors_dir().join("repo")).unwrap());
+    let backend = Arc::new(LocalBackend::new(&vectors_dir().join("repo")).unwrap());
     let repo = Repository::open(backend).unwrap();
     let unlocked = repo.unlock(r["password"].as_str().unwrap().as_bytes()).expect("vector password opens");
     assert_eq!(unlocked.keys().master(), &key32(&v["master_key"]));
@@ -158,7 +158,7 @@ fn regenerate() {
     let summary: Value = serde_json::from_slice(&run(&backup)).unwrap();
 
     // The master key is random: read it back through the password.
-    let backend = Arc::new(ObjectStoreBackend::local(&repo_dir).unwrap());
+    let backend = Arc::new(LocalBackend::new(&repo_dir).unwrap());
     let unlocked = Repository::open(backend).unwrap().unlock(VECTOR_PASSWORD.as_bytes()).unwrap();
     let keys = unlocked.keys();
     let master = *keys.master();

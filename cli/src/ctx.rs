@@ -2,16 +2,17 @@
 //! state the command needs), and how to talk to the user (a summary on
 //! stdout unless --quiet or --json, remarks on stderr, progress on a terminal).
 
-use crate::exit::{self, Failure, R};
+use crate::exit::R;
 use crate::password::PasswordSource;
 use crate::progress::Bar;
-use dedupe_store::backend::ObjectStoreBackend;
+use dedupe_store::backend::{Backend, Location, Options};
 use dedupe_store::{Indexed, Listed, Repository, Unlocked};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) struct Ctx {
-    pub(crate) repo: PathBuf,
+    pub(crate) location: Location,
+    pub(crate) storage: Options,
     pub(crate) password_file: Option<PathBuf>,
     pub(crate) password_command: Option<String>,
     pub(crate) cache_dir: PathBuf,
@@ -31,14 +32,17 @@ pub(crate) fn default_cache() -> PathBuf {
 }
 
 impl Ctx {
-    pub(crate) fn backend(&self) -> R<Arc<ObjectStoreBackend>> {
-        if !self.repo.is_dir() {
-            return Err(Failure::new(
-                exit::NO_REPOSITORY,
-                format!("no dedupe repository at {}: run `dedupe init` first, or check --repo", self.repo.display()),
-            ));
+    pub(crate) fn backend(&self) -> R<Arc<dyn Backend>> {
+        Ok(dedupe_store::backend::open(&self.location, &self.storage)?)
+    }
+
+    /// The repository's location as `--repo` takes it, for commands dedupe
+    /// writes down (PostgreSQL's restore_command): a local path made absolute.
+    pub(crate) fn repo_arg(&self) -> String {
+        match &self.location {
+            Location::Local(p) => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string(),
+            remote => remote.display(),
         }
-        Ok(Arc::new(ObjectStoreBackend::local(&self.repo)?))
     }
 
     pub(crate) fn password(&self) -> R<String> {
@@ -98,6 +102,29 @@ impl Ctx {
             println!("{}", s.as_ref());
         }
     }
+}
+
+/// A rate for `--limit-upload` / `--limit-download`: bytes a second, with
+/// an optional K, M or G (1024-based, as `human` prints them).
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s").trim_end_matches(['B', 'b']).trim_end_matches(['i']);
+    let (digits, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("{s}: give bytes a second, such as 500K, 20M or 1G")),
+    };
+    let n: f64 = digits.trim().parse().map_err(|_| format!("{s}: give bytes a second, such as 500K, 20M or 1G"))?;
+    let v = (n * (1u64 << shift) as f64) as u64;
+    if v == 0 {
+        return Err(format!("{s}: a limit must be at least one byte a second"));
+    }
+    Ok(v)
 }
 
 /// A byte count for people: `1.5 GiB`.

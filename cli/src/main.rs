@@ -12,14 +12,27 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 use commands::*;
+use dedupe_store::backend::{Location, Options};
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "dedupe", version, about = "Deduplicating, encrypted backups for databases")]
 struct Cli {
-    /// Repository: a local directory (created by `dedupe init`).
+    /// Repository: a local directory, or s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     #[arg(long, env = "DEDUPE_REPO", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    /// Transfers in flight at once to a remote repository [default: 4].
+    #[arg(long, env = "DEDUPE_CONNECTIONS", global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    connections: Option<u16>,
+    /// Upload at most this many bytes a second (K, M, G suffixes: 1024-based).
+    #[arg(long, env = "DEDUPE_LIMIT_UPLOAD", global = true, value_parser = ctx::parse_rate)]
+    limit_upload: Option<u64>,
+    /// Download at most this many bytes a second (K, M, G suffixes: 1024-based).
+    #[arg(long, env = "DEDUPE_LIMIT_DOWNLOAD", global = true, value_parser = ctx::parse_rate)]
+    limit_download: Option<u64>,
+    /// Seconds a failing storage request is retried before the command gives up [default: 120].
+    #[arg(long, env = "DEDUPE_STORAGE_TIMEOUT", global = true)]
+    storage_timeout: Option<u64>,
     /// Read the password from this file (first line).
     #[arg(long, env = "DEDUPE_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -105,8 +118,15 @@ enum Command {
 
 fn run(cli: Cli) -> exit::R {
     let repo = cli.repo.ok_or_else(|| exit::Failure::usage("no repository given: pass --repo or set DEDUPE_REPO"))?;
+    let location = Location::parse(&repo).map_err(|e| exit::Failure::usage(e.to_string()))?;
     let ctx = ctx::Ctx {
-        repo,
+        location,
+        storage: Options {
+            connections: cli.connections.map(usize::from),
+            limit_upload: cli.limit_upload,
+            limit_download: cli.limit_download,
+            retry_for: cli.storage_timeout.map(std::time::Duration::from_secs),
+        },
         password_file: cli.password_file,
         password_command: cli.password_command,
         cache_dir: cli.cache_dir.unwrap_or_else(ctx::default_cache),

@@ -12,7 +12,7 @@ use dedupe_fuzz::driver::load_corpus;
 use dedupe_fuzz::fuzz_targets::{keys, TARGETS};
 use dedupe_ingest::tar::TarSource;
 use dedupe_ingest::xbstream::{XbstreamSource, XbstreamWriter};
-use dedupe_store::backend::ObjectStoreBackend;
+use dedupe_store::backend::{LocalBackend, ObjectKind};
 use dedupe_store::internals::{
     encode_records, load_index_cache, open_chunk, open_index_object, open_manifest, parse_id, read_entries, PackEntry,
     INDEX_AAD, MANIFEST_AAD, TRAILER_AAD,
@@ -225,7 +225,7 @@ fn regenerate() {
 
     // The store's objects: the frozen repository of format-spec/vectors.
     let repo_dir = root().join("format-spec/vectors/repo");
-    let backend = Arc::new(ObjectStoreBackend::local(&repo_dir).unwrap());
+    let backend = Arc::new(LocalBackend::new(&repo_dir).unwrap());
     let unlocked = Repository::open(backend).unwrap().unlock(b"dedupe test vector").unwrap();
     let k = keys();
     assert_eq!(unlocked.keys().master(), k.master(), "the fuzz key is the vector repository's");
@@ -233,7 +233,7 @@ fn regenerate() {
     let cache_dir = unlocked.cache_dir(cache.path());
     let repo = unlocked.list(cache.path()).unwrap().indexed().unwrap();
     let b = repo.backend();
-    let (snap, _) = b.list("snapshots/").unwrap().into_iter().next().unwrap();
+    let (snap, _) = b.list(ObjectKind::Snapshot).unwrap().into_iter().next().unwrap();
     let sealed = b.get(&snap).unwrap();
     let manifest: Manifest = open_manifest(k, &snap, &sealed).unwrap();
     write("manifest", "manifest.json", &k.open(MANIFEST_AAD, &sealed).unwrap());
@@ -242,12 +242,12 @@ fn regenerate() {
     let node = tree.nodes.iter().find(|n| n.path == "pages.ibd").unwrap();
     let records: Vec<_> = repo.file_records(node).flat_map(|r| r.unwrap()).collect();
     write("manifest", "list-records", &encode_records(&records[..records.len().min(8)]));
-    let (index_name, _) = b.list("index/").unwrap().into_iter().next().unwrap();
+    let (index_name, _) = b.list(ObjectKind::Index).unwrap().into_iter().next().unwrap();
     write("index", "index-object", &k.open(INDEX_AAD, &b.get(&index_name).unwrap()).unwrap());
     write("index_cache", "index.bin", &std::fs::read(cache_dir.join("index.bin")).unwrap());
 
     // A small pack: the repository's small chunks, re-packed; and chunk blobs' plaintexts.
-    let (pack_name, _) = b.list("data/").unwrap().into_iter().next().unwrap();
+    let (pack_name, _) = b.list(ObjectKind::Pack).unwrap().into_iter().next().unwrap();
     let pack_id = parse_id(pack_name.rsplit('/').next().unwrap()).unwrap();
     let pack = b.get(&pack_name).unwrap();
     let mut body = Vec::new();

@@ -1,15 +1,14 @@
 //! The backup pipeline.
 //!
 //! ```text
-//! reader thread          worker threads (one a core)       calling thread            uploader thread
-//! source → chunker ─►    hash, dedup, compress+encrypt ─►  in order: lists, tree ─►  put pack,
-//!          units of ≤2 MiB                                 packs                      put index object
+//! reader thread          worker threads (one a core)       calling thread            upload threads (`upload`)
+//! source → chunker ─►    hash, dedup, compress+encrypt ─►  in order: lists, tree ─►  put packs,
+//!          units of ≤2 MiB                                 packs                      then index objects
 //! ```
 //! Units carry a sequence number; the calling thread puts them back in order.
 //! Workers take units one at a time, so a large chunk on one core does not
 //! leave the other idle, as a batch barrier would. A fixed number of
-//! tokens bounds the units in flight, and one pack at most waits for the
-//! uploader, so a slow disk or network throttles the reader and memory
+//! tokens bounds the units in flight, and no pack waits for an uploader, so a slow disk or network throttles the reader and memory
 //! stays flat whatever the input size. A duplicate chunk costs a hash
 //! and an index probe. The manifest is written only after every pack and
 //! index object is stored: an interrupted backup leaves packs that the next
@@ -19,11 +18,11 @@ use crate::blob;
 use crate::chunker::{Chunker, Chunking};
 use crate::crypto::{hex_id, Id};
 use crate::error::{Error, Result};
-use crate::index::seal_index_object;
-use crate::pack::{pack_name, FinishedPack, PackWriter};
+use crate::pack::{FinishedPack, PackWriter};
 use crate::progress::Progress;
 use crate::repo::{now_rfc3339, Indexed};
 use crate::snapshot::{encode_records, Manifest, Node, NodeKind, Stats, Tree, HOLE, LIST_RECORDS};
+use crate::upload::Uploads;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::fs::File;
@@ -191,31 +190,7 @@ impl Indexed {
             }
         };
 
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
-        let backend = self.backend.clone();
-        let keys = self.keys.clone();
-        // Uploaded packs' buffers come back for the next pack.
-        let (spare_tx, spare_rx) = bounded::<Vec<u8>>(1);
-        let uploader = std::thread::Builder::new()
-            .name("dedupe-upload".into())
-            .spawn(move || -> Result<()> {
-                for pack in pack_rx {
-                    let bytes = bytes::Bytes::from(pack.bytes);
-                    backend.put(&pack_name(&pack.id), bytes.clone())?;
-                    // The pack is durable before an index object names it: an
-                    // index entry for a pack lost in a power cut would let the
-                    // next backup dedup against chunks that are gone.
-                    backend.flush()?;
-                    let (name, index) = seal_index_object(&keys, &[(pack.id, pack.entries)]);
-                    backend.put(&name, index.into())?;
-                    if let Ok(buf) = bytes.try_into_mut() {
-                        let _ = spare_tx.try_send(buf.into());
-                    }
-                }
-                Ok(())
-            })
-            .map_err(|e| Error::io("starting the upload thread", e))?;
-
+        let (uploads, sink) = Uploads::start(self.backend.clone(), self.keys.clone())?;
         let shared = Shared {
             keys: &self.keys,
             index: &self.index,
@@ -224,9 +199,10 @@ impl Indexed {
         };
         let mut w = Writer {
             shared: &shared,
-            pack: PackWriter::new(),
-            pack_tx: Some(pack_tx),
-            spare: spare_rx,
+            pack: PackWriter::with_buffer(Vec::new(), sink.pack_size),
+            pack_size: sink.pack_size,
+            pack_tx: Some(sink.packs),
+            spare: sink.spare,
             stats: Stats::default(),
             progress,
         };
@@ -268,9 +244,8 @@ impl Indexed {
         // The reader's failure explains an incomplete tree, so it is reported first.
         let tree = read.and(processed).and_then(|tree| w.finish(tree, log.map(|f| f())));
         drop(w.pack_tx.take());
-        let uploaded = uploader.join().unwrap_or_else(|_| Err(Error::Invalid("the upload thread panicked".into())));
         // An upload failure explains a stopped writer, so it is reported first.
-        uploaded?;
+        uploads.finish()?;
         let (tree_id, log_id) = tree?;
 
         let mut stats = w.stats;
@@ -496,6 +471,7 @@ fn extents(file: &File, size: u64) -> io::Result<Vec<(bool, (u64, u64))>> {
 struct Writer<'a> {
     shared: &'a Shared<'a>,
     pack: PackWriter,
+    pack_size: usize,
     pack_tx: Option<Sender<FinishedPack>>,
     spare: Receiver<Vec<u8>>,
     stats: Stats,
@@ -621,7 +597,7 @@ impl Writer<'_> {
             return Ok(());
         }
         let pack = std::mem::take(&mut self.pack).finish(self.shared.keys);
-        self.pack = PackWriter::with_buffer(self.spare.try_recv().unwrap_or_default());
+        self.pack = PackWriter::with_buffer(self.spare.try_recv().unwrap_or_default(), self.pack_size);
         self.stats.packs_written += 1;
         let tx = self.pack_tx.as_ref().expect("open while writing");
         // A closed channel means the uploader failed; its error is reported at join.

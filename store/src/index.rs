@@ -13,7 +13,7 @@
 //! and memory does not grow with the repository. The file also names the
 //! index objects it holds; on open, only new objects are fetched and merged.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ObjectKind};
 use crate::crypto::{Id, Keys};
 use crate::error::{Error, Result};
 use crate::pack::{PackEntry, ENTRY_LEN};
@@ -41,7 +41,7 @@ pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String
         }
     }
     let sealed = keys.seal(INDEX_AAD, &plain);
-    (format!("index/{}", blake3::hash(&sealed).to_hex()), sealed)
+    (ObjectKind::Index.name(&blake3::hash(&sealed).to_hex()), sealed)
 }
 
 pub fn open_index_object(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
@@ -188,7 +188,7 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
     let path = cache_dir.join("index.bin");
     let listed: Vec<(String, Id)> = backend
-        .list("index/")?
+        .list(ObjectKind::Index)?
         .into_iter()
         .filter_map(|(n, _)| crate::crypto::parse_id(n.rsplit('/').next()?).map(|id| (n, id)))
         .collect();

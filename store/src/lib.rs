@@ -30,6 +30,7 @@ mod progress;
 mod repo;
 mod restore;
 mod snapshot;
+mod upload;
 
 pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Source};
 pub use catalogue::Catalogue;

@@ -1,5 +1,6 @@
 //! Whole-repository operations: rebuilding the index from packs, statistics.
 
+use crate::backend::ObjectKind;
 use crate::crypto::{parse_id, Id};
 use crate::error::{Error, Result};
 use crate::index::seal_index_object;
@@ -25,8 +26,8 @@ impl Unlocked {
     /// is read whole and checked against its name first; a damaged pack
     /// stops the repair before anything is changed, naming the pack.
     pub fn repair_index(&self, progress: &dyn Progress) -> Result<RepairReport> {
-        let old_index = self.backend.list("index/")?;
-        let packs = self.backend.list("data/")?;
+        let old_index = self.backend.list(ObjectKind::Index)?;
+        let packs = self.backend.list(ObjectKind::Pack)?;
         let mut ids = Vec::new();
         for (name, _) in &packs {
             let leaf = name.rsplit('/').next().unwrap_or_default();
@@ -106,7 +107,7 @@ impl Indexed {
             n += 1;
             raw += len as u64;
         }
-        let packs = self.backend.list("data/")?;
+        let packs = self.backend.list(ObjectKind::Pack)?;
         let stored: u64 = packs.iter().map(|(_, s)| *s).sum();
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         Ok(RepoStats {

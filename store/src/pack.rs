@@ -39,12 +39,12 @@ impl PackEntry {
 
 /// The object name of a pack.
 pub fn pack_name(pack_id: &Id) -> String {
-    let h = hex::encode(pack_id);
-    format!("data/{}/{}", &h[..2], h)
+    crate::backend::ObjectKind::Pack.name(&hex::encode(pack_id))
 }
 
 /// Packs are finished once they reach this size (tens of MiB: few objects,
-/// yet a lost upload costs little).
+/// yet a lost upload costs little), or less when many uploads are in
+/// flight at once (`upload::pack_size`).
 pub const TARGET_PACK_SIZE: usize = 32 * 1024 * 1024;
 
 /// A pack being filled.
@@ -52,6 +52,7 @@ pub const TARGET_PACK_SIZE: usize = 32 * 1024 * 1024;
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    target: usize,
 }
 
 /// A finished pack: its bytes, id and entries.
@@ -62,16 +63,13 @@ pub struct FinishedPack {
 }
 
 impl PackWriter {
-    pub fn new() -> Self {
-        Self::with_buffer(Vec::new())
-    }
-
-    /// A pack built in `buf` (emptied first): reusing the buffer of an
-    /// uploaded pack spares the kernel zeroing fresh pages for every pack.
-    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+    /// A pack of about `target` bytes built in `buf` (emptied first): reusing
+    /// the buffer of an uploaded pack spares the kernel zeroing fresh pages
+    /// for every pack.
+    pub fn with_buffer(mut buf: Vec<u8>, target: usize) -> Self {
         buf.clear();
-        buf.reserve(TARGET_PACK_SIZE + (4 << 20));
-        PackWriter { buf, entries: Vec::new() }
+        buf.reserve(target + (4 << 20));
+        PackWriter { buf, entries: Vec::new(), target }
     }
 
     pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: usize) {
@@ -89,7 +87,7 @@ impl PackWriter {
     }
 
     pub fn is_full(&self) -> bool {
-        self.buf.len() >= TARGET_PACK_SIZE
+        self.buf.len() >= self.target
     }
 
     pub fn finish(self, keys: &Keys) -> FinishedPack {

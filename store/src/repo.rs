@@ -3,7 +3,7 @@
 //! (the index is loaded: chunks can be read and written). Code that needs
 //! chunks cannot be written against a repository that has no index.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ObjectKind};
 use crate::blob;
 use crate::catalogue::Catalogue;
 use crate::chunker::Chunking;
@@ -91,18 +91,22 @@ impl Kind {
     }
 
     pub(crate) fn of(object: &str) -> Kind {
-        if object.starts_with(Kind::Log.prefix()) {
-            Kind::Log
-        } else {
-            Kind::Snapshot
+        match ObjectKind::of(object) {
+            Some(ObjectKind::Log) => Kind::Log,
+            _ => Kind::Snapshot,
+        }
+    }
+
+    /// The kind of object its manifests are stored as.
+    pub fn object_kind(self) -> ObjectKind {
+        match self {
+            Kind::Snapshot => ObjectKind::Snapshot,
+            Kind::Log => ObjectKind::Log,
         }
     }
 
     pub fn prefix(self) -> &'static str {
-        match self {
-            Kind::Snapshot => "snapshots/",
-            Kind::Log => "logs/",
-        }
+        self.object_kind().prefix()
     }
 }
 
@@ -117,7 +121,8 @@ pub struct Repository {
 impl Repository {
     /// Creates a repository with a new master key wrapped by `password`.
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], kdf: KdfParams) -> Result<Repository> {
-        match backend.get("config") {
+        // Refused early, before a key is written; `create` below decides a race.
+        match backend.get(&ObjectKind::Config.name("")) {
             Ok(_) => return Err(Error::RepositoryExists(backend.location())),
             Err(Error::Missing(_)) => {}
             Err(e) => return Err(e),
@@ -136,13 +141,13 @@ impl Repository {
         put_key(&*backend, &keys, password, kdf)?;
         backend.flush()?;
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
-        backend.put("config", bytes.into())?;
+        backend.create(&ObjectKind::Config.name(""), bytes.into())?;
         backend.flush()?;
         Ok(Repository { backend, config })
     }
 
     pub fn open(backend: Arc<dyn Backend>) -> Result<Repository> {
-        let bytes = match backend.get("config") {
+        let bytes = match backend.get(&ObjectKind::Config.name("")) {
             Ok(b) => b,
             Err(Error::Missing(_)) => return Err(Error::NoRepository(backend.location())),
             Err(e) => return Err(e),
@@ -161,7 +166,7 @@ impl Repository {
 
     /// Tries every key object; `WrongPassword` when none opens.
     pub fn unlock(self, password: &[u8]) -> Result<Unlocked> {
-        let keys = self.backend.list("keys/")?;
+        let keys = self.backend.list(ObjectKind::Key)?;
         if keys.is_empty() {
             return Err(Error::corrupt("keys/", "the repository has no key objects"));
         }
@@ -197,7 +202,7 @@ fn read_keyfile(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
 fn put_key(backend: &dyn Backend, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<String> {
     let kf = KeyFile::wrap(keys, password, kdf, now_rfc3339())?;
     let bytes = serde_json::to_vec_pretty(&kf).expect("key serializes");
-    let name = format!("keys/{}", blake3::hash(&bytes).to_hex());
+    let name = ObjectKind::Key.name(&blake3::hash(&bytes).to_hex());
     backend.put(&name, bytes.into())?;
     Ok(name)
 }
@@ -231,15 +236,15 @@ impl Unlocked {
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
         let name = put_key(&*self.backend, &self.keys, password, kdf)?;
         self.backend.flush()?;
-        Ok(name.trim_start_matches("keys/").to_string())
+        Ok(name.trim_start_matches(ObjectKind::Key.prefix()).to_string())
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
-        for (name, _) in self.backend.list("keys/")? {
+        for (name, _) in self.backend.list(ObjectKind::Key)? {
             let kf = read_keyfile(&*self.backend, &name)?;
             out.push(KeyInfo {
-                id: name.trim_start_matches("keys/").to_string(),
+                id: name.trim_start_matches(ObjectKind::Key.prefix()).to_string(),
                 created: kf.created,
                 hostname: kf.hostname,
                 username: kf.username,
@@ -254,10 +259,10 @@ impl Unlocked {
     pub fn remove_key(&self, prefix: &str) -> Result<String> {
         let matches: Vec<_> = self
             .backend
-            .list("keys/")?
+            .list(ObjectKind::Key)?
             .into_iter()
             .map(|(n, _)| n)
-            .filter(|n| n.trim_start_matches("keys/").starts_with(prefix))
+            .filter(|n| n.trim_start_matches(ObjectKind::Key.prefix()).starts_with(prefix))
             .collect();
         match matches.as_slice() {
             [] => Err(Error::Invalid(format!("no key matches {prefix}"))),
@@ -266,7 +271,7 @@ impl Unlocked {
             )),
             [one] => {
                 self.backend.delete(one)?;
-                Ok(one.trim_start_matches("keys/").to_string())
+                Ok(one.trim_start_matches(ObjectKind::Key.prefix()).to_string())
             }
             _ => Err(Error::Invalid(format!("{prefix} matches several keys: give more characters"))),
         }
@@ -274,7 +279,7 @@ impl Unlocked {
 
     /// Every object name of a kind, without reading them.
     pub(crate) fn manifest_names(&self, kind: Kind) -> Result<Vec<String>> {
-        Ok(self.backend.list(kind.prefix())?.into_iter().map(|(n, _)| n).collect())
+        Ok(self.backend.list(kind.object_kind())?.into_iter().map(|(n, _)| n).collect())
     }
 
     /// Reads one manifest by object name (`snapshots/<id>` or `logs/<id>`).
@@ -293,7 +298,7 @@ impl Unlocked {
         let id = blake3::hash(&sealed).to_hex().to_string();
         // Everything the manifest names must be durable before it is.
         self.backend.flush()?;
-        self.backend.put(&format!("{}{id}", kind.prefix()), sealed.into())?;
+        self.backend.put(&kind.object_kind().name(&id), sealed.into())?;
         self.backend.flush()?;
         Ok(id)
     }

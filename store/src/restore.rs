@@ -95,13 +95,11 @@ impl Indexed {
             runs.push(l);
             placed.push(Some((runs.len() - 1, l)));
         }
-        let buffers: Vec<bytes::Bytes> = runs
-            .par_iter()
-            .map(|run| {
-                let start = run.offset as u64;
-                self.backend.get_range(&pack_name(&run.pack), start..start + run.length as u64)
-            })
-            .collect::<Result<_>>()?;
+        let wanted: Vec<(String, std::ops::Range<u64>)> = runs
+            .iter()
+            .map(|run| (pack_name(&run.pack), run.offset as u64..run.offset as u64 + run.length as u64))
+            .collect();
+        let buffers = self.backend.get_ranges(&wanted)?;
         recs.par_iter()
             .zip(placed.par_iter())
             .map(|((id, len), placed)| {

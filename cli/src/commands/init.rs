@@ -3,6 +3,7 @@
 use crate::ctx::{short, Ctx};
 use crate::exit::{self, Failure, R};
 use crate::password::new_password;
+use dedupe_store::backend::Location;
 use dedupe_store::{KdfParams, Repository};
 use serde_json::json;
 
@@ -15,12 +16,15 @@ pub(crate) fn run(ctx: &Ctx) -> R {
     } else {
         new_password(None, "DEDUPE_PASSWORD")?
     };
-    std::fs::create_dir_all(&ctx.repo)
-        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", ctx.repo.display())))?;
-    let repo = Repository::init(ctx.backend()?, password.as_bytes(), KdfParams::from_env())?;
-    if ctx.json {
-        println!("{}", json!({"repository": ctx.repo, "id": repo.config.id}));
+    if let Location::Local(dir) = &ctx.location {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", dir.display())))?;
     }
-    ctx.say(format!("created repository {} at {}", short(&repo.config.id), ctx.repo.display()));
+    let repo = Repository::init(ctx.backend()?, password.as_bytes(), KdfParams::from_env())?;
+    let location = ctx.location.display();
+    if ctx.json {
+        println!("{}", json!({"repository": location, "id": repo.config.id}));
+    }
+    ctx.say(format!("created repository {} at {location}", short(&repo.config.id)));
     Ok(())
 }

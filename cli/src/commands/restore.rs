@@ -232,8 +232,7 @@ fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str) -> R {
     if plan.is_postgresql() {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::new(exit::ERROR, format!("cannot find the dedupe binary: {e}")))?;
-        let repo = std::fs::canonicalize(&ctx.repo).unwrap_or_else(|_| ctx.repo.clone());
-        let mut words = vec![exe.display().to_string(), "--repo".into(), repo.display().to_string()];
+        let mut words = vec![exe.display().to_string(), "--repo".into(), ctx.repo_arg()];
         words.extend(restore_command_password(ctx)?);
         words.extend(["wal".into(), "fetch".into(), "--name".into(), plan.name.clone()]);
         let settings = plan.recovery_settings(&restore_command(&words)).expect("a PostgreSQL plan");

@@ -1,0 +1,140 @@
+//! Storage: one small trait, the typed names of the objects behind it, and
+//! its implementations.
+//!
+//! The rest of the store speaks only `Backend`: put a whole immutable
+//! object, get it (or byte ranges of it), list one kind of object, delete.
+//! Objects are never overwritten; a `put` of a name that exists with the
+//! same bytes is harmless because names are content hashes. The one object
+//! that is not content-named, `config`, is written with `create`, which
+//! fails when it exists, so two racing `init`s cannot both succeed.
+//!
+//! - `local`: a directory, through `std::fs` (fsync, owner hand-over,
+//!   positional reads on the calling thread).
+//! - `remote`: S3, GCS, Azure (and memory, for benches) through `object_store`.
+//! - `limit`: `--limit-upload` / `--limit-download` around either.
+//! - `location`: what `--repo` may say, and which of the above it opens.
+
+mod aws_profile;
+mod limit;
+mod local;
+mod location;
+mod remote;
+
+pub use limit::Limited;
+pub use local::LocalBackend;
+pub use location::{open, Location, Options, DEFAULT_REMOTE_CONNECTIONS};
+pub use remote::ObjectStoreBackend;
+
+use crate::error::Result;
+use bytes::Bytes;
+use std::ops::Range;
+
+/// What an object is. Every object name is made here, from a kind and an
+/// id, so no other module spells a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// `config`: the repository's parameters (JSON, not encrypted).
+    Config,
+    /// `keys/<id>`: the master keys wrapped by one password.
+    Key,
+    /// `data/<first two hex digits>/<id>`: a pack of chunks.
+    Pack,
+    /// `index/<id>`: which chunks some packs hold.
+    Index,
+    /// `snapshots/<id>`: a snapshot manifest.
+    Snapshot,
+    /// `logs/<id>`: an archived binlog file or WAL segment's manifest.
+    Log,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Config,
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Log,
+    ];
+
+    /// The folder objects of this kind live under (`config` has none).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys/",
+            ObjectKind::Pack => "data/",
+            ObjectKind::Index => "index/",
+            ObjectKind::Snapshot => "snapshots/",
+            ObjectKind::Log => "logs/",
+        }
+    }
+
+    /// The object name of `id` (64 hex digits; ignored for `Config`).
+    pub fn name(self, id: &str) -> String {
+        match self {
+            ObjectKind::Config => "config".into(),
+            // Packs are spread over 256 folders: some file systems slow
+            // down with hundreds of thousands of entries in one directory.
+            ObjectKind::Pack => format!("data/{}/{id}", id.get(..2).unwrap_or(id)),
+            k => format!("{}{id}", k.prefix()),
+        }
+    }
+
+    /// The id part of an object name of this kind.
+    pub fn id_of(self, name: &str) -> &str {
+        name.rsplit('/').next().unwrap_or(name)
+    }
+
+    /// The kind of an object name, if it is one of the repository's.
+    pub fn of(name: &str) -> Option<ObjectKind> {
+        if name == "config" {
+            return Some(ObjectKind::Config);
+        }
+        ObjectKind::ALL.into_iter().skip(1).find(|k| name.starts_with(k.prefix()))
+    }
+}
+
+pub trait Backend: Send + Sync {
+    fn put(&self, name: &str, bytes: Bytes) -> Result<()>;
+    /// Writes an object only if no object of that name exists
+    /// (`Error::RepositoryExists` otherwise, naming the location).
+    fn create(&self, name: &str, bytes: Bytes) -> Result<()>;
+    fn get(&self, name: &str) -> Result<Bytes>;
+    fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes>;
+    /// Several ranges, in the order asked; a remote store reads them
+    /// concurrently (up to `connections`), so a restore is not latency-bound.
+    fn get_ranges(&self, wanted: &[(String, Range<u64>)]) -> Result<Vec<Bytes>> {
+        wanted.iter().map(|(name, r)| self.get_range(name, r.clone())).collect()
+    }
+    /// Every object of a kind, with its size, sorted by name.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
+    fn delete(&self, name: &str) -> Result<()>;
+    /// Makes every `put` so far durable. Callers flush before writing an
+    /// object that refers to others (a manifest), so what it names survives
+    /// a power cut whenever it does.
+    fn flush(&self) -> Result<()>;
+    /// How many transfers are worth keeping in flight at once.
+    fn connections(&self) -> usize;
+    /// Where the repository is, for messages and for commands dedupe writes
+    /// down (a server's restore_command): a path or a URL, never a secret.
+    fn location(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_kinds() {
+        let id = "ab".repeat(32);
+        for k in ObjectKind::ALL {
+            let name = k.name(&id);
+            assert_eq!(ObjectKind::of(&name), Some(k), "{name}");
+            if k != ObjectKind::Config {
+                assert_eq!(k.id_of(&name), id);
+            }
+        }
+        assert_eq!(ObjectKind::Pack.name(&id), format!("data/ab/{id}"));
+        assert_eq!(ObjectKind::of("elsewhere/x"), None);
+    }
+}
