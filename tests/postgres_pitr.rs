@@ -124,7 +124,7 @@ impl Setup {
     /// `dedupe --repo R --password-file F --cache-dir C`, as the `postgres` user.
     fn dedupe_as_postgres(&self) -> Command {
         let mut c = as_postgres_cmd(&dedupe_bin());
-        c.arg("--repo").arg(&self.repo.path);
+        c.arg("--repo").arg(&self.repo.url);
         c.arg("--password-file").arg(&self.password_file);
         c.arg("--cache-dir").arg(&self.pg_cache);
         c
@@ -135,7 +135,7 @@ impl Setup {
         format!(
             "{} --repo {} --password-file {} --cache-dir {} wal push --name pg",
             dedupe_bin().display(),
-            self.repo.path.display(),
+            self.repo.url,
             self.password_file.display(),
             self.pg_cache.display()
         )

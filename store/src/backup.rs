@@ -190,7 +190,8 @@ impl Indexed {
             }
         };
 
-        let (uploads, sink) = Uploads::start(self.backend.clone(), self.keys.clone())?;
+        let (uploads, sink) =
+            Uploads::start(self.backend.clone(), self.keys.clone(), &self.cache_dir(self.cache_base()))?;
         let shared = Shared {
             keys: &self.keys,
             index: &self.index,

@@ -56,6 +56,12 @@ pub struct KeyFile {
     pub created: String,
     pub hostname: String,
     pub username: String,
+    /// The id of the repository (its `config`) this key was made for.
+    /// Absent in key objects written before it existed. Two racing `init`s
+    /// both write a key before one of them wins `config`; the loser's key
+    /// (or one a crash left behind) names another id and is never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; KEY_LEN]> {
@@ -69,7 +75,7 @@ fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; KEY_LEN]> {
 }
 
 impl KeyFile {
-    pub fn wrap(keys: &Keys, password: &[u8], params: KdfParams, created: String) -> Result<Self> {
+    pub fn wrap(keys: &Keys, password: &[u8], params: KdfParams, created: String, repository: &str) -> Result<Self> {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let kek = derive(password, &salt, params)?;
@@ -83,6 +89,7 @@ impl KeyFile {
             created,
             hostname: hostname(),
             username: std::env::var("USER").unwrap_or_default(),
+            repository: Some(repository.to_string()),
         })
     }
 

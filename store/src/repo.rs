@@ -138,10 +138,17 @@ impl Repository {
         };
         let keys = Keys::generate();
         // The key goes first: a config without a key would be a repository nobody can open.
-        put_key(&*backend, &keys, password, kdf)?;
+        let key = put_key(&*backend, &keys, password, kdf, &config.id)?;
         backend.flush()?;
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
-        backend.create(&ObjectKind::Config.name(""), bytes.into())?;
+        // Create-only: of two racing inits, one wins; the other's key names
+        // an id no config has (so it is never used) and is removed here.
+        if let Err(e) = backend.create(&ObjectKind::Config.name(""), bytes.into()) {
+            if matches!(e, Error::RepositoryExists(_)) {
+                let _ = backend.delete(&key);
+            }
+            return Err(e);
+        }
         backend.flush()?;
         Ok(Repository { backend, config })
     }
@@ -175,7 +182,14 @@ impl Repository {
         let mut damaged = None;
         let mut intact = false;
         for (name, _) in &keys {
-            match read_keyfile(&*self.backend, name).and_then(|kf| kf.unwrap_keys(name, password)) {
+            let for_us = |kf: &KeyFile| kf.repository.as_deref().is_none_or(|r| r == self.config.id);
+            match read_keyfile(&*self.backend, name).and_then(|kf| {
+                if for_us(&kf) {
+                    kf.unwrap_keys(name, password)
+                } else {
+                    Ok(None)
+                }
+            }) {
                 Ok(Some(k)) => {
                     return Ok(Unlocked { backend: self.backend, config: self.config, keys: k, key_name: name.clone() })
                 }
@@ -199,8 +213,8 @@ fn read_keyfile(backend: &dyn Backend, name: &str) -> Result<KeyFile> {
     serde_json::from_slice(&b).map_err(|e| Error::corrupt(name, format!("not a key object: {e}")))
 }
 
-fn put_key(backend: &dyn Backend, keys: &Keys, password: &[u8], kdf: KdfParams) -> Result<String> {
-    let kf = KeyFile::wrap(keys, password, kdf, now_rfc3339())?;
+fn put_key(backend: &dyn Backend, keys: &Keys, password: &[u8], kdf: KdfParams, repository: &str) -> Result<String> {
+    let kf = KeyFile::wrap(keys, password, kdf, now_rfc3339(), repository)?;
     let bytes = serde_json::to_vec_pretty(&kf).expect("key serializes");
     let name = ObjectKind::Key.name(&blake3::hash(&bytes).to_hex());
     backend.put(&name, bytes.into())?;
@@ -234,7 +248,7 @@ impl Unlocked {
     }
 
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
-        let name = put_key(&*self.backend, &self.keys, password, kdf)?;
+        let name = put_key(&*self.backend, &self.keys, password, kdf, &self.config.id)?;
         self.backend.flush()?;
         Ok(name.trim_start_matches(ObjectKind::Key.prefix()).to_string())
     }
@@ -355,7 +369,12 @@ impl std::ops::Deref for Listed {
 impl Listed {
     /// Loads (and updates) the local index cache.
     pub fn indexed(self) -> Result<Indexed> {
-        let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &self.repo.cache_dir(&self.cache_base))?;
+        let cache = self.repo.cache_dir(&self.cache_base);
+        // Packs a cut-short backup on this host uploaded but did not index.
+        // Best effort: a command with read-only credentials leaves them for
+        // the next backup.
+        let _ = crate::upload::recover(&*self.repo.backend, &self.repo.keys, &cache);
+        let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache)?;
         Ok(Indexed { listed: self, index })
     }
 

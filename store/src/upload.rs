@@ -17,13 +17,22 @@
 //! pack is durable before an index object names it, since an entry for a
 //! pack lost in a power cut would let the next backup dedup against chunks
 //! that are gone.
+//!
+//! Between a pack's upload and the index object naming it, the pack is
+//! journalled in the local cache (`<cache>/unindexed/<pack id>`: a sealed
+//! index object for that one pack). A backup cut short there (the server
+//! gone, a kill -9) leaves the journal, and the next command on this host
+//! indexes those packs (`recover`) before it loads the index, so nothing
+//! uploaded is uploaded again. Another host cannot see them; they are
+//! unreferenced packs until then.
 
-use crate::backend::Backend;
-use crate::crypto::{Id, Keys};
+use crate::backend::{Backend, ObjectKind};
+use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
-use crate::index::seal_index_object;
+use crate::index::{open_index_object, seal_index_object};
 use crate::pack::{pack_name, FinishedPack, PackEntry};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,23 +67,27 @@ pub(crate) struct PackSink {
 }
 
 impl Uploads {
-    pub(crate) fn start(backend: Arc<dyn Backend>, keys: Keys) -> Result<(Uploads, PackSink)> {
+    /// `cache_dir`: this repository's local cache, which holds the journal.
+    pub(crate) fn start(backend: Arc<dyn Backend>, keys: Keys, cache_dir: &Path) -> Result<(Uploads, PackSink)> {
+        let journal = cache_dir.join(JOURNAL);
+        std::fs::create_dir_all(&journal).map_err(|e| Error::io(format!("creating {}", journal.display()), e))?;
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let (spare_tx, spare_rx) = bounded::<Vec<u8>>(1);
         let (done_tx, done_rx) = unbounded::<(Id, Vec<PackEntry>)>();
         let mut uploaders = Vec::new();
         for i in 0..backend.connections() {
             let (backend, packs, done, spare) = (backend.clone(), pack_rx.clone(), done_tx.clone(), spare_tx.clone());
+            let (keys, journal) = (keys.clone(), journal.clone());
             let t = std::thread::Builder::new()
                 .name(format!("dedupe-upload-{i}"))
-                .spawn(move || upload(&*backend, packs, done, spare))
+                .spawn(move || upload(&*backend, &keys, &journal, packs, done, spare))
                 .map_err(|e| Error::io("starting an upload thread", e))?;
             uploaders.push(t);
         }
         drop(done_tx);
         let indexer = std::thread::Builder::new()
             .name("dedupe-index".into())
-            .spawn(move || write_index(&*backend, &keys, done_rx))
+            .spawn(move || write_index(&*backend, &keys, &journal, done_rx))
             .map_err(|e| Error::io("starting the index thread", e))?;
         let pack_size = pack_size(uploaders.len());
         Ok((Uploads { uploaders, indexer }, PackSink { packs: pack_tx, spare: spare_rx, pack_size }))
@@ -96,8 +109,13 @@ impl Uploads {
     }
 }
 
+/// The journal's folder in a repository's cache.
+const JOURNAL: &str = "unindexed";
+
 fn upload(
     backend: &dyn Backend,
+    keys: &Keys,
+    journal: &Path,
     packs: Receiver<FinishedPack>,
     done: Sender<(Id, Vec<PackEntry>)>,
     spare: Sender<Vec<u8>>,
@@ -105,7 +123,12 @@ fn upload(
     for pack in packs {
         let bytes = bytes::Bytes::from(pack.bytes);
         backend.put(&pack_name(&pack.id), bytes.clone())?;
-        let _ = done.send((pack.id, pack.entries));
+        let entry = [(pack.id, pack.entries)];
+        let (_, sealed) = seal_index_object(keys, &entry);
+        let path = journal.join(hex_id(&pack.id));
+        std::fs::write(&path, sealed).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let [(id, entries)] = entry;
+        let _ = done.send((id, entries));
         if let Ok(buf) = bytes.try_into_mut() {
             let _ = spare.try_send(buf.into());
         }
@@ -113,7 +136,7 @@ fn upload(
     Ok(())
 }
 
-fn write_index(backend: &dyn Backend, keys: &Keys, done: Receiver<(Id, Vec<PackEntry>)>) -> Result<()> {
+fn write_index(backend: &dyn Backend, keys: &Keys, journal: &Path, done: Receiver<(Id, Vec<PackEntry>)>) -> Result<()> {
     let mut batch: Vec<(Id, Vec<PackEntry>)> = Vec::new();
     let mut since = Instant::now();
     let write = |batch: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<()> {
@@ -123,7 +146,9 @@ fn write_index(backend: &dyn Backend, keys: &Keys, done: Receiver<(Id, Vec<PackE
         backend.flush()?;
         let (name, sealed) = seal_index_object(keys, batch);
         backend.put(&name, sealed.into())?;
-        batch.clear();
+        for (id, _) in batch.drain(..) {
+            let _ = std::fs::remove_file(journal.join(hex_id(&id)));
+        }
         Ok(())
     };
     loop {
@@ -142,4 +167,48 @@ fn write_index(backend: &dyn Backend, keys: &Keys, done: Receiver<(Id, Vec<PackE
             Err(RecvTimeoutError::Disconnected) => return write(&mut batch),
         }
     }
+}
+
+/// Indexes the packs a cut-short backup on this host journalled (see the
+/// module doc); returns how many. A journalled pack that is not whole in
+/// the repository (lost with the server, cut by a power failure) is
+/// forgotten: its chunks are simply not known, and are uploaded again.
+pub(crate) fn recover(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Result<usize> {
+    let journal = cache_dir.join(JOURNAL);
+    let Ok(dir) = std::fs::read_dir(&journal) else { return Ok(0) };
+    let mut found: Vec<(PathBuf, (Id, Vec<PackEntry>))> = Vec::new();
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let parsed = entry.file_name().to_str().and_then(parse_id).and_then(|pack| {
+            let sealed = std::fs::read(&path).ok()?;
+            let name = ObjectKind::Index.name(&blake3::hash(&sealed).to_hex());
+            let mut packs = open_index_object(keys, &name, &sealed).ok()?;
+            (packs.len() == 1 && packs[0].0 == pack).then(|| packs.remove(0))
+        });
+        let Some((pack, entries)) = parsed else {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        };
+        // Whole if its last blob reads back at full length (the trailer follows it).
+        let whole = entries.iter().max_by_key(|e| e.offset).is_some_and(|last| {
+            let range = last.offset as u64..last.offset as u64 + last.length as u64;
+            backend.get_range(&pack_name(&pack), range).is_ok_and(|b| b.len() == last.length as usize)
+        });
+        if whole {
+            found.push((path, (pack, entries)));
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let packs: Vec<(Id, Vec<PackEntry>)> = found.iter().map(|(_, p)| (p.0, p.1.clone())).collect();
+    backend.flush()?;
+    let (name, sealed) = seal_index_object(keys, &packs);
+    backend.put(&name, sealed.into())?;
+    for (path, _) in &found {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(found.len())
 }

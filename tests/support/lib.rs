@@ -6,6 +6,7 @@
 
 pub mod mariadb;
 pub mod postgres;
+pub mod s3;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -26,11 +27,28 @@ pub fn dedupe_bin() -> PathBuf {
     bin
 }
 
-/// A repository in a temporary directory with its own cache.
+/// What a `dedupe` command needs in its environment to reach this run's
+/// repositories: the S3 server's endpoint and credentials in S3 mode.
+pub fn storage_env() -> Vec<(&'static str, String)> {
+    if s3::enabled() {
+        s3::shared().env()
+    } else {
+        Vec::new()
+    }
+}
+
+/// A repository in a temporary directory with its own cache; with
+/// `DEDUPE_TEST_BACKEND=s3`, in the test process's S3 server instead
+/// (`s3`), whose files for it are still under `path`.
 pub struct Repo {
     pub tmp: tempfile::TempDir,
+    /// Where the repository's objects are on this machine's disk.
     pub path: PathBuf,
+    /// What `--repo` is given: `path`, or an `s3://` URL.
+    pub url: String,
     pub cache: PathBuf,
+    /// The S3 server's endpoint and credentials; empty for a local repository.
+    s3_env: Vec<(&'static str, String)>,
 }
 
 impl Repo {
@@ -44,9 +62,26 @@ impl Repo {
 
     pub fn uninitialised() -> Repo {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let path = tmp.path().join("repo");
         let cache = tmp.path().join("cache");
-        Repo { tmp, path, cache }
+        if s3::enabled() {
+            return Repo::uninitialised_in(s3::shared());
+        }
+        let path = tmp.path().join("repo");
+        Repo { tmp, url: path.display().to_string(), path, cache, s3_env: Vec::new() }
+    }
+
+    /// A repository (not initialised) under a prefix of its own in `server`.
+    pub fn uninitialised_in(server: &s3::Server) -> Repo {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = tmp.path().join("cache");
+        let prefix = tmp.path().file_name().expect("a name").to_string_lossy().into_owned();
+        let (url, path) = server.repo(&prefix);
+        Repo { tmp, path, url, cache, s3_env: server.env() }
+    }
+
+    /// True when this repository lives in an S3 server.
+    pub fn is_s3(&self) -> bool {
+        !self.s3_env.is_empty()
     }
 
     /// A scratch path inside this test's temporary directory.
@@ -57,7 +92,8 @@ impl Repo {
     /// `dedupe --repo R ...` with the password in the environment and a cheap KDF.
     pub fn cmd<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&self, args: I) -> Command {
         let mut c = Command::new(dedupe_bin());
-        c.arg("--repo").arg(&self.path).args(args);
+        c.arg("--repo").arg(&self.url).args(args);
+        c.envs(self.s3_env.iter().map(|(k, v)| (k, v)));
         c.env("DEDUPE_PASSWORD", PASSWORD)
             .env("DEDUPE_CACHE_DIR", &self.cache)
             .env("DEDUPE_KDF_MEMORY_KIB", "1024")
@@ -132,6 +168,14 @@ impl Repo {
         walk(&self.path.join("data"), &mut out);
         out.sort();
         out
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        if self.is_s3() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub fn as_postgres_cmd(program: &Path) -> Command {
         Command::new(program)
     };
     clean_env(&mut c);
+    // A repository in S3: the server's archive_command and restore_command reach it too.
+    c.envs(crate::storage_env());
     c
 }
 
