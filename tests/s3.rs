@@ -5,6 +5,7 @@
 //! point-in-time restores of the other test files run against S3 too
 //! (`DEDUPE_TEST_BACKEND=s3`, from `scripts/test.sh`).
 
+use dedupe_suite::proxy::{Faults, Proxy};
 use dedupe_suite::s3::Server;
 use dedupe_suite::*;
 use std::io::Write;
@@ -263,4 +264,40 @@ fn locations_dedupe_does_not_read_are_refused_before_anything_is_created() {
         assert!(one_line_error(&out).contains("s3://bucket/prefix"), "{}", one_line_error(&out));
     }
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "something was created");
+}
+
+#[test]
+fn a_server_answering_503_to_one_request_in_ten_slows_backups_down_but_they_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = own_server(tmp.path());
+    let proxy = Proxy::start(server.port, Faults { fail_every: 10, ..Faults::default() });
+    let repo = Repo::uninitialised_in(&server).through(&proxy.endpoint());
+    repo.ok(&["init"]);
+    let data = Prng::new(5).bytes(96 << 20);
+    let id = repo.backup_bytes("flaky", &data)["snapshot"].as_str().unwrap().to_string();
+    let restored = repo.ok(&["restore", &id, "--stdout"]);
+    assert!(restored == data, "the restore differs");
+    let wal = repo.scratch("000000010000000000000001");
+    std::fs::write(&wal, Prng::new(6).bytes(1 << 20)).unwrap();
+    repo.ok(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), wal.as_os_str()]);
+    let failed = proxy.failed.load(std::sync::atomic::Ordering::Relaxed);
+    let requests = proxy.requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(failed >= 3 && failed * 10 <= requests, "{failed} of {requests} requests answered 503");
+}
+
+#[test]
+fn a_bucket_that_refuses_writes_is_named_with_the_operation_and_nothing_is_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = own_server(tmp.path());
+    let repo = Repo::uninitialised_in(&server);
+    repo.ok(&["init"]);
+    repo.backup_bytes("db", b"first");
+    let proxy = Proxy::start(server.port, Faults { deny_writes: true, ..Faults::default() });
+    let repo = repo.through(&proxy.endpoint());
+    let out = run_with_stdin(repo.cmd(["backup", "--name", "db", "-"]), &Prng::new(8).bytes(1 << 20));
+    assert_eq!(out.status.code(), Some(STORAGE), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains(&format!("{}/data/", repo.url)) && err.contains("writing was refused"), "{err}");
+    // Reading still works, and the earlier snapshot is the latest.
+    assert_eq!(repo.ok(&["restore", "latest", "--stdout"]), b"first");
 }

@@ -6,6 +6,7 @@
 
 pub mod mariadb;
 pub mod postgres;
+pub mod proxy;
 pub mod s3;
 
 use std::ffi::OsStr;
@@ -77,6 +78,16 @@ impl Repo {
         let prefix = tmp.path().file_name().expect("a name").to_string_lossy().into_owned();
         let (url, path) = server.repo(&prefix);
         Repo { tmp, path, url, cache, s3_env: server.env() }
+    }
+
+    /// The same repository reached through another endpoint (a `proxy`).
+    pub fn through(mut self, endpoint: &str) -> Repo {
+        for (k, v) in &mut self.s3_env {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = endpoint.to_string();
+            }
+        }
+        self
     }
 
     /// True when this repository lives in an S3 server.

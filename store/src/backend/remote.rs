@@ -45,10 +45,19 @@ impl ObjectStoreBackend {
         match e {
             E::NotFound { .. } => Error::Missing(name.to_string()),
             E::AlreadyExists { .. } | E::Precondition { .. } => Error::RepositoryExists(self.location.clone()),
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => Error::Storage {
-                object: format!("{}/{name}", self.location),
-                message: format!("{op} was refused: the credentials lack permission ({})", one_line(&e.to_string())),
-            },
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                let text = e.to_string();
+                // The store's own word for it (S3: `<Code>AccessDenied</Code>`), else the status.
+                let code = text
+                    .split_once("<Code>")
+                    .and_then(|(_, rest)| rest.split_once("</Code>"))
+                    .map(|(c, _)| c.to_string())
+                    .unwrap_or_else(|| "403 Forbidden".into());
+                Error::Storage {
+                    object: format!("{}/{name}", self.location),
+                    message: format!("{op} was refused ({code}): check the credentials and what they may do in this bucket"),
+                }
+            }
             other => Error::Storage {
                 object: format!("{}/{name}", self.location),
                 message: format!("{op} failed: {}", one_line(&other.to_string())),
