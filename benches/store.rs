@@ -205,6 +205,7 @@ fn backup(repo: &Indexed, data: &Arc<[u8]>) -> Manifest {
         metadata: Default::default(),
         log: None,
         kind: dedupe_store::Kind::Snapshot,
+        origin: Default::default(),
     };
     let result = repo.backup(Box::new(source), opts, &()).expect("backup in memory");
     assert_eq!(result.manifest.stats.bytes, data.len() as u64);

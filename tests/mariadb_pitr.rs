@@ -81,30 +81,33 @@ fn pitr_stops_before_the_drop() {
     // Restore to the end of second T-1: the base, prepared, then the binlogs replayed.
     let until = local(t - 1);
     let target = work.join("restored");
-    let out =
-        repo.cmd(["restore", "--until", &until, "--name", "m", "--prepare", "--target"]).arg(&target).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("binlog replay"), "says what comes next");
-    let copy = Server::start(&work.join("copy"), &target);
-    let mut replay = repo
-        .cmd(["binlog", "replay", "--name", "m", "--until", &until, "--target"])
-        .arg(&target)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let st = copy.client().stdin(replay.stdout.take().unwrap()).status().unwrap();
-    assert!(replay.wait().unwrap().success());
-    assert!(st.success(), "replaying into the restored server failed");
+    let copy = restore_until(&repo, &until, &target, &work.join("copy"));
+    assert_eq!(rows(&copy), committed, "exactly the rows committed before the DROP");
 
-    let rows: Vec<(i32, String)> = copy
-        .sql("SELECT id, note FROM shop.t ORDER BY id")
-        .lines()
-        .map(|l| {
-            let (a, b) = l.split_once('\t').unwrap();
-            (a.parse().unwrap(), b.to_string())
-        })
-        .collect();
-    assert_eq!(rows, committed, "exactly the rows committed before the DROP");
+    // The repository copied to another one (other keys, other store: S3 for
+    // a local repository, local for one in S3) restores the same on its own,
+    // and a second copy finds nothing to do.
+    let offsite =
+        if repo.is_s3() { Repo::uninitialised_local() } else { Repo::uninitialised_in(dedupe_suite::s3::shared()) }
+            .with_password("another password");
+    offsite.ok(&["init"]);
+    let copy_cmd = || {
+        let mut c = offsite.cmd(["--json", "copy", "--from-repo", &repo.url]);
+        c.env("DEDUPE_FROM_PASSWORD", PASSWORD).envs(repo.storage_env().iter().map(|(k, v)| (k, v)));
+        c.output().unwrap()
+    };
+    let first = copy_cmd();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let copied = first.as_array().unwrap();
+    assert!(copied.iter().all(|c| c["status"] == "copied"), "{first}");
+    assert!(copied.iter().any(|c| c["kind"] == "log") && copied.iter().any(|c| c["kind"] == "snapshot"), "{first}");
+    let again: serde_json::Value = serde_json::from_slice(&copy_cmd().stdout).unwrap();
+    assert!(again.as_array().unwrap().iter().all(|c| c["status"] == "already there" && c["new_bytes"] == 0), "{again}");
+    let copied_target = work.join("restored-from-copy");
+    let from_copy = restore_until(&offsite, &until, &copied_target, &work.join("copy2"));
+    assert_eq!(rows(&from_copy), committed, "the copy restores exactly the rows committed before the DROP");
+    drop(from_copy);
 
     // The same stop by GTID: the last insert is in the SQL, the DROP is not.
     let out = repo
@@ -255,4 +258,34 @@ fn a_missing_binlog_is_named_and_the_catalogue_rebuilds_the_same() {
         .unwrap();
     assert_eq!(out.status.code(), Some(NOT_RESTORABLE));
     assert!(one_line_error(&out).contains("earliest restorable time"));
+}
+
+/// `restore --until` into `target`, a server started on it, the binlogs replayed into it.
+fn restore_until(repo: &Repo, until: &str, target: &std::path::Path, server_dir: &std::path::Path) -> Server {
+    let out =
+        repo.cmd(["restore", "--until", until, "--name", "m", "--prepare", "--target"]).arg(target).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("binlog replay"), "says what comes next");
+    let server = Server::start(server_dir, target);
+    let mut replay = repo
+        .cmd(["binlog", "replay", "--name", "m", "--until", until, "--target"])
+        .arg(target)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = server.client().stdin(replay.stdout.take().unwrap()).status().unwrap();
+    assert!(replay.wait().unwrap().success());
+    assert!(st.success(), "replaying into the restored server failed");
+    server
+}
+
+fn rows(server: &Server) -> Vec<(i32, String)> {
+    server
+        .sql("SELECT id, note FROM shop.t ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap();
+            (a.parse().unwrap(), b.to_string())
+        })
+        .collect()
 }

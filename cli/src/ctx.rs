@@ -46,7 +46,12 @@ impl Ctx {
     }
 
     pub(crate) fn password(&self) -> R<String> {
-        PasswordSource { file: self.password_file.as_deref(), command: self.password_command.as_deref() }.get()
+        PasswordSource {
+            file: self.password_file.as_deref(),
+            command: self.password_command.as_deref(),
+            env: "DEDUPE_PASSWORD",
+        }
+        .get()
     }
 
     /// The password options as arguments for a command dedupe itself
@@ -78,6 +83,14 @@ impl Ctx {
     /// The same, for commands that use archived logs only (`Unlocked::list_for_logs`).
     pub(crate) fn indexed_for_logs(&self) -> R<Indexed> {
         Ok(self.unlocked()?.list_for_logs(&self.cache_dir)?.indexed()?)
+    }
+
+    /// Another repository (`copy`'s source), opened with the same storage
+    /// options and cache base, listed, then indexed.
+    pub(crate) fn other_indexed(&self, location: &Location, password: &str) -> R<Indexed> {
+        let backend = dedupe_store::backend::open(location, &self.storage)?;
+        let repo = Repository::open(backend)?.unlock(password.as_bytes())?;
+        Ok(repo.list(&self.cache_dir)?.indexed()?)
     }
 
     pub(crate) fn cache_base(&self) -> &Path {

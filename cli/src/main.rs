@@ -70,6 +70,8 @@ enum Command {
         #[command(subcommand)]
         command: wal::Command,
     },
+    /// Copy snapshots and archived logs from another repository (--from-repo) into this one.
+    Copy(copy::Args),
     /// The local catalogue of snapshots and archived logs.
     Catalogue {
         #[command(subcommand)]
@@ -139,6 +141,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Binlog { command } => binlog::run(&ctx, command),
         Command::Wal { command } => wal::run(&ctx, command),
+        Command::Copy(args) => copy::run(&ctx, args),
         Command::Catalogue { command } => catalogue::run(&ctx, command),
         Command::Timeline { name } => timeline::run(&ctx, name.as_deref()),
         Command::Lsn { name } => lsn::run(&ctx, name.as_deref()),

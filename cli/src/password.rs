@@ -9,6 +9,9 @@ use std::process::Command;
 pub(crate) struct PasswordSource<'a> {
     pub(crate) file: Option<&'a Path>,
     pub(crate) command: Option<&'a str>,
+    /// The variable holding the password itself (`DEDUPE_PASSWORD`, or
+    /// `DEDUPE_FROM_PASSWORD` for `copy`'s source).
+    pub(crate) env: &'a str,
 }
 
 fn trim_newline(mut s: String) -> String {
@@ -37,24 +40,28 @@ impl PasswordSource<'_> {
             }
             return Ok(trim_newline(String::from_utf8_lossy(&out.stdout).into_owned()));
         }
-        if let Ok(p) = std::env::var("DEDUPE_PASSWORD") {
+        if let Ok(p) = std::env::var(self.env) {
             return Ok(p);
         }
+        let source = self.env.starts_with("DEDUPE_FROM");
         if std::io::stdin().is_terminal() {
-            return rpassword::prompt_password("repository password: ")
+            let prompt = if source { "source repository password: " } else { "repository password: " };
+            return rpassword::prompt_password(prompt)
                 .map_err(|e| Failure::usage(format!("cannot read the password: {e}")));
         }
-        Err(Failure::new(
-            USAGE,
-            "no password given: set DEDUPE_PASSWORD, or pass --password-file or --password-command",
-        ))
+        let flags = if source {
+            "--from-password-file or --from-password-command"
+        } else {
+            "--password-file or --password-command"
+        };
+        Err(Failure::new(USAGE, format!("no password given: set {}, or pass {flags}", self.env)))
     }
 }
 
 /// A new passphrase (init, key add): from a file, `env_var`, or asked twice on a terminal.
 pub(crate) fn new_password(file: Option<&Path>, env_var: &str) -> Result<String, Failure> {
     if let Some(f) = file {
-        return PasswordSource { file: Some(f), command: None }.get();
+        return PasswordSource { file: Some(f), command: None, env: env_var }.get();
     }
     if let Ok(p) = std::env::var(env_var) {
         if !p.is_empty() {

@@ -26,6 +26,11 @@ impl Bar {
         Bar { pb, visible, new: AtomicU64::new(0) }
     }
 
+    /// A line on stdout, above the display.
+    pub(crate) fn say(&self, line: &str) {
+        self.pb.suspend(|| println!("{line}"));
+    }
+
     /// Removes the display (before the summary is printed).
     pub(crate) fn finish(&self) {
         self.pb.finish_and_clear();

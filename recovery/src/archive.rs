@@ -149,6 +149,7 @@ fn archive(
         metadata: facts.to_metadata(),
         log: None,
         kind: Kind::Log,
+        origin: Default::default(),
     };
     repo.backup(Box::new(source), opts, &())?;
     Ok(Outcome::Stored { bytes: len, partial })

@@ -1,5 +1,6 @@
 //! Database recovery as a library: the log archive (binlogs and WAL),
-//! point-in-time plans, incremental chains and the timeline.
+//! point-in-time plans, incremental chains, the timeline, and copying
+//! snapshots with their logs to another repository.
 //!
 //! It decides; it does not print or parse arguments. A plan, a chain or a
 //! timeline is a value built from the catalogue's manifests, so a test can
@@ -10,6 +11,7 @@
 
 pub mod archive;
 pub mod chain;
+pub mod copy;
 mod error;
 pub mod plan;
 pub mod prepare;

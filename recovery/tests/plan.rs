@@ -66,6 +66,7 @@ fn manifest(time: Timestamp, metadata: std::collections::BTreeMap<String, serde_
         tree: "00".repeat(32),
         log: None,
         parent: None,
+        original: None,
         stats: Stats::default(),
         metadata,
     }

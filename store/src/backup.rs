@@ -93,6 +93,20 @@ pub struct BackupOptions {
     pub log: Option<Box<dyn FnOnce() -> Vec<u8> + Send>>,
     /// A snapshot, or an archived log file (no parent, its own prefix).
     pub kind: crate::repo::Kind,
+    /// When, where and by whom the snapshot says it was made, where that is
+    /// not now and here.
+    pub origin: Origin,
+}
+
+/// The manifest fields a copied (or back-dated) snapshot keeps from
+/// elsewhere; `None` means now, this host, this user, no original.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    /// RFC 3339.
+    pub time: Option<String>,
+    pub hostname: Option<String>,
+    pub username: Option<String>,
+    pub original: Option<String>,
 }
 
 pub struct BackupResult {
@@ -172,7 +186,8 @@ impl Indexed {
         progress: &dyn Progress,
     ) -> Result<BackupResult> {
         let started = Instant::now();
-        let BackupOptions { name, source_description, force_read, compression_level, metadata, log, kind } = opts;
+        let BackupOptions { name, source_description, force_read, compression_level, metadata, log, kind, origin } =
+            opts;
         let parent = match kind {
             crate::repo::Kind::Snapshot => self.previous_snapshot(&name)?,
             crate::repo::Kind::Log => None,
@@ -255,13 +270,14 @@ impl Indexed {
         let manifest = Manifest {
             version: 1,
             name,
-            time: now_rfc3339(),
-            hostname: crate::keyfile::hostname(),
-            username: std::env::var("USER").unwrap_or_default(),
+            time: origin.time.unwrap_or_else(now_rfc3339),
+            hostname: origin.hostname.unwrap_or_else(crate::keyfile::hostname),
+            username: origin.username.unwrap_or_else(|| std::env::var("USER").unwrap_or_default()),
             source: source_description,
             tree: hex_id(&tree_id),
             log: log_id.map(|id| hex_id(&id)),
             parent: parent.map(|(id, _)| id),
+            original: origin.original,
             stats,
             metadata: {
                 let mut m = metadata;

@@ -32,7 +32,7 @@ mod restore;
 mod snapshot;
 mod upload;
 
-pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Source};
+pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Origin, Source};
 pub use catalogue::Catalogue;
 pub use chunker::Chunking;
 pub use error::{Error, Result};

@@ -443,6 +443,14 @@ impl std::ops::Deref for Indexed {
 }
 
 impl Indexed {
+    /// Merges index objects stored since the index was loaded (by this
+    /// process's own backups, say), so later writes deduplicate against them.
+    pub fn refresh_index(&mut self) -> Result<()> {
+        let cache = self.listed.repo.cache_dir(&self.listed.cache_base);
+        self.index = index::sync_cache(&*self.listed.repo.backend, &self.listed.repo.keys, &cache)?;
+        Ok(())
+    }
+
     pub fn locate(&self, id: &Id) -> Result<Location> {
         self.index.lookup(id).ok_or_else(|| Error::UnknownChunk(hex_id(id)))
     }

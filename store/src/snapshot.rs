@@ -119,6 +119,11 @@ pub struct Manifest {
     pub log: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// For a copy (`dedupe copy`): the id of the snapshot (or archived log)
+    /// first written in the repository it was copied from, so copying again
+    /// finds it and skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
     pub stats: Stats,
     /// Database-specific facts recorded by ingest (binlog position, LSNs...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

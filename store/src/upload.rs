@@ -18,8 +18,8 @@
 //! pack lost in a power cut would let the next backup dedup against chunks
 //! that are gone.
 //!
-//! Between a pack's upload and the index object naming it, the pack is
-//! journalled in the local cache (`<cache>/unindexed/<pack id>`: a sealed
+//! From just before a pack's upload until an index object names it, the
+//! pack is journalled in the local cache (`<cache>/unindexed/<pack id>`: a sealed
 //! index object for that one pack). A backup cut short there (the server
 //! gone, a kill -9) leaves the journal, and the next command on this host
 //! indexes those packs (`recover`) before it loads the index, so nothing
@@ -121,12 +121,15 @@ fn upload(
     spare: Sender<Vec<u8>>,
 ) -> Result<()> {
     for pack in packs {
-        let bytes = bytes::Bytes::from(pack.bytes);
-        backend.put(&pack_name(&pack.id), bytes.clone())?;
+        // Journalled before the upload: a pack that became visible is always
+        // journalled, however soon after the process dies (`recover` drops
+        // entries whose pack never arrived).
         let entry = [(pack.id, pack.entries)];
         let (_, sealed) = seal_index_object(keys, &entry);
         let path = journal.join(hex_id(&pack.id));
         std::fs::write(&path, sealed).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        let bytes = bytes::Bytes::from(pack.bytes);
+        backend.put(&pack_name(&pack.id), bytes.clone())?;
         let [(id, entries)] = entry;
         let _ = done.send((id, entries));
         if let Ok(buf) = bytes.try_into_mut() {

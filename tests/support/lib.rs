@@ -50,6 +50,8 @@ pub struct Repo {
     pub cache: PathBuf,
     /// The S3 server's endpoint and credentials; empty for a local repository.
     s3_env: Vec<(&'static str, String)>,
+    /// `PASSWORD` unless `with_password` says otherwise.
+    password: String,
 }
 
 impl Repo {
@@ -68,7 +70,25 @@ impl Repo {
             return Repo::uninitialised_in(s3::shared());
         }
         let path = tmp.path().join("repo");
-        Repo { tmp, url: path.display().to_string(), path, cache, s3_env: Vec::new() }
+        Repo { tmp, url: path.display().to_string(), path, cache, s3_env: Vec::new(), password: PASSWORD.into() }
+    }
+
+    /// A repository (not initialised) in a local directory, whatever the run's backend.
+    pub fn uninitialised_local() -> Repo {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (path, cache) = (tmp.path().join("repo"), tmp.path().join("cache"));
+        Repo { tmp, url: path.display().to_string(), path, cache, s3_env: Vec::new(), password: PASSWORD.into() }
+    }
+
+    /// The same repository opened with another password.
+    pub fn with_password(mut self, password: &str) -> Repo {
+        self.password = password.into();
+        self
+    }
+
+    /// The environment variables that reach this repository (its S3 server's), for another command.
+    pub fn storage_env(&self) -> &[(&'static str, String)] {
+        &self.s3_env
     }
 
     /// A repository (not initialised) under a prefix of its own in `server`.
@@ -77,7 +97,7 @@ impl Repo {
         let cache = tmp.path().join("cache");
         let prefix = tmp.path().file_name().expect("a name").to_string_lossy().into_owned();
         let (url, path) = server.repo(&prefix);
-        Repo { tmp, path, url, cache, s3_env: server.env() }
+        Repo { tmp, path, url, cache, s3_env: server.env(), password: PASSWORD.into() }
     }
 
     /// The same repository reached through another endpoint (a `proxy`).
@@ -105,7 +125,7 @@ impl Repo {
         let mut c = Command::new(dedupe_bin());
         c.arg("--repo").arg(&self.url).args(args);
         c.envs(self.s3_env.iter().map(|(k, v)| (k, v)));
-        c.env("DEDUPE_PASSWORD", PASSWORD)
+        c.env("DEDUPE_PASSWORD", &self.password)
             .env("DEDUPE_CACHE_DIR", &self.cache)
             .env("DEDUPE_KDF_MEMORY_KIB", "1024")
             .env_remove("DEDUPE_REPO")
@@ -173,10 +193,11 @@ impl Repo {
         dir_size(&self.path)
     }
 
-    /// Every pack object's path.
+    /// Every pack object's path (not the temporary files of a pack being written).
     pub fn packs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         walk(&self.path.join("data"), &mut out);
+        out.retain(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
         out.sort();
         out
     }

@@ -36,7 +36,8 @@ impl Proxy {
     pub fn start(upstream_port: u16, faults: Faults) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let port = listener.local_addr().expect("address").port();
-        let (requests, failed, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (requests, failed, stop) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let (r, f, s) = (requests.clone(), failed.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -66,7 +67,13 @@ impl Drop for Proxy {
     }
 }
 
-fn serve(client: TcpStream, upstream_port: u16, faults: &Faults, requests: &AtomicU64, failed: &AtomicU64) -> std::io::Result<()> {
+fn serve(
+    client: TcpStream,
+    upstream_port: u16,
+    faults: &Faults,
+    requests: &AtomicU64,
+    failed: &AtomicU64,
+) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(1 << 16, client.try_clone()?);
     let mut client = client;
     // The request head, with Connection rewritten to close.
@@ -103,7 +110,7 @@ fn serve(client: TcpStream, upstream_port: u16, faults: &Faults, requests: &Atom
     let write = matches!(method.as_str(), "PUT" | "POST" | "DELETE");
     let canned = if faults.deny_writes && write {
         Some(("403 Forbidden", "AccessDenied", "Access Denied"))
-    } else if faults.fail_every > 0 && n % faults.fail_every == 0 {
+    } else if faults.fail_every > 0 && n.is_multiple_of(faults.fail_every) {
         Some(("503 Slow Down", "SlowDown", "Please reduce your request rate."))
     } else {
         None

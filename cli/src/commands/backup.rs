@@ -118,6 +118,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             Box::new(move || r.lock().expect("not poisoned").log.clone()) as Box<dyn FnOnce() -> Vec<u8> + Send>
         }),
         kind: dedupe_store::Kind::Snapshot,
+        origin: Default::default(),
     };
     let result = repo.backup(src, opts, &bar);
     bar.finish();

@@ -5,6 +5,7 @@
 pub(crate) mod backup;
 pub(crate) mod binlog;
 pub(crate) mod catalogue;
+pub(crate) mod copy;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod log;

@@ -55,7 +55,9 @@ impl ObjectStoreBackend {
                     .unwrap_or_else(|| "403 Forbidden".into());
                 Error::Storage {
                     object: format!("{}/{name}", self.location),
-                    message: format!("{op} was refused ({code}): check the credentials and what they may do in this bucket"),
+                    message: format!(
+                        "{op} was refused ({code}): check the credentials and what they may do in this bucket"
+                    ),
                 }
             }
             other => Error::Storage {
