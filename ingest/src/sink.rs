@@ -1,7 +1,7 @@
 //! Restore sinks: a snapshot's nodes written into a directory (with owners,
 //! modes, times, links and holes), or one file's bytes to a writer.
 
-use dedupe_store::{Error, Indexed, Node, NodeKind, Piece, Progress, Result, Tree};
+use dedupe_store::{Error, Indexed, Node, NodeKind, Piece, Progress, Result, Sink, Tree};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -100,84 +100,90 @@ pub fn restore_to_dir(repo: &Indexed, nodes: &[Node], target: &Path, progress: &
     dirs.insert(target.to_path_buf());
     let mut dir_meta: Vec<(PathBuf, &Node)> = Vec::new();
     let mut done: u64 = 0;
-    for node in nodes {
-        let dest = if node.path == ROOT { target.to_path_buf() } else { target.join(safe_rel(&node.path)?) };
-        if node.path != ROOT {
-            let parent = dest.parent().expect("below target").to_path_buf();
-            if !dirs.contains(&parent) {
-                real_dirs(target, &parent)?;
-                dirs.insert(parent);
-            }
-        }
-        match node.kind {
-            NodeKind::Dir => {
-                if node.path != ROOT {
-                    real_dirs(target, &dest)?;
+    repo.read_ahead(nodes, |ahead| {
+        for node in nodes {
+            let dest = if node.path == ROOT { target.to_path_buf() } else { target.join(safe_rel(&node.path)?) };
+            if node.path != ROOT {
+                let parent = dest.parent().expect("below target").to_path_buf();
+                if !dirs.contains(&parent) {
+                    real_dirs(target, &parent)?;
+                    dirs.insert(parent);
                 }
-                dirs.insert(dest.clone());
-                dir_meta.push((dest, node));
-                report.dirs += 1;
-                continue;
             }
-            NodeKind::Symlink => {
-                let _ = fs::remove_file(&dest);
-                symlink(node.target.as_deref().unwrap_or_default(), &dest)
-                    .map_err(io_err("creating symlink", &dest))?;
-                report.links += 1;
-            }
-            NodeKind::Hardlink => {
-                let first = target.join(safe_rel(node.target.as_deref().unwrap_or_default())?);
-                if !files.contains(&first) {
-                    return Err(Error::corrupt(
-                        format!("tree entry {}", node.path),
-                        "a hard link to a file this restore did not write",
-                    ));
-                }
-                let _ = fs::remove_file(&dest);
-                fs::hard_link(&first, &dest).map_err(io_err("linking", &dest))?;
-                report.links += 1;
-                continue;
-            }
-            NodeKind::File => {
-                files.insert(dest.clone());
-                let _ = fs::remove_file(&dest);
-                let mut f =
-                    OpenOptions::new().write(true).create_new(true).open(&dest).map_err(io_err("creating", &dest))?;
-                let mut pos = 0u64;
-                let mut seek_needed = false;
-                let err = io_err("writing", &dest);
-                let r = repo.read_file(node, &mut |piece| {
-                    match piece {
-                        Piece::Data(d) => {
-                            if seek_needed {
-                                f.seek(SeekFrom::Start(pos)).map_err(|e| Error::io("seeking", e))?;
-                                seek_needed = false;
-                            }
-                            f.write_all(d).map_err(|e| Error::io("writing", e))?;
-                            pos += d.len() as u64;
-                            done += d.len() as u64;
-                            progress.done(done);
-                        }
-                        Piece::Hole(n) => {
-                            pos += n;
-                            seek_needed = true;
-                        }
+            match node.kind {
+                NodeKind::Dir => {
+                    if node.path != ROOT {
+                        real_dirs(target, &dest)?;
                     }
-                    Ok(())
-                });
-                r.map_err(|e| match e {
-                    Error::Io { source, .. } => err(source),
-                    other => other,
-                })?;
-                // A trailing hole: extend without writing.
-                f.set_len(pos).map_err(io_err("sizing", &dest))?;
-                f.sync_all().map_err(io_err("syncing", &dest))?;
-                report.files += 1;
-                report.bytes += pos;
+                    dirs.insert(dest.clone());
+                    dir_meta.push((dest, node));
+                    report.dirs += 1;
+                    continue;
+                }
+                NodeKind::Symlink => {
+                    let _ = fs::remove_file(&dest);
+                    symlink(node.target.as_deref().unwrap_or_default(), &dest)
+                        .map_err(io_err("creating symlink", &dest))?;
+                    report.links += 1;
+                }
+                NodeKind::Hardlink => {
+                    let first = target.join(safe_rel(node.target.as_deref().unwrap_or_default())?);
+                    if !files.contains(&first) {
+                        return Err(Error::corrupt(
+                            format!("tree entry {}", node.path),
+                            "a hard link to a file this restore did not write",
+                        ));
+                    }
+                    let _ = fs::remove_file(&dest);
+                    fs::hard_link(&first, &dest).map_err(io_err("linking", &dest))?;
+                    report.links += 1;
+                    continue;
+                }
+                NodeKind::File => {
+                    files.insert(dest.clone());
+                    let _ = fs::remove_file(&dest);
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&dest)
+                        .map_err(io_err("creating", &dest))?;
+                    let mut pos = 0u64;
+                    let mut seek_needed = false;
+                    let err = io_err("writing", &dest);
+                    let r = ahead.read_file(node, &mut |piece| {
+                        match piece {
+                            Piece::Data(d) => {
+                                if seek_needed {
+                                    f.seek(SeekFrom::Start(pos)).map_err(|e| Error::io("seeking", e))?;
+                                    seek_needed = false;
+                                }
+                                f.write_all(d).map_err(|e| Error::io("writing", e))?;
+                                pos += d.len() as u64;
+                                done += d.len() as u64;
+                                progress.done(done);
+                            }
+                            Piece::Hole(n) => {
+                                pos += n;
+                                seek_needed = true;
+                            }
+                        }
+                        Ok(())
+                    });
+                    r.map_err(|e| match e {
+                        Error::Io { source, .. } => err(source),
+                        other => other,
+                    })?;
+                    // A trailing hole: extend without writing.
+                    f.set_len(pos).map_err(io_err("sizing", &dest))?;
+                    f.sync_all().map_err(io_err("syncing", &dest))?;
+                    report.files += 1;
+                    report.bytes += pos;
+                }
             }
+            apply_meta(&dest, node, root, &mut chown_warned, &mut report)?;
         }
-        apply_meta(&dest, node, root, &mut chown_warned, &mut report)?;
-    }
+        Ok(())
+    })?;
     // Directory times last, deepest first: creating children changes them.
     for (dest, node) in dir_meta.into_iter().rev() {
         apply_meta(&dest, node, root, &mut chown_warned, &mut report)?;
@@ -231,27 +237,30 @@ fn apply_meta(dest: &Path, node: &Node, root: bool, warned: &mut bool, report: &
 pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Send)) -> Result<u64> {
     let zeros = vec![0u8; 1 << 16];
     let mut total = 0u64;
-    for node in nodes.iter().filter(|n| n.kind == NodeKind::File) {
-        repo.read_file(node, &mut |piece| {
-            let r = match piece {
-                Piece::Data(d) => {
-                    total += d.len() as u64;
-                    out.write_all(d)
-                }
-                Piece::Hole(mut n) => {
-                    total += n;
-                    let mut r = Ok(());
-                    while n > 0 && r.is_ok() {
-                        let k = n.min(zeros.len() as u64) as usize;
-                        r = out.write_all(&zeros[..k]);
-                        n -= k as u64;
+    repo.read_ahead(nodes, |ahead| {
+        for node in nodes.iter().filter(|n| n.kind == NodeKind::File) {
+            ahead.read_file(node, &mut |piece| {
+                let r = match piece {
+                    Piece::Data(d) => {
+                        total += d.len() as u64;
+                        out.write_all(d)
                     }
-                    r
-                }
-            };
-            r.map_err(|e| Error::io("writing the output", e))
-        })?;
-    }
+                    Piece::Hole(mut n) => {
+                        total += n;
+                        let mut r = Ok(());
+                        while n > 0 && r.is_ok() {
+                            let k = n.min(zeros.len() as u64) as usize;
+                            r = out.write_all(&zeros[..k]);
+                            n -= k as u64;
+                        }
+                        r
+                    }
+                };
+                r.map_err(|e| Error::io("writing the output", e))
+            })?;
+        }
+        Ok(())
+    })?;
     out.flush().map_err(|e| Error::io("writing the output", e))?;
     Ok(total)
 }
@@ -259,14 +268,13 @@ pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + 
 /// Calls `f` with a reader of the node's content (holes as zeros), fed by a
 /// thread that reads the repository one batch ahead.
 pub fn with_content<T>(
-    repo: &Indexed,
-    node: &Node,
+    read: impl FnOnce(&mut Sink<'_>) -> Result<()> + Send,
     f: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T>,
 ) -> Result<T> {
     let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
     std::thread::scope(|s| {
         let feeder = s.spawn(move || {
-            repo.read_file(node, &mut |piece| {
+            read(&mut |piece| {
                 let stopped = || Error::Invalid("the reader stopped".into());
                 match piece {
                     Piece::Data(d) => tx.send(d.to_vec()).map_err(|_| stopped()),
@@ -322,49 +330,53 @@ pub fn restore_as_xbstream(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write 
     let mut w = crate::xbstream::XbstreamWriter::new(out);
     let mut total = 0u64;
     let werr = |e: std::io::Error| Error::io("writing the output", e);
-    for node in nodes {
-        let (path, content_of) = match node.kind {
-            NodeKind::File => (&node.path, node),
-            // A hard link in a demuxed tree can only come from a directory backup.
-            _ => continue,
-        };
-        let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD);
-        let mut offset = 0u64;
-        repo.read_file(content_of, &mut |piece| {
-            let mut push = |d: &[u8], w: &mut crate::xbstream::XbstreamWriter<&mut (dyn Write + Send)>| -> Result<()> {
-                let mut d = d;
-                while !d.is_empty() {
-                    let k = (PAYLOAD - buf.len()).min(d.len());
-                    buf.extend_from_slice(&d[..k]);
-                    d = &d[k..];
-                    if buf.len() == PAYLOAD {
-                        w.payload(path, offset, &buf).map_err(werr)?;
-                        offset += buf.len() as u64;
-                        buf.clear();
-                    }
-                }
-                Ok(())
+    repo.read_ahead(nodes, |ahead| {
+        for node in nodes {
+            let (path, content_of) = match node.kind {
+                NodeKind::File => (&node.path, node),
+                // A hard link in a demuxed tree can only come from a directory backup.
+                _ => continue,
             };
-            match piece {
-                Piece::Data(d) => push(d, &mut w),
-                Piece::Hole(mut n) => {
-                    let zeros = vec![0u8; 1 << 20];
-                    while n > 0 {
-                        let k = n.min(zeros.len() as u64) as usize;
-                        push(&zeros[..k], &mut w)?;
-                        n -= k as u64;
+            let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD);
+            let mut offset = 0u64;
+            ahead.read_file(content_of, &mut |piece| {
+                let mut push =
+                    |d: &[u8], w: &mut crate::xbstream::XbstreamWriter<&mut (dyn Write + Send)>| -> Result<()> {
+                        let mut d = d;
+                        while !d.is_empty() {
+                            let k = (PAYLOAD - buf.len()).min(d.len());
+                            buf.extend_from_slice(&d[..k]);
+                            d = &d[k..];
+                            if buf.len() == PAYLOAD {
+                                w.payload(path, offset, &buf).map_err(werr)?;
+                                offset += buf.len() as u64;
+                                buf.clear();
+                            }
+                        }
+                        Ok(())
+                    };
+                match piece {
+                    Piece::Data(d) => push(d, &mut w),
+                    Piece::Hole(mut n) => {
+                        let zeros = vec![0u8; 1 << 20];
+                        while n > 0 {
+                            let k = n.min(zeros.len() as u64) as usize;
+                            push(&zeros[..k], &mut w)?;
+                            n -= k as u64;
+                        }
+                        Ok(())
                     }
-                    Ok(())
                 }
+            })?;
+            if !buf.is_empty() {
+                w.payload(path, offset, &buf).map_err(werr)?;
+                offset += buf.len() as u64;
             }
-        })?;
-        if !buf.is_empty() {
-            w.payload(path, offset, &buf).map_err(werr)?;
-            offset += buf.len() as u64;
+            w.end(path).map_err(werr)?;
+            total += offset;
         }
-        w.end(path).map_err(werr)?;
-        total += offset;
-    }
+        Ok(())
+    })?;
     w.into_inner().flush().map_err(werr)?;
     Ok(total)
 }
@@ -374,17 +386,20 @@ pub fn restore_as_tar(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Sen
     let werr = |e: std::io::Error| Error::io("writing the output", e);
     let mut w = crate::tar::TarWriter::new(out);
     let mut total = 0u64;
-    for node in nodes {
-        if node.path == ROOT {
-            continue;
+    repo.read_ahead(nodes, |ahead| {
+        for node in nodes {
+            if node.path == ROOT {
+                continue;
+            }
+            if node.kind == NodeKind::File {
+                with_content(|sink| ahead.read_file(node, sink), |r| w.file(node, r))?;
+                total += node.size;
+            } else {
+                w.other(node).map_err(werr)?;
+            }
         }
-        if node.kind == NodeKind::File {
-            with_content(repo, node, |r| w.file(node, r))?;
-            total += node.size;
-        } else {
-            w.other(node).map_err(werr)?;
-        }
-    }
+        Ok(())
+    })?;
     w.finish().map_err(werr)?.flush().map_err(werr)?;
     Ok(total)
 }

@@ -20,7 +20,8 @@
 
 use crate::error::Result;
 use dedupe_store::{
-    BackupOptions, Chunking, Entry, Event, Indexed, Kind, Manifest, Node, NodeKind, Origin, Piece, Progress, Source,
+    Ahead, BackupOptions, Chunking, Entry, Event, Indexed, Kind, Manifest, Node, NodeKind, Origin, Piece, Progress,
+    Source,
 };
 use std::collections::HashSet;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -161,7 +162,16 @@ fn copy_one(
 /// Sends the events that rebuild `nodes` in the target; stops early when
 /// the backup stops listening.
 fn produce(from: &Indexed, nodes: Vec<Node>, default: Chunking, tx: SyncSender<dedupe_store::Result<Event>>) {
-    for (key, mut node) in nodes.into_iter().enumerate() {
+    // Errors travel to the backup through `tx`; the result here only ends the walk.
+    let _ = from.read_ahead(&nodes, |ahead| {
+        walk(ahead, &nodes, default, &tx);
+        Ok(())
+    });
+}
+
+fn walk(ahead: &mut Ahead<'_>, nodes: &[Node], default: Chunking, tx: &SyncSender<dedupe_store::Result<Event>>) {
+    for (key, node) in nodes.iter().enumerate() {
+        let mut node = node.clone();
         let key = key as u64;
         if node.kind != NodeKind::File {
             node.content.clear();
@@ -175,7 +185,7 @@ fn produce(from: &Indexed, nodes: Vec<Node>, default: Chunking, tx: SyncSender<d
         // The target's node: the source's, less its content ids (the target makes its own).
         let mut open = Some(Node { content: Vec::new(), ..node.clone() });
         let mut offset = 0u64;
-        let read = from.read_file(&node, &mut |piece| {
+        let read = ahead.read_file(&node, &mut |piece| {
             match piece {
                 Piece::Hole(n) => offset += n,
                 Piece::Data(d) => {

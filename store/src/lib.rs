@@ -14,6 +14,7 @@
 //! blocks (chunker, blobs, packs, keys) are private; tests and benches reach
 //! them through the `internals` feature, which is not for other uses.
 
+mod ahead;
 pub mod backend;
 mod backup;
 mod blob;
@@ -32,6 +33,7 @@ mod restore;
 mod snapshot;
 mod upload;
 
+pub use ahead::Ahead;
 pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Origin, Source};
 pub use catalogue::Catalogue;
 pub use chunker::Chunking;

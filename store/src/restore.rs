@@ -17,15 +17,15 @@ pub enum Piece<'a> {
     Hole(u64),
 }
 
-enum Fetched {
+pub(crate) enum Fetched {
     Data(Vec<u8>),
     Hole(u64),
 }
 
 /// A batch closes at this many records or this many bytes: big enough to
 /// keep both cores busy, small enough that two batches stay in memory.
-const FETCH_RECORDS: usize = 1024;
-const FETCH_BYTES: u64 = 16 << 20;
+pub(crate) const FETCH_RECORDS: usize = 1024;
+pub(crate) const FETCH_BYTES: u64 = 16 << 20;
 /// Neighbouring blobs of one pack are read with one ranged get up to this size.
 const COALESCE: u64 = 8 << 20;
 
@@ -74,8 +74,10 @@ impl Indexed {
 
     /// Reads a batch of records: blobs that sit next to each other in a
     /// pack are read with one ranged get; then every blob is opened in parallel.
-    fn fetch(&self, recs: &[(Id, u64)]) -> Result<Vec<Fetched>> {
-        // Runs of neighbouring blobs, each one range of one pack.
+    pub(crate) fn fetch(&self, recs: &[(Id, u64)]) -> Result<Vec<Fetched>> {
+        // Runs of neighbouring blobs, each one range of one pack; no longer
+        // than a batch's share of each connection, so a batch keeps them all busy.
+        let coalesce = (FETCH_BYTES / self.backend.connections() as u64).clamp(1 << 20, COALESCE);
         let mut runs: Vec<Location> = Vec::new();
         let mut placed: Vec<Option<(usize, Location)>> = Vec::with_capacity(recs.len());
         for (id, _) in recs {
@@ -86,7 +88,7 @@ impl Indexed {
             let l = self.locate(id)?;
             if let Some(run) = runs.last_mut() {
                 let end = run.offset as u64 + run.length as u64;
-                if run.pack == l.pack && l.offset as u64 == end && (run.length + l.length) as u64 <= COALESCE {
+                if run.pack == l.pack && l.offset as u64 == end && (run.length + l.length) as u64 <= coalesce {
                     run.length += l.length;
                     placed.push(Some((runs.len() - 1, l)));
                     continue;
@@ -115,6 +117,19 @@ impl Indexed {
                 }
                 Ok(Fetched::Data(data))
             })
+            .collect()
+    }
+
+    /// Several chunks (list chunks, say), their ranges read concurrently, then opened in parallel.
+    pub(crate) fn read_chunks(&self, ids: &[Id]) -> Result<Vec<Vec<u8>>> {
+        let locs: Vec<Location> = ids.iter().map(|id| self.locate(id)).collect::<Result<_>>()?;
+        let wanted: Vec<(String, std::ops::Range<u64>)> =
+            locs.iter().map(|l| (pack_name(&l.pack), l.offset as u64..l.offset as u64 + l.length as u64)).collect();
+        let sealed = self.backend.get_ranges(&wanted)?;
+        ids.par_iter()
+            .zip(locs.par_iter())
+            .zip(sealed.par_iter())
+            .map(|((id, l), s)| self.open_located(id, l, s))
             .collect()
     }
 }

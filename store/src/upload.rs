@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 /// What the packs being filled and uploaded may take together: with more
 /// connections, packs get smaller (`pack_size`), so `--connections` never
 /// breaks the memory budget.
-const PACK_MEMORY: usize = 128 << 20;
+const PACK_MEMORY: usize = 96 << 20;
 
 /// The pack size for this many uploads in flight: room for them plus the
 /// pack being filled and one spare buffer.
