@@ -33,6 +33,11 @@ fi
 # says why this one). 0.14.1 is the newest that builds with Rust 1.95.
 export PATH="$HOME/.cargo/bin:$PATH"
 need s3s-fs || cargo install --quiet --locked s3s-fs@0.14.1 --features binary
+# moto, whose conditional writes are atomic, for the racing-init test.
+if ! need moto_server; then
+  need pip3 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-pip >/dev/null; }
+  pip3 install --quiet 'moto[server]' || pip3 install --quiet --break-system-packages 'moto[server]'
+fi
 
 # Integration tests drive the real binary, so build it first; heavy tests
 # (GiB streams) need the release profile.
