@@ -38,6 +38,9 @@ pub struct Catalogue {
     listed: Option<HashSet<String>>,
 }
 
+/// Manifests read at once when the catalogue catches up.
+const READ_GROUP: usize = 256;
+
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::Invalid(format!("catalogue {}: {e} (delete it, or run `dedupe catalogue rebuild`)", path.display()))
 }
@@ -111,6 +114,7 @@ impl Catalogue {
         let mut rows = Vec::new();
         let mut damaged = Vec::new();
         let mut gone: HashSet<String> = HashSet::new();
+        let mut to_read: Vec<(Kind, String)> = Vec::new();
         for kind in [Kind::Snapshot, Kind::Log] {
             for object in repo.manifest_names(kind)? {
                 // Snapshot manifests are few and every command trusts them
@@ -119,9 +123,18 @@ impl Catalogue {
                 // Log manifests are many and only read when their file is.
                 if known.contains(&object) && (kind == Kind::Log || !recheck) {
                     listed.insert(object);
-                    continue;
+                } else {
+                    to_read.push((kind, object));
                 }
-                match repo.manifest(&object) {
+            }
+        }
+        // Read in groups, concurrently on a remote store: a new host's first
+        // listing of a long log archive is thousands of small objects.
+        for group in to_read.chunks(READ_GROUP) {
+            let names: Vec<String> = group.iter().map(|(_, o)| o.clone()).collect();
+            let fetched = repo.backend().get_many(&names);
+            for ((kind, object), bytes) in group.iter().cloned().zip(fetched) {
+                match bytes.and_then(|b| crate::repo::open_manifest(repo.keys(), &object, &b)) {
                     Ok(_) if known.contains(&object) => {
                         listed.insert(object);
                     }

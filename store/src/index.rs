@@ -29,6 +29,8 @@ const REC: usize = 48;
 /// New records are sorted and merged into the cache file in batches of this
 /// many, which bounds memory when a cache is first built for a big repository.
 const MERGE_BATCH: usize = 1 << 20;
+/// Index objects read at once.
+const READ_GROUP: usize = 16;
 
 /// Encodes and seals one index object; returns (name, bytes).
 pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String, Vec<u8>) {
@@ -211,33 +213,40 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
         let mut recs: Vec<[u8; REC]> = Vec::new();
         // Take index objects until a batch of records is full, then merge it in.
         while recs.len() < MERGE_BATCH {
-            let Some((name, id)) = pending.next() else { break };
-            // A damaged (or vanished) index object is left out and not
-            // recorded, so it is tried again next time: its chunks merely look
-            // unknown (a backup stores them again; `repair index` rebuilds it
-            // from the packs). Failing here would stop every backup, and a
-            // database server's archive_command with them.
-            let objects = match backend.get(name).and_then(|sealed| open_index_object(keys, name, &sealed)) {
-                Ok(o) => o,
-                Err(Error::Corrupt { .. }) | Err(Error::Missing(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            for (pack, entries) in objects {
-                let no = *pack_no.entry(pack).or_insert_with(|| {
-                    packs.push(pack);
-                    (packs.len() - 1) as u32
-                });
-                for e in entries {
-                    let mut r = [0u8; REC];
-                    r[..32].copy_from_slice(&e.id);
-                    r[32..36].copy_from_slice(&no.to_le_bytes());
-                    r[36..40].copy_from_slice(&e.offset.to_le_bytes());
-                    r[40..44].copy_from_slice(&e.length.to_le_bytes());
-                    r[44..48].copy_from_slice(&e.raw_len.to_le_bytes());
-                    recs.push(r);
-                }
+            // A few at a time, read concurrently on a remote store.
+            let group: Vec<&(String, Id)> = pending.by_ref().take(READ_GROUP).collect();
+            if group.is_empty() {
+                break;
             }
-            names.insert(*id);
+            let to_get: Vec<String> = group.iter().map(|(n, _)| n.clone()).collect();
+            for ((name, id), sealed) in group.into_iter().zip(backend.get_many(&to_get)) {
+                // A damaged (or vanished) index object is left out and not
+                // recorded, so it is tried again next time: its chunks merely look
+                // unknown (a backup stores them again; `repair index` rebuilds it
+                // from the packs). Failing here would stop every backup, and a
+                // database server's archive_command with them.
+                let objects = match sealed.and_then(|sealed| open_index_object(keys, name, &sealed)) {
+                    Ok(o) => o,
+                    Err(Error::Corrupt { .. }) | Err(Error::Missing(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                for (pack, entries) in objects {
+                    let no = *pack_no.entry(pack).or_insert_with(|| {
+                        packs.push(pack);
+                        (packs.len() - 1) as u32
+                    });
+                    for e in entries {
+                        let mut r = [0u8; REC];
+                        r[..32].copy_from_slice(&e.id);
+                        r[32..36].copy_from_slice(&no.to_le_bytes());
+                        r[36..40].copy_from_slice(&e.offset.to_le_bytes());
+                        r[40..44].copy_from_slice(&e.length.to_le_bytes());
+                        r[44..48].copy_from_slice(&e.raw_len.to_le_bytes());
+                        recs.push(r);
+                    }
+                }
+                names.insert(*id);
+            }
         }
         recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
         cur = write_cache(&path, &cur, &names, &packs, &recs)?;

@@ -296,15 +296,6 @@ impl Unlocked {
         Ok(self.backend.list(kind.object_kind())?.into_iter().map(|(n, _)| n).collect())
     }
 
-    /// Reads one manifest by object name (`snapshots/<id>` or `logs/<id>`).
-    pub(crate) fn manifest(&self, object: &str) -> Result<Manifest> {
-        self.read_manifest(object)
-    }
-
-    fn read_manifest(&self, name: &str) -> Result<Manifest> {
-        open_manifest(&self.keys, name, &self.backend.get(name)?)
-    }
-
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
     pub(crate) fn write_manifest(&self, m: &Manifest, kind: Kind) -> Result<String> {
         let plain = serde_json::to_vec(m).expect("manifest serializes");

@@ -94,6 +94,12 @@ impl Backend for Limited {
         Ok(all)
     }
 
+    fn get_many(&self, names: &[String]) -> Vec<Result<Bytes>> {
+        let all = self.inner.get_many(names);
+        self.received(all.iter().filter_map(|b| b.as_ref().ok()).map(|b| b.len()).sum());
+        all
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
         self.inner.list(kind)
     }

@@ -106,6 +106,11 @@ pub trait Backend: Send + Sync {
     fn get_ranges(&self, wanted: &[(String, Range<u64>)]) -> Result<Vec<Bytes>> {
         wanted.iter().map(|(name, r)| self.get_range(name, r.clone())).collect()
     }
+    /// Several whole objects, each with its own outcome, in the order asked;
+    /// a remote store reads them concurrently (manifests, index objects).
+    fn get_many(&self, names: &[String]) -> Vec<Result<Bytes>> {
+        names.iter().map(|n| self.get(n)).collect()
+    }
     /// Every object of a kind, with its size, sorted by name.
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, name: &str) -> Result<()>;

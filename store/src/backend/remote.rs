@@ -146,6 +146,19 @@ impl Backend for ObjectStoreBackend {
         )
     }
 
+    fn get_many(&self, names: &[String]) -> Vec<Result<Bytes>> {
+        self.runtime.block_on(
+            futures::stream::iter(names)
+                .map(|name| async move {
+                    let path = ObjPath::from(name.as_str());
+                    let got = async { self.store.get(&path).await?.bytes().await }.await;
+                    got.map_err(|e| self.err("reading", name, e))
+                })
+                .buffered(self.connections)
+                .collect(),
+        )
+    }
+
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
         let prefix = kind.prefix().trim_end_matches('/');
         let listed: Vec<_> = if kind == ObjectKind::Config {
