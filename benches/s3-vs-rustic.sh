@@ -57,21 +57,36 @@ dedupe_run() { # store-label repo endpoint-port-or-empty objects-dir
   step dedupe "$label" "backup day2" "$D2" "$dir" sh -c "'$DEDUPE' --repo '$repo' backup -q --name db - < '$WL/day2.xbs'"
   rm -rf "$DEDUPE_CACHE_DIR"   # a restore host: nothing cached
   local snap; snap=$("$DEDUPE" --repo "$repo" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[1]["id"])')
+  rm -rf "$DEDUPE_CACHE_DIR"
   step dedupe "$label" "restore day2 --stdout" "$D2" "$dir" sh -c "'$DEDUPE' --repo '$repo' restore $snap --stdout > /dev/null"
   unset AWS_ENDPOINT_URL
 }
 
 rustic_run() { # store-label endpoint-port prefix
   local label=$1 port=$2 prefix=$3
-  local opts=(-r opendal:s3 --repo-hot "" -o "bucket=bench" -o "root=/$prefix" -o "endpoint=http://127.0.0.1:$port"
-    -o "access_key_id=bench" -o "secret_access_key=benchsecret" -o "region=us-east-1" --no-progress)
-  local dir=$OUT/s3/bench/$prefix cache=$OUT/rustic-cache-$label
-  rustic "${opts[@]}" --cache-dir "$cache" init >/dev/null 2>&1
-  step rustic "$label" "backup day1 (new)" "$D1" "$dir" sh -c "rustic $(printf "'%s' " "${opts[@]}") --cache-dir '$cache' backup --force --stdin-filename day.xbs - < '$WL/day1.xbs'"
-  step rustic "$label" "backup day2" "$D2" "$dir" sh -c "rustic $(printf "'%s' " "${opts[@]}") --cache-dir '$cache' backup --force --stdin-filename day.xbs - < '$WL/day2.xbs'"
+  local dir=$OUT/s3/bench/$prefix cache=$OUT/rustic-cache-$prefix prof=$OUT/rustic-$prefix
+  # rustic takes opendal's options from a profile only.
+  cat > "$prof.toml" <<TOML
+[repository]
+repository = "opendal:s3"
+password = "bench"
+cache-dir = "$cache"
+[repository.options]
+bucket = "bench"
+root = "/$prefix"
+endpoint = "http://127.0.0.1:$port"
+access_key_id = "bench"
+secret_access_key = "benchsecret"
+region = "us-east-1"
+TOML
+  local r="rustic -P $prof --no-progress"
+  $r init >/dev/null 2>&1
+  step rustic "$label" "backup day1 (new)" "$D1" "$dir" sh -c "$r backup --force --stdin-filename day.xbs - < '$WL/day1.xbs'"
+  step rustic "$label" "backup day2" "$D2" "$dir" sh -c "$r backup --force --stdin-filename day.xbs - < '$WL/day2.xbs'"
+  rm -rf "$cache"   # a restore host: nothing cached
+  local snap; snap=$($r snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); s=[x for g in d for x in (g[1] if isinstance(g,list) else g["snapshots"])]; s.sort(key=lambda x: x["time"]); print(s[1]["id"])')
   rm -rf "$cache"
-  local snap; snap=$(rustic "${opts[@]}" --cache-dir "$cache" snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); s=[x for g in d for x in (g[1] if isinstance(g,list) else g["snapshots"])]; s.sort(key=lambda x: x["time"]); print(s[1]["id"])')
-  step rustic "$label" "dump day2 (restore)" "$D2" "$dir" sh -c "rustic $(printf "'%s' " "${opts[@]}") --cache-dir '$cache' dump $snap:/day.xbs > /dev/null"
+  step rustic "$label" "dump day2 (restore)" "$D2" "$dir" sh -c "$r dump $snap:/day.xbs > /dev/null"
 }
 
 mkdir -p "$OUT/local"
