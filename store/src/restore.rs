@@ -10,6 +10,7 @@ use crate::pack::pack_name;
 use crate::repo::Indexed;
 use crate::snapshot::{Node, HOLE};
 use rayon::prelude::*;
+use std::collections::HashMap;
 
 /// A piece of a file's content, in order.
 pub enum Piece<'a> {
@@ -25,9 +26,11 @@ pub(crate) enum Fetched {
 /// A batch closes at this many records or this many bytes: big enough to
 /// keep both cores busy, small enough that two batches stay in memory.
 pub(crate) const FETCH_RECORDS: usize = 1024;
-pub(crate) const FETCH_BYTES: u64 = 16 << 20;
+pub(crate) const FETCH_BYTES: u64 = 8 << 20;
 /// Neighbouring blobs of one pack are read with one ranged get up to this size.
 const COALESCE: u64 = 8 << 20;
+/// Blobs this close after a run of the same pack join it (see `fetch`).
+const GAP: u64 = 256 << 10;
 
 pub type Sink<'s> = dyn FnMut(Piece<'_>) -> Result<()> + Send + 's;
 
@@ -75,10 +78,16 @@ impl Indexed {
     /// Reads a batch of records: blobs that sit next to each other in a
     /// pack are read with one ranged get; then every blob is opened in parallel.
     pub(crate) fn fetch(&self, recs: &[(Id, u64)]) -> Result<Vec<Fetched>> {
-        // Runs of neighbouring blobs, each one range of one pack; no longer
-        // than a batch's share of each connection, so a batch keeps them all busy.
-        let coalesce = (FETCH_BYTES / self.backend.connections() as u64).clamp(1 << 20, COALESCE);
+        // Runs of nearby blobs, each one range of one pack: a blob within
+        // `GAP` after a run of the same pack joins it (the bytes between are
+        // read and dropped: a changed page's old version between two
+        // unchanged ones costs less than a request), as does a blob inside
+        // it (a repeated chunk). Several batches are fetched at once
+        // (`ahead`), which keeps the connections busy; fewer, longer
+        // requests are what a remote store answers fastest.
+        let coalesce = COALESCE;
         let mut runs: Vec<Location> = Vec::new();
+        let mut open: HashMap<Id, usize> = HashMap::new();
         let mut placed: Vec<Option<(usize, Location)>> = Vec::with_capacity(recs.len());
         for (id, _) in recs {
             if *id == HOLE {
@@ -86,15 +95,22 @@ impl Indexed {
                 continue;
             }
             let l = self.locate(id)?;
-            if let Some(run) = runs.last_mut() {
-                let end = run.offset as u64 + run.length as u64;
-                if run.pack == l.pack && l.offset as u64 == end && (run.length + l.length) as u64 <= coalesce {
-                    run.length += l.length;
-                    placed.push(Some((runs.len() - 1, l)));
+            if let Some(&r) = open.get(&l.pack) {
+                let run = &mut runs[r];
+                let (start, end) = (run.offset as u64, run.offset as u64 + run.length as u64);
+                let (l_start, l_end) = (l.offset as u64, l.offset as u64 + l.length as u64);
+                if l_start >= start && l_end <= end {
+                    placed.push(Some((r, l)));
+                    continue;
+                }
+                if l_start >= end && l_start - end <= GAP && l_end - start <= coalesce {
+                    run.length = (l_end - start) as u32;
+                    placed.push(Some((r, l)));
                     continue;
                 }
             }
             runs.push(l);
+            open.insert(l.pack, runs.len() - 1);
             placed.push(Some((runs.len() - 1, l)));
         }
         let wanted: Vec<(String, std::ops::Range<u64>)> = runs
