@@ -21,7 +21,7 @@ struct Cli {
     /// Repository: a local directory, or s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     #[arg(long, env = "DEDUPE_REPO", global = true)]
     repo: Option<String>,
-    /// Transfers in flight at once to a remote repository [default: 4].
+    /// Transfers in flight at once to a remote repository [default: 8].
     #[arg(long, env = "DEDUPE_CONNECTIONS", global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: Option<u16>,
     /// Upload at most this many bytes a second (K, M, G suffixes: 1024-based).

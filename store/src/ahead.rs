@@ -28,8 +28,8 @@ const AHEAD: usize = 1;
 
 /// Batches fetched at once: one per connection, 2 to 8 (each batch is up
 /// to `FETCH_BYTES`, sealed and then opened). On a local disk 2 keep both
-/// cores busy; on a remote store (4 by default) they cover the latency:
-/// with 20 ms added to every request, 8 were no faster than 4.
+/// cores busy (more only cost memory); on a remote store (8 by default)
+/// they and the ranged reads within each batch cover the latency.
 fn fetchers(repo: &Indexed) -> usize {
     repo.backend().connections().clamp(2, 8)
 }
