@@ -23,7 +23,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 command -v rustic >/dev/null || { echo "rustic missing: cargo install rustic-rs" >&2; exit 1; }
 S3_SERVER=${S3_SERVER:-moto}
 command -v "${S3_SERVER/moto/moto_server}" >/dev/null || { echo "$S3_SERVER missing (see the top of this script)" >&2; exit 1; }
-cargo build --release -p dedupe-cli -p dedupe-suite --example s3-proxy >/dev/null
+cargo build --release -p dedupe-cli >/dev/null && cargo build --release -p dedupe-suite --example s3-proxy >/dev/null
 DEDUPE=$PWD/target/release/dedupe
 PROXY=$PWD/target/release/examples/s3-proxy
 rm -rf "$OUT"; mkdir -p "$OUT/s3/bench"
