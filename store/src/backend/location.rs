@@ -136,13 +136,9 @@ pub fn open(location: &Location, opts: &Options) -> Result<Arc<dyn Backend>> {
         Location::Local(path) => Arc::new(LocalBackend::new(path)?) as Arc<dyn Backend>,
         Location::S3 { bucket, prefix } => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-            let mut b = AmazonS3Builder::new().with_client_options(client_options()).with_retry(retry(opts));
             let env = env_with_prefix("AWS_");
-            for (k, v) in &env {
-                if let Ok(key) = k.to_ascii_lowercase().parse::<K>() {
-                    b = b.with_config(key, v);
-                }
-            }
+            let b = AmazonS3Builder::new().with_client_options(client_options()).with_retry(retry(opts));
+            let mut b = configured(b, &env, |b, k: K, v| b.with_config(k, v));
             let endpoint = env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL" || k == "AWS_ENDPOINT");
             if endpoint.is_some_and(|(_, v)| v.starts_with("http://"))
                 && !env.iter().any(|(k, _)| k == "AWS_ALLOW_HTTP")
@@ -175,26 +171,30 @@ pub fn open(location: &Location, opts: &Options) -> Result<Arc<dyn Backend>> {
         }
         Location::Gcs { bucket, prefix } => {
             use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-            let mut b = GoogleCloudStorageBuilder::new().with_client_options(client_options()).with_retry(retry(opts));
-            for (k, v) in env_with_prefix("GOOGLE_") {
-                if let Ok(key) = k.to_ascii_lowercase().parse::<K>() {
-                    b = b.with_config(key, v);
-                }
-            }
+            let b = GoogleCloudStorageBuilder::new().with_client_options(client_options()).with_retry(retry(opts));
+            let b = configured(b, &env_with_prefix("GOOGLE_"), |b, k: K, v| b.with_config(k, v));
             remote(Arc::new(b.with_bucket_name(bucket).build().map_err(failed)?), prefix)?
         }
         Location::Azure { container, prefix } => {
             use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
-            let mut b = MicrosoftAzureBuilder::new().with_client_options(client_options()).with_retry(retry(opts));
-            for (k, v) in env_with_prefix("AZURE_") {
-                if let Ok(key) = k.to_ascii_lowercase().parse::<K>() {
-                    b = b.with_config(key, v);
-                }
-            }
+            let b = MicrosoftAzureBuilder::new().with_client_options(client_options()).with_retry(retry(opts));
+            let b = configured(b, &env_with_prefix("AZURE_"), |b, k: K, v| b.with_config(k, v));
             remote(Arc::new(b.with_container_name(container).build().map_err(failed)?), prefix)?
         }
     };
     Ok(Limited::wrap(backend, opts.limit_upload, opts.limit_download))
+}
+
+/// Applies each variable a builder knows as a setting (the variable's name
+/// in lower case is `object_store`'s key, as in its own `from_env`), on top
+/// of our client and retry options rather than instead of them.
+fn configured<B, K: std::str::FromStr>(mut b: B, env: &[(String, String)], set: impl Fn(B, K, &str) -> B) -> B {
+    for (k, v) in env {
+        if let Ok(key) = k.to_ascii_lowercase().parse::<K>() {
+            b = set(b, key, v);
+        }
+    }
+    b
 }
 
 fn env_with_prefix(prefix: &str) -> Vec<(String, String)> {
