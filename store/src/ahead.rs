@@ -23,9 +23,6 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Files whose list chunks are read together, at most.
 const WINDOW: usize = 64;
-/// Batches fetched ahead of the writer.
-const AHEAD: usize = 1;
-
 /// Batches fetched at once: one per connection, 2 to 8 (each batch is up
 /// to `FETCH_BYTES`, sealed and then opened). On a local disk 2 keep both
 /// cores busy (more only cost memory); on a remote store (8 by default)
@@ -47,7 +44,8 @@ pub struct Ahead<'a> {
     /// Index (into `paths`) of the next file to serve.
     pos: usize,
     items: VecDeque<Item>,
-    rx: Receiver<Result<Vec<Item>>>,
+    /// Each batch's answer, in order (`produce`).
+    rx: Receiver<Receiver<Result<Vec<Item>>>>,
 }
 
 impl Indexed {
@@ -55,7 +53,7 @@ impl Indexed {
     /// `nodes`, in their order, fetched ahead by a thread of its own.
     pub fn read_ahead<T>(&self, nodes: &[Node], f: impl FnOnce(&mut Ahead<'_>) -> Result<T>) -> Result<T> {
         let files: Vec<&Node> = nodes.iter().filter(|n| n.kind == NodeKind::File).collect();
-        let (tx, rx) = sync_channel(AHEAD);
+        let (tx, rx) = sync_channel(fetchers(self));
         std::thread::scope(|s| {
             let producer_files = files.clone();
             s.spawn(move || produce(self, &producer_files, tx));
@@ -82,12 +80,12 @@ impl Ahead<'_> {
         loop {
             let item = match self.items.pop_front() {
                 Some(i) => i,
-                None => match self.rx.recv() {
-                    Ok(batch) => {
+                None => match self.rx.recv().map(|answer| answer.recv()) {
+                    Ok(Ok(batch)) => {
                         self.items.extend(batch?);
                         continue;
                     }
-                    Err(_) => return Err(Error::Invalid("the read-ahead stopped early".into())),
+                    _ => return Err(Error::Invalid("the read-ahead stopped early".into())),
                 },
             };
             match item {
@@ -107,50 +105,37 @@ impl Ahead<'_> {
 /// A batch to fetch: its records and, for each, the file it belongs to
 /// (`true` marks a file's end instead of a record).
 struct Planned {
-    seq: u64,
     recs: Vec<(Id, u64)>,
     owners: Vec<(usize, bool)>,
     /// What stopped the planning here (a damaged list chunk), reported in its place.
     error: Option<Error>,
 }
 
-/// Plans batches on this thread, fetches them on `fetchers` threads (so
-/// several batches' round trips overlap), and hands them on in order.
-fn produce(repo: &Indexed, files: &[&Node], tx: SyncSender<Result<Vec<Item>>>) {
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<Planned>(1);
-    // No buffer: a fetcher holds its batch until the reorderer takes it, so
-    // at most `fetchers` batches are fetched, early or waiting, at any time.
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<(u64, Result<Vec<Item>>)>(0);
+/// Plans batches on this thread and fetches them on `fetchers` threads,
+/// so several batches' round trips overlap. Each batch gets a channel of
+/// its own for its answer, and those channels go to the reader in order
+/// through `order`, which holds `fetchers` of them: so at most that many
+/// batches are planned ahead of the reader, fetched or not, and memory is
+/// bounded however slow one batch is (a request being retried).
+fn produce(repo: &Indexed, files: &[&Node], order: SyncSender<Receiver<Result<Vec<Item>>>>) {
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<(Planned, SyncSender<Result<Vec<Item>>>)>(0);
     std::thread::scope(|s| {
         for _ in 0..fetchers(repo) {
-            let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+            let work_rx = work_rx.clone();
             s.spawn(move || {
-                for p in work_rx {
-                    let seq = p.seq;
-                    let batch = fetch_batch(repo, p);
-                    if done_tx.send((seq, batch)).is_err() {
-                        break;
-                    }
+                for (p, answer) in work_rx {
+                    // A reader that stopped early drops the answer's receiver.
+                    let _ = answer.send(fetch_batch(repo, p));
                 }
             });
         }
-        drop((work_rx, done_tx));
-        // In order: results that arrive early wait here (at most `fetchers` of them).
-        s.spawn(move || {
-            let mut early = std::collections::BTreeMap::new();
-            let mut next = 0u64;
-            for (seq, batch) in done_rx {
-                early.insert(seq, batch);
-                while let Some(batch) = early.remove(&next) {
-                    let failed = batch.is_err();
-                    if tx.send(batch).is_err() || failed {
-                        return;
-                    }
-                    next += 1;
-                }
-            }
+        drop(work_rx);
+        plan(repo, files, |p| {
+            let (answer_tx, answer_rx) = sync_channel(1);
+            order.send(answer_rx).is_ok() && work_tx.send((p, answer_tx)).is_ok()
         });
-        plan(repo, files, work_tx);
+        // No more work: the fetchers finish, and with them the scope.
+        drop(work_tx);
     });
 }
 
@@ -173,15 +158,13 @@ fn fetch_batch(repo: &Indexed, p: Planned) -> Result<Vec<Item>> {
         .collect())
 }
 
-/// Cuts the files' records into batches; stops when the fetchers are gone.
-fn plan(repo: &Indexed, files: &[&Node], work: crossbeam_channel::Sender<Planned>) {
-    let empty = |seq| Planned { seq, recs: Vec::new(), owners: Vec::new(), error: None };
-    let mut p = empty(0);
+/// Cuts the files' records into batches and hands each to `submit`; stops
+/// when it returns false (the reader is gone).
+fn plan(repo: &Indexed, files: &[&Node], submit: impl Fn(Planned) -> bool) {
+    let empty = || Planned { recs: Vec::new(), owners: Vec::new(), error: None };
+    let mut p = empty();
     let mut bytes = 0u64;
-    let send = |p: &mut Planned| -> bool {
-        let next = empty(p.seq + 1);
-        work.send(std::mem::replace(p, next)).is_ok()
-    };
+    let send = |p: &mut Planned| -> bool { submit(std::mem::replace(p, empty())) };
     for (w, window) in files.chunks(WINDOW).enumerate() {
         let lists = match read_lists(repo, window) {
             Ok(l) => l,

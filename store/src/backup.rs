@@ -217,6 +217,7 @@ impl Indexed {
             shared: &shared,
             pack: PackWriter::with_buffer(Vec::new(), sink.pack_size),
             pack_size: sink.pack_size,
+            upload_failed: sink.failed,
             pack_tx: Some(sink.packs),
             spare: sink.spare,
             stats: Stats::default(),
@@ -489,6 +490,7 @@ struct Writer<'a> {
     shared: &'a Shared<'a>,
     pack: PackWriter,
     pack_size: usize,
+    upload_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pack_tx: Option<Sender<FinishedPack>>,
     spare: Receiver<Vec<u8>>,
     stats: Stats,
@@ -616,6 +618,10 @@ impl Writer<'_> {
         let pack = std::mem::take(&mut self.pack).finish(self.shared.keys);
         self.pack = PackWriter::with_buffer(self.spare.try_recv().unwrap_or_default(), self.pack_size);
         self.stats.packs_written += 1;
+        if self.upload_failed.load(Ordering::Relaxed) {
+            // The uploader's error is reported at join.
+            return Err(Error::Invalid("upload stopped".into()));
+        }
         let tx = self.pack_tx.as_ref().expect("open while writing");
         // A closed channel means the uploader failed; its error is reported at join.
         tx.send(pack).map_err(|_| Error::Invalid("upload stopped".into()))

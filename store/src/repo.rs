@@ -143,7 +143,17 @@ impl Repository {
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
         // Create-only: of two racing inits, one wins; the other's key names
         // an id no config has (so it is never used) and is removed here.
-        if let Err(e) = backend.create(&ObjectKind::Config.name(""), bytes.into()) {
+        let mut created = backend.create(&ObjectKind::Config.name(""), bytes.into());
+        if created.is_ok() {
+            // A server that ignores `If-None-Match` lets two creates both
+            // succeed; the config read back says which one stuck.
+            let stuck = backend.get(&ObjectKind::Config.name(""))?;
+            let ours = serde_json::from_slice::<Config>(&stuck).is_ok_and(|c| c.id == config.id);
+            if !ours {
+                created = Err(Error::RepositoryExists(backend.location()));
+            }
+        }
+        if let Err(e) = created {
             if matches!(e, Error::RepositoryExists(_)) {
                 let _ = backend.delete(&key);
             }

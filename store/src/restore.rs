@@ -82,12 +82,12 @@ impl Indexed {
         // `GAP` after a run of the same pack joins it (the bytes between are
         // read and dropped: a changed page's old version between two
         // unchanged ones costs less than a request), as does a blob inside
-        // it (a repeated chunk). Several batches are fetched at once
-        // (`ahead`), which keeps the connections busy; fewer, longer
-        // requests are what a remote store answers fastest.
-        let coalesce = COALESCE;
+        // it (a repeated chunk); runs end at `COALESCE` bytes. Several
+        // batches are fetched at once (`ahead`), which keeps the connections
+        // busy; fewer, longer requests are what a remote store answers fastest.
         let mut runs: Vec<Location> = Vec::new();
         let mut open: HashMap<Id, usize> = HashMap::new();
+        let mut skip_budget = FETCH_BYTES;
         let mut placed: Vec<Option<(usize, Location)>> = Vec::with_capacity(recs.len());
         for (id, _) in recs {
             if *id == HOLE {
@@ -103,7 +103,11 @@ impl Indexed {
                     placed.push(Some((r, l)));
                     continue;
                 }
-                if l_start >= end && l_start - end <= GAP && l_end - start <= coalesce {
+                // The bytes skipped over count against a budget of one batch
+                // size, so a batch never reads much more than it holds.
+                let gap = l_start.saturating_sub(end);
+                if l_start >= end && gap <= GAP && gap <= skip_budget && l_end - start <= COALESCE {
+                    skip_budget -= gap;
                     run.length = (l_end - start) as u32;
                     placed.push(Some((r, l)));
                     continue;

@@ -19,12 +19,14 @@
 //! that are gone.
 //!
 //! From just before a pack's upload until an index object names it, the
-//! pack is journalled in the local cache (`<cache>/unindexed/<pack id>`: a sealed
-//! index object for that one pack). A backup cut short there (the server
-//! gone, a kill -9) leaves the journal, and the next command on this host
-//! indexes those packs (`recover`) before it loads the index, so nothing
-//! uploaded is uploaded again. Another host cannot see them; they are
-//! unreferenced packs until then.
+//! pack is journalled in the local cache (`<cache>/unindexed/<writer>/<pack
+//! id>`: a sealed index object for that one pack), in a folder of this
+//! writer's own that it holds an exclusive `flock` on. A backup cut short
+//! (the server gone, a kill -9) leaves its folder unlocked, and the next
+//! command on this host indexes those packs (`recover`) before it loads the
+//! index, so nothing uploaded is uploaded again; folders still locked
+//! belong to running writers and are left alone. Another host cannot see
+//! them; they are unreferenced packs until then.
 
 use crate::backend::{Backend, ObjectKind};
 use crate::crypto::{hex_id, parse_id, Id, Keys};
@@ -45,8 +47,13 @@ const PACK_MEMORY: usize = 96 << 20;
 /// The pack size for this many uploads in flight: room for them plus the
 /// pack being filled and one spare buffer.
 pub(crate) fn pack_size(connections: usize) -> usize {
-    (PACK_MEMORY / (connections + 2)).clamp(8 << 20, crate::pack::TARGET_PACK_SIZE)
+    (PACK_MEMORY / (connections + 2)).clamp(MIN_PACK, crate::pack::TARGET_PACK_SIZE)
 }
+
+/// Packs are no smaller than this (a pack per request is what the store
+/// pays for), so uploads in flight are capped to keep `PACK_MEMORY`.
+const MIN_PACK: usize = 8 << 20;
+const MAX_UPLOADERS: usize = PACK_MEMORY / MIN_PACK - 2;
 
 /// Packs named by one index object at most (about 1 GiB of packs).
 const PACKS_PER_INDEX: usize = 32;
@@ -56,6 +63,13 @@ const INDEX_EVERY: Duration = Duration::from_secs(15);
 pub(crate) struct Uploads {
     uploaders: Vec<JoinHandle<Result<()>>>,
     indexer: JoinHandle<Result<()>>,
+    journal: Journal,
+}
+
+/// This writer's journal folder, locked while it lives.
+struct Journal {
+    dir: PathBuf,
+    _lock: std::fs::File,
 }
 
 /// Where finished packs go, and where their buffers come back once uploaded.
@@ -64,33 +78,49 @@ pub(crate) struct PackSink {
     pub(crate) spare: Receiver<Vec<u8>>,
     /// How big to make each pack (`pack_size`).
     pub(crate) pack_size: usize,
+    /// Set when an upload failed: the writer stops instead of filling packs
+    /// that the remaining uploaders would send only for the backup to fail.
+    pub(crate) failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Uploads {
     /// `cache_dir`: this repository's local cache, which holds the journal.
     pub(crate) fn start(backend: Arc<dyn Backend>, keys: Keys, cache_dir: &Path) -> Result<(Uploads, PackSink)> {
-        let journal = cache_dir.join(JOURNAL);
-        std::fs::create_dir_all(&journal).map_err(|e| Error::io(format!("creating {}", journal.display()), e))?;
+        let journal = Journal::new(cache_dir)?;
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let (spare_tx, spare_rx) = bounded::<Vec<u8>>(1);
         let (done_tx, done_rx) = unbounded::<(Id, Vec<PackEntry>)>();
         let mut uploaders = Vec::new();
-        for i in 0..backend.connections() {
+        for i in 0..backend.connections().min(MAX_UPLOADERS) {
             let (backend, packs, done, spare) = (backend.clone(), pack_rx.clone(), done_tx.clone(), spare_tx.clone());
-            let (keys, journal) = (keys.clone(), journal.clone());
+            let (keys, dir, failed) = (keys.clone(), journal.dir.clone(), failed.clone());
             let t = std::thread::Builder::new()
                 .name(format!("dedupe-upload-{i}"))
-                .spawn(move || upload(&*backend, &keys, &journal, packs, done, spare))
+                .spawn(move || {
+                    let r = upload(&*backend, &keys, &dir, packs, done, spare);
+                    if r.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    r
+                })
                 .map_err(|e| Error::io("starting an upload thread", e))?;
             uploaders.push(t);
         }
         drop(done_tx);
+        let (dir, index_failed) = (journal.dir.clone(), failed.clone());
         let indexer = std::thread::Builder::new()
             .name("dedupe-index".into())
-            .spawn(move || write_index(&*backend, &keys, &journal, done_rx))
+            .spawn(move || {
+                let r = write_index(&*backend, &keys, &dir, done_rx);
+                if r.is_err() {
+                    index_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                r
+            })
             .map_err(|e| Error::io("starting the index thread", e))?;
         let pack_size = pack_size(uploaders.len());
-        Ok((Uploads { uploaders, indexer }, PackSink { packs: pack_tx, spare: spare_rx, pack_size }))
+        Ok((Uploads { uploaders, indexer, journal }, PackSink { packs: pack_tx, spare: spare_rx, pack_size, failed }))
     }
 
     /// Waits for every pack and index object (the pack sender must be dropped first).
@@ -105,9 +135,31 @@ impl Uploads {
         }
         // The packs that did go up are indexed even when others failed, so the next run reuses them.
         let indexed = self.indexer.join().unwrap_or_else(|_| panicked());
-        first.and(indexed)
+        let result = first.and(indexed);
+        if result.is_ok() {
+            // Every pack is indexed: the folder is empty. (Otherwise it stays for `recover`.)
+            let _ = std::fs::remove_dir(&self.journal.dir);
+        }
+        result
     }
 }
+
+impl Journal {
+    fn new(cache_dir: &Path) -> Result<Journal> {
+        let dir = cache_dir.join(JOURNAL).join(format!("{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let lock =
+            std::fs::File::create(dir.join(LOCK)).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // SAFETY: flock on a file we own; the lock ends when the file is closed (or the process dies).
+        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::io(format!("locking {}", dir.display()), std::io::Error::last_os_error()));
+        }
+        Ok(Journal { dir, _lock: lock })
+    }
+}
+
+/// The lock file in each writer's journal folder.
+const LOCK: &str = ".lock";
 
 /// The journal's folder in a repository's cache.
 const JOURNAL: &str = "unindexed";
@@ -172,46 +224,72 @@ fn write_index(backend: &dyn Backend, keys: &Keys, journal: &Path, done: Receive
     }
 }
 
-/// Indexes the packs a cut-short backup on this host journalled (see the
-/// module doc); returns how many. A journalled pack that is not whole in
-/// the repository (lost with the server, cut by a power failure) is
-/// forgotten: its chunks are simply not known, and are uploaded again.
+/// Indexes the packs that cut-short writers on this host journalled (see
+/// the module doc); returns how many. Folders still locked belong to
+/// running writers and are skipped. A journalled pack that is not whole in
+/// the repository (lost with the server, cut by a power failure: its last
+/// blob does not open) is forgotten: its chunks are simply not known, and
+/// are uploaded again.
 pub(crate) fn recover(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Result<usize> {
-    let journal = cache_dir.join(JOURNAL);
-    let Ok(dir) = std::fs::read_dir(&journal) else { return Ok(0) };
+    let Ok(writers) = std::fs::read_dir(cache_dir.join(JOURNAL)) else { return Ok(0) };
+    let mut count = 0;
+    for writer in writers.flatten() {
+        let dir = writer.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let Ok(lock) = std::fs::File::open(dir.join(LOCK)) else { continue };
+        // SAFETY: flock on a file we opened; released when `lock` is dropped.
+        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        count += recover_writer(backend, keys, &dir)?;
+        let _ = std::fs::remove_file(dir.join(LOCK));
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Ok(count)
+}
+
+fn recover_writer(backend: &dyn Backend, keys: &Keys, dir: &Path) -> Result<usize> {
     let mut found: Vec<(PathBuf, (Id, Vec<PackEntry>))> = Vec::new();
-    for entry in dir.flatten() {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?.flatten() {
         let path = entry.path();
+        if entry.file_name() == LOCK {
+            continue;
+        }
         let parsed = entry.file_name().to_str().and_then(parse_id).and_then(|pack| {
             let sealed = std::fs::read(&path).ok()?;
             let name = ObjectKind::Index.name(&blake3::hash(&sealed).to_hex());
             let mut packs = open_index_object(keys, &name, &sealed).ok()?;
             (packs.len() == 1 && packs[0].0 == pack).then(|| packs.remove(0))
         });
-        let Some((pack, entries)) = parsed else {
-            let _ = std::fs::remove_file(&path);
-            continue;
-        };
-        // Whole if its last blob reads back at full length (the trailer follows it).
-        let whole = entries.iter().max_by_key(|e| e.offset).is_some_and(|last| {
-            let range = last.offset as u64..last.offset as u64 + last.length as u64;
-            backend.get_range(&pack_name(&pack), range).is_ok_and(|b| b.len() == last.length as usize)
+        let whole = parsed.as_ref().is_some_and(|(pack, entries)| {
+            entries.iter().max_by_key(|e| e.offset).is_some_and(|last| {
+                let range = last.offset as u64..last.offset as u64 + last.length as u64;
+                backend
+                    .get_range(&pack_name(pack), range)
+                    .is_ok_and(|sealed| crate::blob::open_chunk(keys, &last.id, &sealed, last.raw_len as usize).is_ok())
+            })
         });
-        if whole {
-            found.push((path, (pack, entries)));
-        } else {
-            let _ = std::fs::remove_file(&path);
+        match parsed {
+            Some(p) if whole => found.push((path, p)),
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
     if found.is_empty() {
         return Ok(0);
     }
-    let packs: Vec<(Id, Vec<PackEntry>)> = found.iter().map(|(_, p)| (p.0, p.1.clone())).collect();
-    backend.flush()?;
+    // The writer died before syncing them, perhaps: durable before named.
+    let names: Vec<String> = found.iter().map(|(_, (pack, _))| pack_name(pack)).collect();
+    backend.sync(&names)?;
+    let (paths, packs): (Vec<PathBuf>, Vec<(Id, Vec<PackEntry>)>) = found.into_iter().unzip();
     let (name, sealed) = seal_index_object(keys, &packs);
     backend.put(&name, sealed.into())?;
-    for (path, _) in &found {
+    backend.flush()?;
+    for path in &paths {
         let _ = std::fs::remove_file(path);
     }
-    Ok(found.len())
+    Ok(paths.len())
 }

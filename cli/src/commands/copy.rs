@@ -31,9 +31,6 @@ pub(crate) struct Args {
 
 pub(crate) fn run(ctx: &Ctx, args: Args) -> R {
     let from_location = Location::parse(&args.from_repo).map_err(|e| Failure::usage(e.to_string()))?;
-    if from_location == ctx.location {
-        return Err(Failure::usage("--from-repo names the repository --repo names: copy needs two repositories"));
-    }
     let password = PasswordSource {
         file: args.from_password_file.as_deref(),
         command: args.from_password_command.as_deref(),
@@ -42,6 +39,9 @@ pub(crate) fn run(ctx: &Ctx, args: Args) -> R {
     .get()?;
     let from = ctx.other_indexed(&from_location, &password)?;
     let mut to = ctx.indexed()?;
+    if from.config.id == to.config.id {
+        return Err(Failure::usage("--from-repo and --repo are the same repository: copy needs two"));
+    }
     let sel = Selection { names: args.name, ids: args.snapshots };
     let bar = ctx.progress();
     let lines = !ctx.quiet && !ctx.json;

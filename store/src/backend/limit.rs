@@ -108,6 +108,10 @@ impl Backend for Limited {
         self.inner.delete(name)
     }
 
+    fn sync(&self, names: &[String]) -> Result<()> {
+        self.inner.sync(names)
+    }
+
     fn flush(&self) -> Result<()> {
         self.inner.flush()
     }

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 pub struct LocalBackend {
     root: PathBuf,
     unsynced: Mutex<Vec<String>>,
+    flushing: Mutex<()>,
     /// Set when root writes into a repository another user owns: new
     /// objects and directories are handed to that user.
     owner: Option<(u32, u32)>,
@@ -48,6 +49,7 @@ impl LocalBackend {
         Ok(LocalBackend {
             root: root.to_path_buf(),
             unsynced: Mutex::new(Vec::new()),
+            flushing: Mutex::new(()),
             owner: (root_user && meta.uid() != 0).then(|| (meta.uid(), meta.gid())),
         })
     }
@@ -204,10 +206,9 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn flush(&self) -> Result<()> {
-        let names = std::mem::take(&mut *self.unsynced.lock().expect("not poisoned"));
+    fn sync(&self, names: &[String]) -> Result<()> {
         let mut dirs = BTreeSet::new();
-        for name in &names {
+        for name in names {
             let path = self.root.join(name);
             let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("opening {name} to sync it"), e))?;
             f.sync_all().map_err(|e| Error::io(format!("syncing {name}"), e))?;
@@ -225,6 +226,15 @@ impl Backend for LocalBackend {
             }
         }
         Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        // One flush at a time: one running beside this one must not return
+        // while objects put before it are still being synced here. Puts go
+        // on meanwhile (they only append to `unsynced`).
+        let _one = self.flushing.lock().expect("not poisoned");
+        let names = std::mem::take(&mut *self.unsynced.lock().expect("not poisoned"));
+        self.sync(&names)
     }
 
     fn connections(&self) -> usize {

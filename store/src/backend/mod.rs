@@ -114,6 +114,11 @@ pub trait Backend: Send + Sync {
     /// Every object of a kind, with its size, sorted by name.
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
     fn delete(&self, name: &str) -> Result<()>;
+    /// Makes the named objects durable, whoever wrote them (a writer that
+    /// died before its `flush`). A remote store has nothing to do.
+    fn sync(&self, _names: &[String]) -> Result<()> {
+        Ok(())
+    }
     /// Makes every `put` so far durable. Callers flush before writing an
     /// object that refers to others (a manifest), so what it names survives
     /// a power cut whenever it does.

@@ -44,15 +44,15 @@ impl ObjectStoreBackend {
         use object_store::Error as E;
         match e {
             E::NotFound { .. } => Error::Missing(name.to_string()),
-            E::AlreadyExists { .. } | E::Precondition { .. } => Error::RepositoryExists(self.location.clone()),
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                let status = if matches!(e, E::Unauthenticated { .. }) { "401 Unauthorized" } else { "403 Forbidden" };
                 let text = e.to_string();
                 // The store's own word for it (S3: `<Code>AccessDenied</Code>`), else the status.
                 let code = text
                     .split_once("<Code>")
                     .and_then(|(_, rest)| rest.split_once("</Code>"))
                     .map(|(c, _)| c.to_string())
-                    .unwrap_or_else(|| "403 Forbidden".into());
+                    .unwrap_or_else(|| status.into());
                 Error::Storage {
                     object: format!("{}/{name}", self.location),
                     message: format!(
@@ -77,7 +77,11 @@ impl ObjectStoreBackend {
         for part in bytes.chunks(PART_SIZE) {
             // At most two parts of one object in flight: the other
             // connections belong to other packs.
-            w.wait_for_capacity(2).await?;
+            if let Err(e) = w.wait_for_capacity(2).await {
+                // An unfinished multipart upload is kept (and billed) until aborted.
+                let _ = w.abort().await;
+                return Err(e);
+            }
             w.put(bytes.slice_ref(part));
         }
         w.finish().await?;
@@ -116,6 +120,9 @@ impl Backend for ObjectStoreBackend {
                           which `init` needs so that two inits cannot both succeed"
                     .into(),
             }),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(Error::RepositoryExists(self.location.clone()))
+            }
             Err(e) => Err(self.err("creating", name, e)),
         }
     }
