@@ -145,15 +145,20 @@ impl Uploads {
 }
 
 impl Journal {
+    /// Made under a hidden name, locked, then renamed into view: `recover`
+    /// never sees a folder whose writer has not locked it yet.
     fn new(cache_dir: &Path) -> Result<Journal> {
-        let dir = cache_dir.join(JOURNAL).join(format!("{}-{:08x}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let lock =
-            std::fs::File::create(dir.join(LOCK)).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let base = cache_dir.join(JOURNAL);
+        let name = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let (hidden, dir) = (base.join(format!(".{name}")), base.join(&name));
+        let io = |e| Error::io(format!("creating {}", dir.display()), e);
+        std::fs::create_dir_all(&hidden).map_err(io)?;
+        let lock = std::fs::File::create(hidden.join(LOCK)).map_err(io)?;
         // SAFETY: flock on a file we own; the lock ends when the file is closed (or the process dies).
         if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(Error::io(format!("locking {}", dir.display()), std::io::Error::last_os_error()));
+            return Err(Error::io(format!("locking {}", hidden.display()), std::io::Error::last_os_error()));
         }
+        std::fs::rename(&hidden, &dir).map_err(io)?;
         Ok(Journal { dir, _lock: lock })
     }
 }
@@ -235,7 +240,8 @@ pub(crate) fn recover(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> R
     let mut count = 0;
     for writer in writers.flatten() {
         let dir = writer.path();
-        if !dir.is_dir() {
+        // Hidden: a writer still setting its folder up (see `Journal::new`).
+        if !dir.is_dir() || writer.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
         let Ok(lock) = std::fs::File::open(dir.join(LOCK)) else { continue };
