@@ -164,7 +164,7 @@ impl Catalogue {
             let json = serde_json::to_string(&m).expect("manifest serializes");
             tx.execute(
                 "INSERT OR REPLACE INTO manifests (object, kind, id, name, time_unix, manifest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![object, kind_name(kind), object.trim_start_matches(kind.prefix()), m.name, time, json],
+                params![object, kind_name(kind), kind.object_kind().id_of(&object), m.name, time, json],
             )
             .map_err(sql_err(&self.path))?;
         }

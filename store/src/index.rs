@@ -192,7 +192,7 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Resul
     let listed: Vec<(String, Id)> = backend
         .list(ObjectKind::Index)?
         .into_iter()
-        .filter_map(|(n, _)| crate::crypto::parse_id(n.rsplit('/').next()?).map(|id| (n, id)))
+        .filter_map(|(n, _)| crate::crypto::parse_id(ObjectKind::Index.id_of(&n)).map(|id| (n, id)))
         .collect();
     let listed_ids: HashSet<Id> = listed.iter().map(|(_, id)| *id).collect();
     let mut old = Index::load(&path)?.unwrap_or_else(Index::empty);

@@ -30,7 +30,7 @@ impl Unlocked {
         let packs = self.backend.list(ObjectKind::Pack)?;
         let mut ids = Vec::new();
         for (name, _) in &packs {
-            let leaf = name.rsplit('/').next().unwrap_or_default();
+            let leaf = ObjectKind::Pack.id_of(name);
             match parse_id(leaf) {
                 Some(id) => ids.push((name.clone(), id)),
                 None => return Err(Error::corrupt(name, "is not named like a pack")),

@@ -260,7 +260,7 @@ impl Unlocked {
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
         let name = put_key(&*self.backend, &self.keys, password, kdf, &self.config.id)?;
         self.backend.flush()?;
-        Ok(name.trim_start_matches(ObjectKind::Key.prefix()).to_string())
+        Ok(ObjectKind::Key.id_of(&name).to_string())
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
@@ -268,7 +268,7 @@ impl Unlocked {
         for (name, _) in self.backend.list(ObjectKind::Key)? {
             let kf = read_keyfile(&*self.backend, &name)?;
             out.push(KeyInfo {
-                id: name.trim_start_matches(ObjectKind::Key.prefix()).to_string(),
+                id: ObjectKind::Key.id_of(&name).to_string(),
                 created: kf.created,
                 hostname: kf.hostname,
                 username: kf.username,
@@ -286,7 +286,7 @@ impl Unlocked {
             .list(ObjectKind::Key)?
             .into_iter()
             .map(|(n, _)| n)
-            .filter(|n| n.trim_start_matches(ObjectKind::Key.prefix()).starts_with(prefix))
+            .filter(|n| ObjectKind::Key.id_of(n).starts_with(prefix))
             .collect();
         match matches.as_slice() {
             [] => Err(Error::Invalid(format!("no key matches {prefix}"))),
@@ -295,7 +295,7 @@ impl Unlocked {
             )),
             [one] => {
                 self.backend.delete(one)?;
-                Ok(one.trim_start_matches(ObjectKind::Key.prefix()).to_string())
+                Ok(ObjectKind::Key.id_of(one).to_string())
             }
             _ => Err(Error::Invalid(format!("{prefix} matches several keys: give more characters"))),
         }
@@ -408,7 +408,7 @@ impl Listed {
         // and an older snapshot must not be restored in its place unannounced).
         for e in self.damaged_snapshots() {
             if let Error::Corrupt { object, reason } = e {
-                if spec == "latest" || object.trim_start_matches("snapshots/").starts_with(spec) {
+                if spec == "latest" || ObjectKind::Snapshot.id_of(object).starts_with(spec) {
                     return Err(Error::Corrupt { object: object.clone(), reason: reason.clone() });
                 }
             }

@@ -22,7 +22,7 @@ mod remote;
 
 pub use limit::Limited;
 pub use local::LocalBackend;
-pub use location::{open, Location, Options, DEFAULT_REMOTE_CONNECTIONS};
+pub use location::{open, Location, Options};
 pub use remote::ObjectStoreBackend;
 
 use crate::error::Result;
