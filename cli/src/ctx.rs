@@ -6,7 +6,7 @@ use crate::exit::R;
 use crate::password::PasswordSource;
 use crate::progress::Bar;
 use dedupe_store::backend::{Backend, Location, Options};
-use dedupe_store::{Indexed, Listed, Repository, Unlocked};
+use dedupe_store::{Indexed, Listed, Reads, Repository, Unlocked};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,27 +70,33 @@ impl Ctx {
         Ok(repo.unlock(self.password()?.as_bytes())?)
     }
 
+    /// Keys opened and the listing for `reads` made (listed while the key is derived).
+    fn listed_for(&self, reads: Reads) -> R<Listed> {
+        let repo = Repository::open(self.backend()?)?;
+        Ok(repo.unlock_and_list(self.password()?.as_bytes(), &self.cache_dir, reads)?)
+    }
+
     /// Manifests listed: for commands that read manifests but no chunk.
     pub(crate) fn listed(&self) -> R<Listed> {
-        Ok(self.unlocked()?.list(&self.cache_dir)?)
+        self.listed_for(Reads::Manifests)
     }
 
     /// Manifests listed, then the index loaded: for commands that read or write chunks.
     pub(crate) fn indexed(&self) -> R<Indexed> {
-        Ok(self.listed()?.indexed()?)
+        Ok(self.listed_for(Reads::Chunks)?.indexed()?)
     }
 
     /// The same, for commands that use archived logs only (`Unlocked::list_for_logs`).
     pub(crate) fn indexed_for_logs(&self) -> R<Indexed> {
-        Ok(self.unlocked()?.list_for_logs(&self.cache_dir)?.indexed()?)
+        Ok(self.listed_for(Reads::LogChunks)?.indexed()?)
     }
 
     /// Another repository (`copy`'s source), opened with the same storage
     /// options and cache base, listed, then indexed.
     pub(crate) fn other_indexed(&self, location: &Location, password: &str) -> R<Indexed> {
         let backend = dedupe_store::backend::open(location, &self.storage)?;
-        let repo = Repository::open(backend)?.unlock(password.as_bytes())?;
-        Ok(repo.list(&self.cache_dir)?.indexed()?)
+        let repo = Repository::open(backend)?;
+        Ok(repo.unlock_and_list(password.as_bytes(), &self.cache_dir, Reads::Chunks)?.indexed()?)
     }
 
     pub(crate) fn cache_base(&self) -> &Path {

@@ -56,7 +56,13 @@ impl Catalogue {
     /// Opens the catalogue of `repo` in its cache directory and brings it up
     /// to date; also returns the damaged manifests it met (left out of it).
     /// Repository commands get it through `Unlocked::list`.
-    pub(crate) fn open(repo: &Unlocked, cache_base: &Path, recheck: bool) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
+    /// `listed`: the snapshot and log manifests' names, when listed ahead.
+    pub(crate) fn open(
+        repo: &Unlocked,
+        cache_base: &Path,
+        recheck: bool,
+        listed: Option<(Vec<String>, Vec<String>)>,
+    ) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
         let dir = repo.cache_dir(cache_base);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
@@ -65,7 +71,15 @@ impl Catalogue {
         // archive_command, a restore): wait for a writer rather than fail.
         db.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql_err(&path))?;
         let mut c = Catalogue::with(db, path)?;
-        let damaged = c.refresh(repo, recheck)?;
+        let listed = match listed {
+            Some(l) => l,
+            None => std::thread::scope(|s| {
+                let logs = s.spawn(|| repo.manifest_names(Kind::Log));
+                let snapshots = repo.manifest_names(Kind::Snapshot);
+                Ok::<_, Error>((snapshots?, logs.join().expect("listing thread")?))
+            })?,
+        };
+        let damaged = c.refresh(repo, recheck, listed)?;
         Ok((c, damaged))
     }
 
@@ -101,7 +115,12 @@ impl Catalogue {
     /// A damaged manifest is left out, and returned for the commands that list.
     /// With `recheck`, snapshot manifests already catalogued are read and
     /// authenticated again (see below).
-    fn refresh(&mut self, repo: &Unlocked, recheck: bool) -> Result<Vec<(Kind, Error)>> {
+    fn refresh(
+        &mut self,
+        repo: &Unlocked,
+        recheck: bool,
+        (snapshots, logs): (Vec<String>, Vec<String>),
+    ) -> Result<Vec<(Kind, Error)>> {
         let known: HashSet<String> = {
             let db = self.db.lock().expect("not poisoned");
             let mut st = db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
@@ -115,8 +134,8 @@ impl Catalogue {
         let mut damaged = Vec::new();
         let mut gone: HashSet<String> = HashSet::new();
         let mut to_read: Vec<(Kind, String)> = Vec::new();
-        for kind in [Kind::Snapshot, Kind::Log] {
-            for object in repo.manifest_names(kind)? {
+        for (kind, names) in [(Kind::Snapshot, snapshots), (Kind::Log, logs)] {
+            for object in names {
                 // Snapshot manifests are few and every command trusts them
                 // (`latest`, ids): each is read and authenticated again, so
                 // damage on storage is seen even after it was catalogued.

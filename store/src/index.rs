@@ -185,12 +185,11 @@ impl Index {
 }
 
 /// Brings the local cache up to date with the repository's index objects
-/// and opens it.
-pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Result<Index> {
+/// (`listing`: as `Backend::list` gives them) and opens it.
+pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: Vec<(String, u64)>) -> Result<Index> {
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
     let path = cache_dir.join("index.bin");
-    let listed: Vec<(String, Id)> = backend
-        .list(ObjectKind::Index)?
+    let listed: Vec<(String, Id)> = listing
         .into_iter()
         .filter_map(|(n, _)| crate::crypto::parse_id(ObjectKind::Index.id_of(&n)).map(|id| (n, id)))
         .collect();

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use keyfile::{hostname, KdfParams};
 pub use maintenance::{RepairReport, RepoStats};
 pub use progress::Progress;
-pub use repo::{Config, Indexed, KeyInfo, Kind, Listed, Repository, Unlocked};
+pub use repo::{Config, Indexed, KeyInfo, Kind, Listed, Reads, Repository, Unlocked};
 pub use restore::{Piece, Sink};
 pub use snapshot::{Manifest, Node, NodeKind, Stats, Tree};
 

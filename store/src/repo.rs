@@ -116,6 +116,47 @@ pub type Snapshots = Vec<(String, Manifest)>;
 pub struct Repository {
     backend: Arc<dyn Backend>,
     pub config: Config,
+    /// The key objects, listed while the config was read (`open`).
+    key_names: Option<Vec<(String, u64)>>,
+}
+
+/// What a command will read, which decides what `Repository::unlock_and_list`
+/// lists while the key is fetched and derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Manifests only (`snapshots`, `timeline`): as `Unlocked::list`.
+    Manifests,
+    /// Chunks too (`backup`, `restore`): the index objects are listed ahead as well.
+    Chunks,
+    /// Archived logs and their chunks (a server's archive_command and
+    /// restore_command): as `Unlocked::list_for_logs`, index listed ahead.
+    LogChunks,
+}
+
+/// Object names listed ahead of the reads that need a key.
+struct Prelisted {
+    snapshots: Vec<String>,
+    logs: Vec<String>,
+    index: Option<Vec<(String, u64)>>,
+}
+
+impl Prelisted {
+    /// Snapshot and log manifests listed concurrently; then, if asked, the
+    /// index objects, started only once both manifest listings have ended
+    /// (the order of format-spec §14.4).
+    fn list(backend: &dyn Backend, index: bool) -> Result<Prelisted> {
+        let (snapshots, logs) = std::thread::scope(|s| {
+            let logs = s.spawn(|| manifest_names(backend, Kind::Log));
+            (manifest_names(backend, Kind::Snapshot), logs.join().expect("listing thread"))
+        });
+        let (snapshots, logs) = (snapshots?, logs?);
+        let index = if index { Some(backend.list(ObjectKind::Index)?) } else { None };
+        Ok(Prelisted { snapshots, logs, index })
+    }
+}
+
+fn manifest_names(backend: &dyn Backend, kind: Kind) -> Result<Vec<String>> {
+    Ok(backend.list(kind.object_kind())?.into_iter().map(|(n, _)| n).collect())
 }
 
 impl Repository {
@@ -160,11 +201,17 @@ impl Repository {
             return Err(e);
         }
         backend.flush()?;
-        Ok(Repository { backend, config })
+        Ok(Repository { backend, config, key_names: None })
     }
 
+    /// Reads the config; the key objects are listed at the same time, which
+    /// spares `unlock` a round trip to a remote store.
     pub fn open(backend: Arc<dyn Backend>) -> Result<Repository> {
-        let bytes = match backend.get(&ObjectKind::Config.name("")) {
+        let (config, key_names) = std::thread::scope(|s| {
+            let keys = s.spawn(|| backend.list(ObjectKind::Key).ok());
+            (backend.get(&ObjectKind::Config.name("")), keys.join().expect("listing thread"))
+        });
+        let bytes = match config {
             Ok(b) => b,
             Err(Error::Missing(_)) => return Err(Error::NoRepository(backend.location())),
             Err(e) => return Err(e),
@@ -178,12 +225,31 @@ impl Repository {
                 config.version
             )));
         }
-        Ok(Repository { backend, config })
+        Ok(Repository { backend, config, key_names })
+    }
+
+    /// `unlock`, then `Unlocked::list` (or `list_for_logs`), in fewer round
+    /// trips in a row: the manifests (and for `Reads::Chunks`, the index
+    /// objects) are listed while the key is fetched and derived.
+    pub fn unlock_and_list(self, password: &[u8], cache_base: &Path, reads: Reads) -> Result<Listed> {
+        let backend = self.backend.clone();
+        let (unlocked, listed) = std::thread::scope(|s| {
+            let listing = s.spawn(|| Prelisted::list(&*backend, reads != Reads::Manifests));
+            (self.unlock(password), listing.join().expect("listing thread"))
+        });
+        let (unlocked, listed) = (unlocked?, listed?);
+        let recheck = reads != Reads::LogChunks;
+        let (catalogue, damaged) =
+            Catalogue::open(&unlocked, cache_base, recheck, Some((listed.snapshots, listed.logs)))?;
+        Ok(Listed { repo: unlocked, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: listed.index })
     }
 
     /// Tries every key object; `WrongPassword` when none opens.
     pub fn unlock(self, password: &[u8]) -> Result<Unlocked> {
-        let keys = self.backend.list(ObjectKind::Key)?;
+        let keys = match self.key_names {
+            Some(k) => k,
+            None => self.backend.list(ObjectKind::Key)?,
+        };
         if keys.is_empty() {
             return Err(Error::corrupt("keys/", "the repository has no key objects"));
         }
@@ -303,7 +369,7 @@ impl Unlocked {
 
     /// Every object name of a kind, without reading them.
     pub(crate) fn manifest_names(&self, kind: Kind) -> Result<Vec<String>> {
-        Ok(self.backend.list(kind.object_kind())?.into_iter().map(|(n, _)| n).collect())
+        manifest_names(&*self.backend, kind)
     }
 
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
@@ -326,8 +392,8 @@ impl Unlocked {
     /// Lists the repository's manifests (bringing the local catalogue up to
     /// date): the first step of every command that reads. See `Listed`.
     pub fn list(self, cache_base: &Path) -> Result<Listed> {
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base, true)?;
-        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf() })
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, true, None)?;
+        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: None })
     }
 
     /// Like `list`, for commands that use archived logs only (a server's
@@ -335,8 +401,8 @@ impl Unlocked {
     /// snapshot manifests already catalogued are not read again, so their
     /// damage is not seen here, and nothing here trusts them.
     pub fn list_for_logs(self, cache_base: &Path) -> Result<Listed> {
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base, false)?;
-        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf() })
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, false, None)?;
+        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: None })
     }
 
     /// Like `list`, but throws the local catalogue away and reads every manifest again.
@@ -358,6 +424,8 @@ pub struct Listed {
     catalogue: Catalogue,
     damaged: Vec<(Kind, Error)>,
     cache_base: PathBuf,
+    /// The index objects, when listed ahead (`Repository::unlock_and_list`).
+    index: Option<Vec<(String, u64)>>,
 }
 
 impl std::ops::Deref for Listed {
@@ -369,13 +437,18 @@ impl std::ops::Deref for Listed {
 
 impl Listed {
     /// Loads (and updates) the local index cache.
-    pub fn indexed(self) -> Result<Indexed> {
+    pub fn indexed(mut self) -> Result<Indexed> {
         let cache = self.repo.cache_dir(&self.cache_base);
         // Packs a cut-short backup on this host uploaded but did not index.
         // Best effort: a command with read-only credentials leaves them for
         // the next backup.
-        let _ = crate::upload::recover(&*self.repo.backend, &self.repo.keys, &cache);
-        let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache)?;
+        let recovered = crate::upload::recover(&*self.repo.backend, &self.repo.keys, &cache).unwrap_or(0);
+        // A listing made ahead misses the index objects just recovered.
+        let listing = match self.index.take() {
+            Some(l) if recovered == 0 => l,
+            _ => self.repo.backend.list(ObjectKind::Index)?,
+        };
+        let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache, listing)?;
         Ok(Indexed { listed: self, index })
     }
 
@@ -448,7 +521,8 @@ impl Indexed {
     /// process's own backups, say), so later writes deduplicate against them.
     pub fn refresh_index(&mut self) -> Result<()> {
         let cache = self.listed.repo.cache_dir(&self.listed.cache_base);
-        self.index = index::sync_cache(&*self.listed.repo.backend, &self.listed.repo.keys, &cache)?;
+        let backend = &*self.listed.repo.backend;
+        self.index = index::sync_cache(backend, &self.listed.repo.keys, &cache, backend.list(ObjectKind::Index)?)?;
         Ok(())
     }
 
