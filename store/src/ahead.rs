@@ -159,47 +159,55 @@ fn fetch_batch(repo: &Indexed, p: Planned) -> Result<Vec<Item>> {
 }
 
 /// Cuts the files' records into batches and hands each to `submit`; stops
-/// when it returns false (the reader is gone).
+/// when it returns false (the reader is gone). The list chunks of the next
+/// window are read while this window's batches are handed on, so the
+/// fetchers never wait for a window's lists.
 fn plan(repo: &Indexed, files: &[&Node], submit: impl Fn(Planned) -> bool) {
     let empty = || Planned { recs: Vec::new(), owners: Vec::new(), error: None };
     let mut p = empty();
     let mut bytes = 0u64;
     let send = |p: &mut Planned| -> bool { submit(std::mem::replace(p, empty())) };
-    for (w, window) in files.chunks(WINDOW).enumerate() {
-        let lists = match read_lists(repo, window) {
-            Ok(l) => l,
-            Err(e) => {
-                // Reported in its place: after the batches planned before it.
-                if !p.owners.is_empty() && !send(&mut p) {
-                    return;
-                }
-                p.error = Some(e);
-                let _ = send(&mut p);
-                return;
-            }
-        };
-        for (k, file_recs) in lists.into_iter().enumerate() {
-            let file = w * WINDOW + k;
-            for rec in file_recs {
-                bytes += rec.1;
-                p.recs.push(rec);
-                p.owners.push((file, false));
-                if p.recs.len() >= FETCH_RECORDS || bytes >= FETCH_BYTES {
-                    bytes = 0;
-                    if !send(&mut p) {
+    let windows: Vec<&[&Node]> = files.chunks(WINDOW).collect();
+    std::thread::scope(|s| {
+        let mut next = windows.first().map(|w| s.spawn(|| read_lists(repo, w)));
+        for (w, _) in windows.iter().enumerate() {
+            let lists = next.take().expect("a window ahead").join().expect("list reader");
+            next = windows.get(w + 1).map(|window| s.spawn(|| read_lists(repo, window)));
+            let lists = match lists {
+                Ok(l) => l,
+                Err(e) => {
+                    // Reported in its place: after the batches planned before it.
+                    if !p.owners.is_empty() && !send(&mut p) {
                         return;
                     }
+                    p.error = Some(e);
+                    let _ = send(&mut p);
+                    return;
                 }
+            };
+            for (k, file_recs) in lists.into_iter().enumerate() {
+                let file = w * WINDOW + k;
+                for rec in file_recs {
+                    bytes += rec.1;
+                    p.recs.push(rec);
+                    p.owners.push((file, false));
+                    if p.recs.len() >= FETCH_RECORDS || bytes >= FETCH_BYTES {
+                        bytes = 0;
+                        if !send(&mut p) {
+                            return;
+                        }
+                    }
+                }
+                p.owners.push((file, true));
             }
-            p.owners.push((file, true));
         }
-    }
-    if !p.owners.is_empty() {
-        send(&mut p);
-    }
+        if !p.owners.is_empty() {
+            send(&mut p);
+        }
+    });
 }
 
-/// The records of each file of `window`, its list chunks read concurrently.
+/// The records of each file of `window`, its list chunks read together (`Indexed::read_chunks`).
 fn read_lists(repo: &Indexed, window: &[&Node]) -> Result<Vec<Vec<(Id, u64)>>> {
     let mut ids = Vec::new();
     for node in window {

@@ -76,20 +76,59 @@ impl Indexed {
     }
 
     /// Reads a batch of records: blobs that sit next to each other in a
-    /// pack are read with one ranged get; then every blob is opened in parallel.
+    /// pack are read with one ranged get (`read_runs`); then every blob is
+    /// opened in parallel.
     pub(crate) fn fetch(&self, recs: &[(Id, u64)]) -> Result<Vec<Fetched>> {
-        // Runs of nearby blobs, each one range of one pack: a blob within
-        // `GAP` after a run of the same pack joins it (the bytes between are
-        // read and dropped: a changed page's old version between two
-        // unchanged ones costs less than a request), as does a blob inside
-        // it (a repeated chunk); runs end at `COALESCE` bytes. Several
-        // batches are fetched at once (`ahead`), which keeps the connections
-        // busy; fewer, longer requests are what a remote store answers fastest.
+        let (placed, buffers) = self.read_runs(recs.iter().map(|(id, _)| id))?;
+        recs.par_iter()
+            .zip(placed.par_iter())
+            .map(|((id, len), placed)| {
+                let Some((run, at, loc)) = *placed else { return Ok(Fetched::Hole(*len)) };
+                let sealed = sealed_in(&buffers[run], at, &loc);
+                let data = self.open_located(id, &loc, sealed)?;
+                if data.len() as u64 != *len {
+                    return Err(Error::corrupt(
+                        format!("chunk {}", hex_id(id)),
+                        format!("{} bytes where the file list says {len}", data.len()),
+                    ));
+                }
+                Ok(Fetched::Data(data))
+            })
+            .collect()
+    }
+
+    /// Several chunks (the list chunks of many small files, say), read as
+    /// `fetch` reads a batch, then opened in parallel.
+    pub(crate) fn read_chunks(&self, ids: &[Id]) -> Result<Vec<Vec<u8>>> {
+        let (placed, buffers) = self.read_runs(ids.iter())?;
+        ids.par_iter()
+            .zip(placed.par_iter())
+            .map(|(id, placed)| {
+                let (run, at, loc) = placed.ok_or_else(|| Error::UnknownChunk(hex_id(id)))?;
+                self.open_located(id, &loc, sealed_in(&buffers[run], at, &loc))
+            })
+            .collect()
+    }
+
+    /// Reads the sealed blobs of `ids` in runs of nearby blobs, each one
+    /// range of one pack: a blob within `GAP` after a run of the same pack
+    /// joins it (the bytes between are read and dropped: a changed page's
+    /// old version between two unchanged ones costs less than a request),
+    /// as does a blob inside it (a repeated chunk); runs end at `COALESCE`
+    /// bytes. Several batches are fetched at once (`ahead`), which keeps the
+    /// connections busy; fewer, longer requests are what a remote store
+    /// answers fastest. Returns, for each id (`None` for a hole), its run,
+    /// its offset in that run's buffer and its location; and the buffers.
+    #[allow(clippy::type_complexity)]
+    fn read_runs<'i>(
+        &self,
+        ids: impl Iterator<Item = &'i Id>,
+    ) -> Result<(Vec<Option<(usize, usize, Location)>>, Vec<bytes::Bytes>)> {
         let mut runs: Vec<Location> = Vec::new();
         let mut open: HashMap<Id, usize> = HashMap::new();
         let mut skip_budget = FETCH_BYTES;
-        let mut placed: Vec<Option<(usize, Location)>> = Vec::with_capacity(recs.len());
-        for (id, _) in recs {
+        let mut placed: Vec<Option<(usize, Location)>> = Vec::new();
+        for id in ids {
             if *id == HOLE {
                 placed.push(None);
                 continue;
@@ -122,34 +161,14 @@ impl Indexed {
             .map(|run| (pack_name(&run.pack), run.offset as u64..run.offset as u64 + run.length as u64))
             .collect();
         let buffers = self.backend.get_ranges(&wanted)?;
-        recs.par_iter()
-            .zip(placed.par_iter())
-            .map(|((id, len), placed)| {
-                let Some((run, loc)) = placed else { return Ok(Fetched::Hole(*len)) };
-                let at = (loc.offset - runs[*run].offset) as usize;
-                let sealed = buffers[*run].get(at..at + loc.length as usize).unwrap_or(&[]);
-                let data = self.open_located(id, loc, sealed)?;
-                if data.len() as u64 != *len {
-                    return Err(Error::corrupt(
-                        format!("chunk {}", hex_id(id)),
-                        format!("{} bytes where the file list says {len}", data.len()),
-                    ));
-                }
-                Ok(Fetched::Data(data))
-            })
-            .collect()
+        let placed =
+            placed.into_iter().map(|p| p.map(|(run, l)| (run, (l.offset - runs[run].offset) as usize, l))).collect();
+        Ok((placed, buffers))
     }
+}
 
-    /// Several chunks (list chunks, say), their ranges read concurrently, then opened in parallel.
-    pub(crate) fn read_chunks(&self, ids: &[Id]) -> Result<Vec<Vec<u8>>> {
-        let locs: Vec<Location> = ids.iter().map(|id| self.locate(id)).collect::<Result<_>>()?;
-        let wanted: Vec<(String, std::ops::Range<u64>)> =
-            locs.iter().map(|l| (pack_name(&l.pack), l.offset as u64..l.offset as u64 + l.length as u64)).collect();
-        let sealed = self.backend.get_ranges(&wanted)?;
-        ids.par_iter()
-            .zip(locs.par_iter())
-            .zip(sealed.par_iter())
-            .map(|((id, l), s)| self.open_located(id, l, s))
-            .collect()
-    }
+/// A blob's bytes within its run's buffer; empty when a store answered the
+/// range short, which then fails authentication as damage to that chunk.
+fn sealed_in<'b>(buffer: &'b [u8], at: usize, loc: &Location) -> &'b [u8] {
+    buffer.get(at..at + loc.length as usize).unwrap_or(&[])
 }
