@@ -72,6 +72,8 @@ enum Command {
     },
     /// Copy snapshots and archived logs from another repository (--from-repo) into this one.
     Copy(copy::Args),
+    /// Remove the snapshots and archived logs a retention policy does not keep (their data goes at `prune`).
+    Forget(forget::Args),
     /// The local catalogue of snapshots and archived logs.
     Catalogue {
         #[command(subcommand)]
@@ -142,6 +144,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Binlog { command } => binlog::run(&ctx, command),
         Command::Wal { command } => wal::run(&ctx, command),
         Command::Copy(args) => copy::run(&ctx, args),
+        Command::Forget(args) => forget::run(&ctx, args),
         Command::Catalogue { command } => catalogue::run(&ctx, command),
         Command::Timeline { name } => timeline::run(&ctx, name.as_deref()),
         Command::Lsn { name } => lsn::run(&ctx, name.as_deref()),

@@ -16,6 +16,7 @@ mod error;
 pub mod plan;
 pub mod prepare;
 pub mod replay;
+pub mod retention;
 pub mod time;
 pub mod timeline;
 mod tool;

@@ -372,6 +372,16 @@ impl Unlocked {
         manifest_names(&*self.backend, kind)
     }
 
+    /// Deletes a manifest: the snapshot (or archived log) is gone from this
+    /// moment on; the chunks only it named stay until `prune`. Deleting one
+    /// already gone is not an error (two `forget`s may race).
+    pub fn forget(&self, kind: Kind, id: &str) -> Result<()> {
+        match self.backend.delete(&kind.object_kind().name(id)) {
+            Err(Error::Missing(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
     pub(crate) fn write_manifest(&self, m: &Manifest, kind: Kind) -> Result<String> {
         let plain = serde_json::to_vec(m).expect("manifest serializes");

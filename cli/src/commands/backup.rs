@@ -37,9 +37,15 @@ pub(crate) struct Args {
     /// zstd level for new chunks (0 stores raw).
     #[arg(long)]
     compression: Option<i32>,
+    /// The snapshot's time instead of now ("YYYY-MM-DD HH:MM:SS" local time, or
+    /// RFC 3339): for importing older backups; retention and `latest` go by it.
+    #[arg(long)]
+    time: Option<String>,
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
+    // Checked before the repository is opened or any input read.
+    let time = a.time.as_deref().map(dedupe_recovery::time::parse_time).transpose()?;
     let repo = ctx.indexed()?;
     let name = a.name.clone().unwrap_or_else(dedupe_store::hostname);
     if name.is_empty() {
@@ -118,7 +124,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             Box::new(move || r.lock().expect("not poisoned").log.clone()) as Box<dyn FnOnce() -> Vec<u8> + Send>
         }),
         kind: dedupe_store::Kind::Snapshot,
-        origin: Default::default(),
+        origin: dedupe_store::Origin { time: time.map(|t| t.to_string()), ..Default::default() },
     };
     let result = repo.backup(src, opts, &bar);
     bar.finish();

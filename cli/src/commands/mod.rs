@@ -6,6 +6,7 @@ pub(crate) mod backup;
 pub(crate) mod binlog;
 pub(crate) mod catalogue;
 pub(crate) mod copy;
+pub(crate) mod forget;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod log;
