@@ -97,6 +97,9 @@ pub fn decide(cat: &Catalogue, name: Option<&str>, policy: &Policy, now: Timesta
     Ok(out)
 }
 
+/// The calendar bucket (hour, day, week…) a snapshot's local time falls in.
+type BucketKey = fn(&jiff::Zoned) -> String;
+
 /// Where a base's logs start, and for PostgreSQL where its backup ended.
 #[derive(Clone, Debug)]
 enum Start {
@@ -118,7 +121,7 @@ fn decide_name(
         keep[i].push("keep-last".into());
     }
     let tz = TimeZone::system();
-    let buckets: [(&str, Option<usize>, fn(&jiff::Zoned) -> String); 5] = [
+    let buckets: [(&str, Option<usize>, BucketKey); 5] = [
         ("keep-hourly", policy.hourly, |z| z.strftime("%Y-%m-%d %H").to_string()),
         ("keep-daily", policy.daily, |z| z.strftime("%Y-%m-%d").to_string()),
         ("keep-weekly", policy.weekly, |z| {

@@ -130,7 +130,7 @@ fn a_kept_incremental_keeps_its_chain() {
     let d = one(decide(&cat, None, &Policy { last: Some(1), ..Default::default() }, noon(3)).unwrap());
     assert_eq!(kept(&d), ids(&[&full, &inc1, &inc2]));
     let why = format!("chain of {}", &inc2.id[..8]);
-    assert_eq!(reasons(&d, &full), [why.clone()]);
+    assert_eq!(reasons(&d, &full), std::slice::from_ref(&why));
     assert_eq!(reasons(&d, &inc1), [why]);
 }
 
