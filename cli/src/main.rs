@@ -74,6 +74,8 @@ enum Command {
     Copy(copy::Args),
     /// Remove the snapshots and archived logs a retention policy does not keep (their data goes at `prune`).
     Forget(forget::Args),
+    /// Verify the repository: manifests, index, packs, and with --read-data every blob.
+    Check(check::Args),
     /// The local catalogue of snapshots and archived logs.
     Catalogue {
         #[command(subcommand)]
@@ -145,6 +147,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Wal { command } => wal::run(&ctx, command),
         Command::Copy(args) => copy::run(&ctx, args),
         Command::Forget(args) => forget::run(&ctx, args),
+        Command::Check(args) => check::run(&ctx, args),
         Command::Catalogue { command } => catalogue::run(&ctx, command),
         Command::Timeline { name } => timeline::run(&ctx, name.as_deref()),
         Command::Lsn { name } => lsn::run(&ctx, name.as_deref()),

@@ -135,6 +135,20 @@ impl Index {
         self.lookup(id).is_some()
     }
 
+    /// Every pack the index names, with the end of its last blob: the least
+    /// length the pack can have.
+    pub fn pack_extents(&self) -> HashMap<Id, u64> {
+        let mut out: HashMap<Id, u64> = HashMap::new();
+        for r in self.records().chunks_exact(REC) {
+            let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
+            let Some(pack) = self.packs.get(u(32) as usize) else { continue };
+            let end = u(36) as u64 + u(40) as u64;
+            let e = out.entry(*pack).or_insert(0);
+            *e = (*e).max(end);
+        }
+        out
+    }
+
     /// Every (chunk id, raw length) once, in id order.
     pub fn iter_ids(&self) -> impl Iterator<Item = (Id, u32)> + '_ {
         let mut last: Option<&[u8]> = None;

@@ -473,6 +473,11 @@ impl Listed {
         self.damaged.iter().filter(|(k, _)| *k == Kind::Snapshot).map(|(_, e)| e)
     }
 
+    /// Every damaged manifest the listing met (snapshots and logs), with its error.
+    pub fn damaged(&self) -> impl Iterator<Item = (Kind, &Error)> {
+        self.damaged.iter().map(|(k, e)| (*k, e))
+    }
+
     /// Every readable snapshot (of `name`, when given), oldest first.
     pub fn snapshots(&self, name: Option<&str>) -> Result<Snapshots> {
         self.catalogue.list(Kind::Snapshot, name)

@@ -5,6 +5,7 @@
 pub(crate) mod backup;
 pub(crate) mod binlog;
 pub(crate) mod catalogue;
+pub(crate) mod check;
 pub(crate) mod copy;
 pub(crate) mod forget;
 pub(crate) mod init;
