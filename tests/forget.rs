@@ -93,3 +93,37 @@ fn forget_without_a_rule_and_bad_times_are_refused_before_anything_happens() {
     assert_eq!(out.status.code(), Some(USAGE), "{}", one_line_error(&out));
     assert_eq!(snapshot_ids(&repo).len(), 1);
 }
+
+#[test]
+fn forget_beside_running_backups_fails_neither_and_what_stays_restores() {
+    let repo = Repo::new();
+    let mut prng = Prng::new(23);
+    let base = prng.bytes(2 << 20);
+    let written: std::sync::Mutex<Vec<(String, blake3::Hash)>> = Default::default();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut prng = Prng::new(24);
+            for _ in 0..20 {
+                let mut data = base.clone();
+                data.extend(prng.bytes(256 << 10));
+                let v = repo.backup_bytes("db", &data);
+                let id = v["snapshot"].as_str().or(v["id"].as_str()).unwrap().to_string();
+                written.lock().unwrap().push((id, blake3::hash(&data)));
+            }
+        });
+        let mut rounds = 0;
+        // A writer that panicked has finished too: the scope then reports its panic.
+        while !writer.is_finished() || rounds == 0 {
+            let out = repo.run(&["forget", "--keep-last", "2"]);
+            assert!(out.status.success(), "forget beside a backup: {}", one_line_error(&out));
+            rounds += 1;
+        }
+    });
+    repo.ok(&["forget", "--keep-last", "2"]);
+    let left = snapshot_ids(&repo);
+    let written = written.into_inner().unwrap();
+    assert_eq!(left, written[written.len() - 2..].iter().map(|(id, _)| id.clone()).collect::<Vec<_>>());
+    for (id, hash) in &written[written.len() - 2..] {
+        assert_eq!(blake3::hash(&repo.ok(&["restore", id, "--stdout"])), *hash, "snapshot {id} restores exactly");
+    }
+}

@@ -165,6 +165,9 @@ impl Catalogue {
                         gone.insert(object);
                         damaged.push((kind, e));
                     }
+                    // Forgotten between the listing and the read (`forget`
+                    // runs beside every command): as if never listed.
+                    Err(Error::Missing(_)) => {}
                     Err(e) => return Err(e),
                 }
             }
