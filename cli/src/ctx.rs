@@ -118,7 +118,7 @@ impl Ctx {
     /// A human summary goes to stdout unless --quiet or --json.
     pub(crate) fn say(&self, s: impl AsRef<str>) {
         if !self.quiet && !self.json {
-            println!("{}", s.as_ref());
+            outln!("{}", s.as_ref());
         }
     }
 }

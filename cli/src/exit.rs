@@ -25,6 +25,20 @@ pub(crate) const CONFLICT: i32 = 15;
 pub(crate) const NOT_RESTORABLE: i32 = 16;
 pub(crate) const DAMAGED_INPUT: i32 = 17;
 
+/// What a shell reports for a process ended by SIGPIPE: the reader of
+/// our output went away (`| head`), which is not an error.
+pub(crate) const CLOSED_PIPE: i32 = 141;
+
+/// Ends the process after writing to stdout failed: quietly with
+/// `CLOSED_PIPE` when the reader went away, else with one line.
+pub(crate) fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        eprintln!("dedupe: writing the output: {e}");
+        std::process::exit(ERROR);
+    }
+    std::process::exit(CLOSED_PIPE)
+}
+
 /// A failure with the exit code it ends the process with.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -51,6 +65,9 @@ impl From<&Error> for Failure {
     fn from(e: &Error) -> Self {
         let code = if e.is_storage_full() {
             STORAGE_FULL
+        } else if matches!(e, Error::Io { context, source } if context == "writing the output" && source.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            CLOSED_PIPE
         } else {
             match e {
                 Error::NoRepository(_) => NO_REPOSITORY,

@@ -4,6 +4,18 @@
 //! code (`exit`). Each command is a module of its own under `commands/`;
 //! what they decide lives in the store, ingest and recovery crates.
 
+/// `println!` for the command's output: a reader that closed the pipe
+/// (`dedupe ls … | head`) ends the command quietly with exit 141, as a shell
+/// reports SIGPIPE, instead of a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            $crate::exit::output_failed(e)
+        }
+    }};
+}
+
 mod commands;
 mod ctx;
 mod exit;
@@ -55,7 +67,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository.
-    Init,
+    Init(init::Args),
     /// Back up a directory (a mounted snapshot) or a stream on stdin (`-`).
     Backup(backup::Args),
     /// Restore a snapshot into a directory, or a file of it to stdout.
@@ -83,29 +95,29 @@ enum Command {
     },
     /// The spans of time each server can be restored to, and the gaps.
     Timeline {
-        #[arg(long)]
+        #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// The LSN to pass to the next incremental mariabackup (--incremental-lsn).
     Lsn {
-        #[arg(long)]
+        #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// Print the producer's log kept with a snapshot made with --command.
     Log {
         snapshot: String,
-        #[arg(long)]
+        #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// List snapshots, oldest first.
     Snapshots {
-        #[arg(long)]
+        #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// List the files of a snapshot.
     Ls {
         snapshot: String,
-        #[arg(long)]
+        #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// Repository size, deduplication and compression.
@@ -140,7 +152,7 @@ fn run(cli: Cli) -> exit::R {
         quiet: cli.quiet,
     };
     match cli.command {
-        Command::Init => init::run(&ctx),
+        Command::Init(args) => init::run(&ctx, args),
         Command::Backup(args) => backup::run(&ctx, args),
         Command::Restore(args) => restore::run(&ctx, args),
         Command::Binlog { command } => binlog::run(&ctx, command),
@@ -170,7 +182,10 @@ fn main() {
         }
     };
     if let Err(f) = run(cli) {
-        eprintln!("dedupe: {}", f.message);
+        // A reader that closed the pipe is not told anything.
+        if f.code != exit::CLOSED_PIPE {
+            eprintln!("dedupe: {}", f.message);
+        }
         std::process::exit(f.code);
     }
 }

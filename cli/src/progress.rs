@@ -28,7 +28,7 @@ impl Bar {
 
     /// A line on stdout, above the display.
     pub(crate) fn say(&self, line: &str) {
-        self.pb.suspend(|| println!("{line}"));
+        self.pb.suspend(|| outln!("{line}"));
     }
 
     /// Removes the display (before the summary is printed).

@@ -64,7 +64,7 @@ impl Catalogue {
         listed: Option<(Vec<String>, Vec<String>)>,
     ) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
         let dir = repo.cache_dir(cache_base);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
+        crate::private::create_dir(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
         let db = Connection::open(&path).map_err(sql_err(&path))?;
         // Several commands share the file (a cron binlog push, the server's

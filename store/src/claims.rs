@@ -81,7 +81,7 @@ impl Claims {
     /// however it ends) and maps it.
     fn write_run(&self, ids: impl Iterator<Item = Id>) -> Result<Mmap> {
         let ctx = |e| Error::io(format!("spilling chunk ids to {}", self.dir.display()), e);
-        std::fs::create_dir_all(&self.dir).map_err(ctx)?;
+        crate::private::create_dir(&self.dir).map_err(ctx)?;
         let mut f = tempfile::tempfile_in(&self.dir).map_err(ctx)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
         for id in ids {

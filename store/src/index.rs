@@ -201,7 +201,8 @@ impl Index {
 /// Brings the local cache up to date with the repository's index objects
 /// (`listing`: as `Backend::list` gives them) and opens it.
 pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: Vec<(String, u64)>) -> Result<Index> {
-    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
+    crate::private::create_dir(cache_dir)
+        .map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
     let path = cache_dir.join("index.bin");
     let listed: Vec<(String, Id)> = listing
         .into_iter()

@@ -28,6 +28,7 @@ mod index;
 mod keyfile;
 mod maintenance;
 mod pack;
+mod private;
 mod progress;
 mod repo;
 mod restore;

@@ -152,7 +152,7 @@ impl Journal {
         let name = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let (hidden, dir) = (base.join(format!(".{name}")), base.join(&name));
         let io = |e| Error::io(format!("creating {}", dir.display()), e);
-        std::fs::create_dir_all(&hidden).map_err(io)?;
+        crate::private::create_dir(&hidden).map_err(io)?;
         let lock = std::fs::File::create(hidden.join(LOCK)).map_err(io)?;
         // SAFETY: flock on a file we own; the lock ends when the file is closed (or the process dies).
         if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

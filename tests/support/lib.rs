@@ -129,6 +129,7 @@ impl Repo {
             .env("DEDUPE_CACHE_DIR", &self.cache)
             .env("DEDUPE_KDF_MEMORY_KIB", "1024")
             .env_remove("DEDUPE_REPO")
+            .env_remove("DEDUPE_NAME")
             .env_remove("DEDUPE_PASSWORD_FILE")
             .env_remove("DEDUPE_PASSWORD_COMMAND")
             .env_remove("DEDUPE_NEW_PASSWORD");

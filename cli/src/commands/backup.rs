@@ -26,7 +26,7 @@ pub(crate) struct Args {
     #[arg(long)]
     allow_partial: bool,
     /// The server this backup is of; `latest` and unchanged-file detection work per name.
-    #[arg(long)]
+    #[arg(long, env = "DEDUPE_NAME")]
     name: Option<String>,
     /// File name a stdin stream gets inside the snapshot.
     #[arg(long, default_value = "stdin")]
@@ -159,7 +159,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             "seconds": s.seconds,
             "warnings": result.warnings,
         });
-        println!("{out}");
+        outln!("{out}");
     }
     ctx.say(format!(
         "snapshot {} of {} saved: {} in {} files, {} new ({} stored), {:.1} s",

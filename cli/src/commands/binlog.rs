@@ -71,7 +71,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
                 })
                 .collect();
             if ctx.json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+                outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
             } else {
                 for r in report.iter().filter(|r| r["status"] != "already archived") {
                     ctx.say(format!(
@@ -127,7 +127,7 @@ fn list(ctx: &Ctx, name: &str) -> R {
         }));
     }
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&rows).expect("json"));
         return Ok(());
     }
     ctx.say(format!(

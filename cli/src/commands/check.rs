@@ -54,7 +54,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         .collect();
     let problems = report.findings.iter().filter(|f| f.severity != Severity::Note).count();
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "whole": report.is_whole() && gaps.is_empty(),

@@ -85,7 +85,7 @@ pub(crate) fn run(ctx: &Ctx, args: Args) -> R {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&rows).expect("json"));
         return Ok(());
     }
     ctx.say(format!(

@@ -12,7 +12,7 @@ use serde_json::json;
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Only the snapshots and logs of this name (default: every name, each on its own).
-    #[arg(long)]
+    #[arg(long, env = "DEDUPE_NAME")]
     name: Option<String>,
     /// Keep the newest N snapshots.
     #[arg(long, value_name = "N")]
@@ -77,7 +77,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     }
     if ctx.json {
         let out: Vec<_> = decisions.iter().map(|d| as_json(d, a.dry_run)).collect();
-        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&out).expect("json"));
         return Ok(());
     }
     for d in &decisions {

@@ -27,17 +27,17 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
             let pw = new_password(new_password_file.as_deref(), "DEDUPE_NEW_PASSWORD")?;
             let id = repo.add_key(pw.as_bytes(), KdfParams::from_env())?;
             if ctx.json {
-                println!("{}", json!({"id": id}));
+                outln!("{}", json!({"id": id}));
             }
             ctx.say(format!("added key {}", short(&id)));
         }
         Command::List => {
             let keys = repo.list_keys()?;
             if ctx.json {
-                println!("{}", serde_json::to_string_pretty(&keys).expect("json"));
+                outln!("{}", serde_json::to_string_pretty(&keys).expect("json"));
             } else if !ctx.quiet {
                 for k in keys {
-                    println!(
+                    outln!(
                         "{} {} {} {}@{}",
                         if k.current { "*" } else { " " },
                         short(&k.id),
@@ -51,7 +51,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
         Command::Remove { id } => {
             let removed = repo.remove_key(&id)?;
             if ctx.json {
-                println!("{}", json!({"removed": removed}));
+                outln!("{}", json!({"removed": removed}));
             }
             ctx.say(format!("removed key {}", short(&removed)));
         }

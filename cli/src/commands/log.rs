@@ -13,6 +13,8 @@ pub(crate) fn run(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
             format!("snapshot {} has no producer log (it was not made with --command)", short(&id)),
         ));
     };
-    std::io::stdout().write_all(&bytes).map_err(|e| Failure::new(exit::STORAGE, format!("writing the output: {e}")))?;
+    if let Err(e) = std::io::stdout().write_all(&bytes) {
+        exit::output_failed(e);
+    }
     Ok(())
 }

@@ -9,7 +9,7 @@ pub(crate) fn run(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
     let (_, manifest) = repo.find_snapshot(spec, name)?;
     let tree = repo.read_tree(&manifest)?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&tree.nodes).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&tree.nodes).expect("json"));
         return Ok(());
     }
     for n in &tree.nodes {
@@ -20,7 +20,7 @@ pub(crate) fn run(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
             NodeKind::File => '-',
         };
         let extra = n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-        println!("{kind}{:04o} {:>6} {:>6} {:>14} {}{}", n.mode, n.uid, n.gid, n.size, n.path, extra);
+        outln!("{kind}{:04o} {:>6} {:>6} {:>14} {}{}", n.mode, n.uid, n.gid, n.size, n.path, extra);
     }
     Ok(())
 }

@@ -15,9 +15,9 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
         )
     })?;
     if ctx.json {
-        println!("{}", json!({"snapshot": id, "name": m.name, "to_lsn": lsn}));
+        outln!("{}", json!({"snapshot": id, "name": m.name, "to_lsn": lsn}));
     } else {
-        println!("{lsn}");
+        outln!("{lsn}");
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     // The old cache names index objects that are gone now; it rebuilds itself on open.
     let _ = repo.list(ctx.cache_base())?.indexed()?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
     }
     ctx.say(format!(
         "index rebuilt from {} packs ({} chunks): {} index objects written, {} removed",

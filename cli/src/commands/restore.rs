@@ -22,7 +22,7 @@ pub(crate) struct Args {
     #[arg(long)]
     until: Option<String>,
     /// With `latest`: the newest snapshot of this name.
-    #[arg(long)]
+    #[arg(long, env = "DEDUPE_NAME")]
     name: Option<String>,
     /// Directory to restore into (created if missing; must be empty unless --force).
     #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
@@ -166,7 +166,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     }
     let secs = started.elapsed().as_secs_f64();
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({"snapshot": id, "target": target, "files": report.files, "dirs": report.dirs,
                    "links": report.links, "bytes": report.bytes, "seconds": secs})

@@ -24,17 +24,17 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&arr).expect("json"));
         return fail.map_or(Ok(()), Err);
     }
     if ctx.quiet {
         return fail.map_or(Ok(()), Err);
     }
-    println!("{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
+    outln!("{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
     for (id, m) in &snaps {
         let time = m.time.parse::<jiff::Timestamp>().map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string());
         let facts = SnapshotFacts::of(m);
-        println!(
+        outln!(
             "{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} {}",
             short(id),
             time.unwrap_or_else(|_| m.time.clone()),

@@ -7,7 +7,7 @@ pub(crate) fn run(ctx: &Ctx) -> R {
     let repo = ctx.indexed()?;
     let s = repo.stats()?;
     if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&s).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&s).expect("json"));
         return Ok(());
     }
     ctx.say(format!(

@@ -25,7 +25,7 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
                 json!({"name": t.name, "windows": windows, "gaps": gaps})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&out).expect("json"));
         return Ok(());
     }
     for t in &timelines {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Write};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -32,6 +32,10 @@ pub struct LocalBackend {
     /// Set when root writes into a repository another user owns: new
     /// objects and directories are handed to that user.
     owner: Option<(u32, u32)>,
+    /// The top directory's permission bits: new directories get them, new
+    /// objects the same without execute (0700 → 0600, 0750 → 0640), so
+    /// `init` decides once who may read the repository.
+    mode: u32,
 }
 
 impl LocalBackend {
@@ -51,6 +55,7 @@ impl LocalBackend {
             unsynced: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
             owner: (root_user && meta.uid() != 0).then(|| (meta.uid(), meta.gid())),
+            mode: meta.mode() & 0o777,
         })
     }
 
@@ -60,12 +65,14 @@ impl LocalBackend {
         let path = self.root.join(name);
         let dir = path.parent().expect("object names have a parent");
         if !dir.is_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            self.create_dirs(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
         let file_name = path.file_name().expect("object names end in a file name").to_string_lossy();
         let tmp = dir.join(format!(".{file_name}.{:016x}.tmp", rand::random::<u64>()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create_new(&tmp)?;
+            // Set, not asked of open(): a umask must not take away the group's read.
+            f.set_permissions(std::fs::Permissions::from_mode(self.mode & 0o666))?;
             f.write_all(bytes)
         };
         if let Err(e) = write() {
@@ -73,6 +80,22 @@ impl LocalBackend {
             return Err(Error::io(format!("writing {name}"), e));
         }
         Ok((tmp, path))
+    }
+
+    /// Creates `dir` and its missing parents below the root with the root's mode.
+    fn create_dirs(&self, dir: &Path) -> std::io::Result<()> {
+        if dir == self.root || dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dirs(parent)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.mode)),
+            // Another writer made it first.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Hands an object, and the directories above it that root created, to the repository's owner.
