@@ -157,7 +157,13 @@ fn incremental_chain_restores_and_prepares_in_order() {
         assert_eq!(s["metadata"]["mysql"]["backup_type"], "incremental");
         assert_eq!(s["metadata"]["mysql"]["from_lsn"], snaps[i - 1]["metadata"]["mysql"]["to_lsn"]);
         assert_eq!(s["metadata"]["mysql"]["from_lsn"].to_string(), lsns[i - 1]);
+        // `snapshots` says which backup each incremental applies on.
+        assert_eq!(s["incremental_of"], snaps[i - 1]["id"], "{s}");
     }
+    assert!(snaps[0].get("incremental_of").is_none());
+    let table = String::from_utf8(repo.ok(&["snapshots", "--name", "m"])).unwrap();
+    let base = &snaps[1]["id"].as_str().unwrap()[..8];
+    assert!(table.contains(&format!("incremental of {base}")), "{table}");
     let target = work.join("restored");
     repo.ok(&[
         "restore".as_ref(),

@@ -56,31 +56,41 @@ impl Catalogue {
     /// Opens the catalogue of `repo` in its cache directory and brings it up
     /// to date; also returns the damaged manifests it met (left out of it).
     /// Repository commands get it through `Unlocked::list`.
-    /// `listed`: the snapshot and log manifests' names, when listed ahead.
-    pub(crate) fn open(
-        repo: &Unlocked,
-        cache_base: &Path,
-        recheck: bool,
-        listed: Option<(Vec<String>, Vec<String>)>,
-    ) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
-        let dir = repo.cache_dir(cache_base);
-        crate::private::create_dir(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
+    pub(crate) fn open(repo: &Unlocked, cache_base: &Path, recheck: bool) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
+        let (mut c, known) = Catalogue::prepare(&repo.cache_dir(cache_base))?;
+        let listed = std::thread::scope(|s| {
+            let logs = s.spawn(|| repo.manifest_names(Kind::Log));
+            let snapshots = repo.manifest_names(Kind::Snapshot);
+            Ok::<_, Error>((snapshots?, logs.join().expect("listing thread")?))
+        })?;
+        let damaged = c.refresh(repo, recheck, listed, known)?;
+        Ok((c, damaged))
+    }
+
+    /// Opens the catalogue file in `dir` (the repository's cache directory)
+    /// and reads which manifests it holds. This must come before the
+    /// repository is listed: `refresh` drops the rows the listing lacks, and
+    /// a row another command added from a listing newer than ours names a
+    /// manifest ours may predate. Rows that were there before our listing
+    /// began name manifests that existed then, so a listing without them
+    /// means they are gone.
+    pub(crate) fn prepare(dir: &Path) -> Result<(Catalogue, HashSet<String>)> {
+        crate::private::create_dir(dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
         let db = Connection::open(&path).map_err(sql_err(&path))?;
         // Several commands share the file (a cron binlog push, the server's
         // archive_command, a restore): wait for a writer rather than fail.
         db.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql_err(&path))?;
-        let mut c = Catalogue::with(db, path)?;
-        let listed = match listed {
-            Some(l) => l,
-            None => std::thread::scope(|s| {
-                let logs = s.spawn(|| repo.manifest_names(Kind::Log));
-                let snapshots = repo.manifest_names(Kind::Snapshot);
-                Ok::<_, Error>((snapshots?, logs.join().expect("listing thread")?))
-            })?,
-        };
-        let damaged = c.refresh(repo, recheck, listed)?;
-        Ok((c, damaged))
+        let c = Catalogue::with(db, path)?;
+        let known = c.known()?;
+        Ok((c, known))
+    }
+
+    fn known(&self) -> Result<HashSet<String>> {
+        let db = self.db.lock().expect("not poisoned");
+        let mut st = db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))
     }
 
     /// A catalogue of the given manifests (object name and manifest), held
@@ -115,18 +125,14 @@ impl Catalogue {
     /// A damaged manifest is left out, and returned for the commands that list.
     /// With `recheck`, snapshot manifests already catalogued are read and
     /// authenticated again (see below).
-    fn refresh(
+    /// `known`: the rows `prepare` found, before `snapshots` and `logs` were listed.
+    pub(crate) fn refresh(
         &mut self,
         repo: &Unlocked,
         recheck: bool,
         (snapshots, logs): (Vec<String>, Vec<String>),
+        known: HashSet<String>,
     ) -> Result<Vec<(Kind, Error)>> {
-        let known: HashSet<String> = {
-            let db = self.db.lock().expect("not poisoned");
-            let mut st = db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
-            rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))?
-        };
         // Read the new manifests first, then write them in one short
         // transaction: other commands wait on the write lock, not on our reads.
         let mut listed = HashSet::new();

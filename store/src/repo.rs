@@ -233,14 +233,15 @@ impl Repository {
     /// objects) are listed while the key is fetched and derived.
     pub fn unlock_and_list(self, password: &[u8], cache_base: &Path, reads: Reads) -> Result<Listed> {
         let backend = self.backend.clone();
+        // The catalogue's rows are read before anything is listed (see `Catalogue::prepare`).
+        let (mut catalogue, known) = Catalogue::prepare(&cache_base.join(&self.config.id))?;
         let (unlocked, listed) = std::thread::scope(|s| {
             let listing = s.spawn(|| Prelisted::list(&*backend, reads != Reads::Manifests));
             (self.unlock(password), listing.join().expect("listing thread"))
         });
         let (unlocked, listed) = (unlocked?, listed?);
         let recheck = reads != Reads::LogChunks;
-        let (catalogue, damaged) =
-            Catalogue::open(&unlocked, cache_base, recheck, Some((listed.snapshots, listed.logs)))?;
+        let damaged = catalogue.refresh(&unlocked, recheck, (listed.snapshots, listed.logs), known)?;
         Ok(Listed { repo: unlocked, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: listed.index })
     }
 
@@ -402,7 +403,7 @@ impl Unlocked {
     /// Lists the repository's manifests (bringing the local catalogue up to
     /// date): the first step of every command that reads. See `Listed`.
     pub fn list(self, cache_base: &Path) -> Result<Listed> {
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base, true, None)?;
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, true)?;
         Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: None })
     }
 
@@ -411,7 +412,7 @@ impl Unlocked {
     /// snapshot manifests already catalogued are not read again, so their
     /// damage is not seen here, and nothing here trusts them.
     pub fn list_for_logs(self, cache_base: &Path) -> Result<Listed> {
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base, false, None)?;
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, false)?;
         Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: None })
     }
 

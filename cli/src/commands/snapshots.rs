@@ -21,6 +21,9 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
             .map(|(id, m)| {
                 let mut v = serde_json::to_value(m).expect("manifest serializes");
                 v["id"] = json!(id);
+                if let Some(parent) = incremental_of(&repo, id, m) {
+                    v["incremental_of"] = json!(parent);
+                }
                 v
             })
             .collect();
@@ -34,6 +37,11 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
     for (id, m) in &snaps {
         let time = m.time.parse::<jiff::Timestamp>().map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string());
         let facts = SnapshotFacts::of(m);
+        let kind = match incremental_of(&repo, id, m) {
+            Some(parent) => format!("{} incremental of {}", facts.format(), short(&parent)),
+            None if facts.is_incremental() => format!("{} incremental, base missing", facts.format()),
+            None => facts.format().to_string(),
+        };
         outln!(
             "{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} {}",
             short(id),
@@ -41,11 +49,20 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
             m.name,
             human(m.stats.bytes),
             human(m.stats.new_bytes),
-            facts.format(),
+            kind,
             position(&facts)
         );
     }
     fail.map_or(Ok(()), Err)
+}
+
+/// For an incremental backup, the snapshot it applies on (the one before it in its chain).
+fn incremental_of(repo: &dedupe_store::Listed, id: &str, m: &dedupe_store::Manifest) -> Option<String> {
+    if !SnapshotFacts::of(m).is_incremental() {
+        return None;
+    }
+    let chain = dedupe_recovery::chain::chain(repo.catalogue(), id, m).ok()?;
+    chain.len().checked_sub(2).map(|i| chain[i].0.clone())
 }
 
 /// Where in the server's history a snapshot stands, in one line.
