@@ -219,6 +219,18 @@ fn password_from_file_and_command() {
         .output()
         .unwrap();
     assert_eq!(out.stdout, b"rows", "{}", String::from_utf8_lossy(&out.stderr));
+    // Every user can read that file (0644): said once; at 0600, nothing is said.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warned = |repo: &Repo| {
+        let out =
+            repo.cmd(["snapshots", "--password-file"]).arg(&pwfile).env_remove("DEDUPE_PASSWORD").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).contains("every user can read the password file")
+    };
+    assert!(warned(&repo));
+    std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!warned(&repo));
     let out = repo
         .cmd(["restore", "latest", "--stdout", "--password-command", &format!("echo '{PASSWORD}'")])
         .env_remove("DEDUPE_PASSWORD")

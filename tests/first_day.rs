@@ -103,3 +103,19 @@ fn a_new_repository_and_its_cache_are_private_unless_asked_otherwise() {
     assert_eq!(dirs, [0o750].into(), "group-readable repository folders");
     assert_eq!(files, [0o640].into(), "group-readable repository objects");
 }
+
+#[test]
+fn json_is_printed_by_the_commands_that_used_to_ignore_it() {
+    let repo = Repo::new();
+    repo.ok(&["backup", "--name", "h", "--command", "echo rows; echo 'a producer note' >&2"]);
+    let log = repo.json(&["log", "latest"]);
+    assert!(log["log"].as_str().unwrap().contains("a producer note"), "{log}");
+    let rebuilt = repo.json(&["catalogue", "rebuild"]);
+    assert_eq!(rebuilt["snapshots"], 1, "{rebuilt}");
+    let seg = repo.scratch("000000010000000000000003");
+    std::fs::write(&seg, Prng::new(3).bytes(1 << 20)).unwrap();
+    let pushed = repo.json(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), seg.as_os_str()]);
+    assert_eq!(pushed["stored"], true, "{pushed}");
+    let again = repo.json(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), seg.as_os_str()]);
+    assert_eq!(again["stored"], false, "{again}");
+}

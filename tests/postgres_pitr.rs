@@ -112,7 +112,11 @@ impl Setup {
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o755)).unwrap();
         let password_file = secret.join("password");
         fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o644)).unwrap();
+        // The server's user owns it, readable by it alone (root reads it anyway).
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            chown_postgres(&password_file);
+        }
         let pg_cache = postgres_dir(&dir.join("pg-cache"));
         let config: serde_json::Value = serde_json::from_slice(&fs::read(repo.path.join("config")).unwrap()).unwrap();
         let id = config["id"].as_str().expect("repository id");

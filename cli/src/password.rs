@@ -26,6 +26,7 @@ impl PasswordSource<'_> {
         if let Some(f) = self.file {
             let s = std::fs::read_to_string(f)
                 .map_err(|e| Failure::usage(format!("cannot read the password file {}: {e}", f.display())))?;
+            warn_if_world_readable(f);
             return Ok(trim_newline(s));
         }
         if let Some(c) = self.command {
@@ -80,4 +81,19 @@ pub(crate) fn new_password(file: Option<&Path>, env_var: &str) -> Result<String,
         return Ok(a);
     }
     Err(Failure::usage(format!("no new password given: set {env_var} or pass a password file")))
+}
+
+/// A password file every user of the machine can read is worth a word: the
+/// repository is only as private as it.
+fn warn_if_world_readable(f: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(f) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            eprintln!(
+                "dedupe: warning: every user can read the password file {} (mode {mode:o}): chmod o-r it",
+                f.display()
+            );
+        }
+    }
 }

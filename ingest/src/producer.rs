@@ -104,3 +104,72 @@ impl Drop for ProducerOutput {
         }
     }
 }
+
+/// The command as it may be stored and shown: passwords in it replaced by
+/// `***` (`--password=…`, `--passwd=…`, `PGPASSWORD=…`, `MYSQL_PWD=…`,
+/// `password=…` in a libpq connection string, `user:…@` in a URL, and
+/// `-p…` for MySQL/MariaDB tools, where `-p` is the password and not, as
+/// for PostgreSQL's tools, the port). The command itself runs unmasked.
+pub fn masked(command: &str) -> String {
+    let mysql = ["mariabackup", "xtrabackup", "mysqldump", "mariadb-dump", "mysql", "mariadb", "mydumper"]
+        .iter()
+        .any(|t| command.contains(t));
+    let mut out = String::with_capacity(command.len());
+    let mut rest = command;
+    loop {
+        let ws = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        if rest.is_empty() {
+            return out;
+        }
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        out.push_str(&mask_word(&rest[..end], mysql));
+        rest = &rest[end..];
+    }
+}
+
+fn mask_word(word: &str, mysql: bool) -> String {
+    const STARS: &str = "***";
+    for key in ["--password=", "--passwd=", "PGPASSWORD=", "MYSQL_PWD=", "password="] {
+        if let Some(i) = word.find(key) {
+            // The value runs to a closing quote, if the word has one after it.
+            let value_end = word[i + key.len()..].find(['\'', '"']).map_or(word.len(), |q| i + key.len() + q);
+            return format!("{}{key}{STARS}{}", &word[..i], &word[value_end..]);
+        }
+    }
+    if mysql && word.len() > 2 && word.starts_with("-p") {
+        return format!("-p{STARS}");
+    }
+    if let (Some(scheme), Some(at)) = (word.find("://"), word.find('@')) {
+        let creds = &word[scheme + 3..at];
+        if let Some(colon) = creds.find(':') {
+            return format!("{}{STARS}{}", &word[..scheme + 3 + colon + 1], &word[at..]);
+        }
+    }
+    word.to_string()
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::masked;
+
+    #[test]
+    fn passwords_in_a_producer_command_are_masked_and_the_rest_kept() {
+        let cases = [
+            (
+                "mariabackup --backup --stream=xbstream --user=backup --password=s3cret --target-dir=/t",
+                "mariabackup --backup --stream=xbstream --user=backup --password=*** --target-dir=/t",
+            ),
+            ("mysqldump -uroot -ps3cret --all-databases", "mysqldump -uroot -p*** --all-databases"),
+            ("PGPASSWORD=s3cret pg_basebackup -D - -Ft -p 5433", "PGPASSWORD=*** pg_basebackup -D - -Ft -p 5433"),
+            ("pg_dump -d 'host=db password=s3cret user=x' -Fc", "pg_dump -d 'host=db password=*** user=x' -Fc"),
+            ("pg_dump postgresql://app:s3cret@db:5432/shop", "pg_dump postgresql://app:***@db:5432/shop"),
+            ("MYSQL_PWD=s3cret  mariadb-dump  shop", "MYSQL_PWD=***  mariadb-dump  shop"),
+            ("pg_basebackup -D - -Ft -X fetch -p5433", "pg_basebackup -D - -Ft -X fetch -p5433"),
+        ];
+        for (given, stored) in cases {
+            assert_eq!(masked(given), stored, "{given}");
+        }
+    }
+}

@@ -66,12 +66,14 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         (_, command) => {
             let (input, description): (Box<dyn std::io::Read + Send>, String) = match command {
                 Some(c) => {
+                    // Passwords in the command are neither stored nor shown.
+                    let shown = dedupe_ingest::producer::masked(c);
                     let (out, report) = dedupe_ingest::producer::spawn(c).map_err(|e| {
-                        Failure::new(exit::PRODUCER_FAILED, format!("cannot run the producer `{c}`: {e}"))
+                        Failure::new(exit::PRODUCER_FAILED, format!("cannot run the producer `{shown}`: {e}"))
                     })?;
                     producer = Some(report);
-                    facts.command = Some(c.clone());
-                    (Box::new(out), format!("command {c}"))
+                    facts.command = Some(shown.clone());
+                    (Box::new(out), format!("command {shown}"))
                 }
                 None => (Box::new(std::io::stdin()), "stdin".into()),
             };

@@ -13,6 +13,10 @@ pub(crate) fn run(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
             format!("snapshot {} has no producer log (it was not made with --command)", short(&id)),
         ));
     };
+    if ctx.json {
+        outln!("{}", serde_json::json!({"snapshot": id, "log": String::from_utf8_lossy(&bytes)}));
+        return Ok(());
+    }
     if let Err(e) = std::io::stdout().write_all(&bytes) {
         exit::output_failed(e);
     }

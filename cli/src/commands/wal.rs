@@ -28,7 +28,15 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
         Command::Push { name, path } => {
             let wal = WalFile::read(&path)?;
             let repo = ctx.indexed_for_logs()?;
-            match push_wal(&repo, &name, &wal)? {
+            let outcome = push_wal(&repo, &name, &wal)?;
+            if ctx.json {
+                let (stored, bytes) = match outcome {
+                    Outcome::Stored { bytes, .. } => (true, bytes),
+                    Outcome::AlreadyArchived => (false, 0),
+                };
+                outln!("{}", serde_json::json!({"file": wal.file, "stored": stored, "new_bytes": bytes}));
+            }
+            match outcome {
                 Outcome::Stored { bytes, .. } => ctx.say(format!("{}: stored ({})", wal.file, human(bytes))),
                 Outcome::AlreadyArchived => ctx.say(format!("{}: already archived", wal.file)),
             }
