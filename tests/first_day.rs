@@ -119,3 +119,28 @@ fn json_is_printed_by_the_commands_that_used_to_ignore_it() {
     let again = repo.json(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), seg.as_os_str()]);
     assert_eq!(again["stored"], false, "{again}");
 }
+
+#[test]
+fn completion_and_man_page_come_from_the_command_definitions_without_a_repository() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(dedupe_bin()).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("dedupe") && script.contains("forget") && script.contains("keep-pitr"), "{shell}");
+    }
+    let out = std::process::Command::new(dedupe_bin()).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH dedupe 1") && page.contains("restore"), "{page}");
+    // -r is --repo.
+    let repo = Repo::new();
+    let out = std::process::Command::new(dedupe_bin())
+        .args(["-r", &repo.url, "snapshots"])
+        .envs(repo.storage_env().iter().map(|(k, v)| (k, v)))
+        .env("DEDUPE_PASSWORD", PASSWORD)
+        .env("DEDUPE_CACHE_DIR", &repo.cache)
+        .env_remove("DEDUPE_REPO")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "-r is --repo: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -31,34 +31,34 @@ use std::path::PathBuf;
 #[command(name = "dedupe", version, about = "Deduplicating, encrypted backups for databases")]
 struct Cli {
     /// Repository: a local directory, or s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
-    #[arg(long, env = "DEDUPE_REPO", global = true)]
+    #[arg(long, short = 'r', env = "DEDUPE_REPO", global = true, help_heading = "Global options")]
     repo: Option<String>,
     /// Transfers in flight at once to a remote repository [default: 8].
-    #[arg(long, env = "DEDUPE_CONNECTIONS", global = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, env = "DEDUPE_CONNECTIONS", global = true, help_heading = "Global options", value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: Option<u16>,
     /// Upload at most this many bytes a second (K, M, G suffixes: 1024-based).
-    #[arg(long, env = "DEDUPE_LIMIT_UPLOAD", global = true, value_parser = ctx::parse_rate)]
+    #[arg(long, env = "DEDUPE_LIMIT_UPLOAD", global = true, help_heading = "Global options", value_parser = ctx::parse_rate)]
     limit_upload: Option<u64>,
     /// Download at most this many bytes a second (K, M, G suffixes: 1024-based).
-    #[arg(long, env = "DEDUPE_LIMIT_DOWNLOAD", global = true, value_parser = ctx::parse_rate)]
+    #[arg(long, env = "DEDUPE_LIMIT_DOWNLOAD", global = true, help_heading = "Global options", value_parser = ctx::parse_rate)]
     limit_download: Option<u64>,
     /// Seconds a failing storage request is retried before the command gives up [default: 120].
-    #[arg(long, env = "DEDUPE_STORAGE_TIMEOUT", global = true)]
+    #[arg(long, env = "DEDUPE_STORAGE_TIMEOUT", global = true, help_heading = "Global options")]
     storage_timeout: Option<u64>,
     /// Read the password from this file (first line).
-    #[arg(long, env = "DEDUPE_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "DEDUPE_PASSWORD_FILE", global = true, help_heading = "Global options")]
     password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password.
-    #[arg(long, env = "DEDUPE_PASSWORD_COMMAND", global = true)]
+    #[arg(long, env = "DEDUPE_PASSWORD_COMMAND", global = true, help_heading = "Global options")]
     password_command: Option<String>,
     /// Local cache (index, never the only copy of anything).
-    #[arg(long, env = "DEDUPE_CACHE_DIR", global = true)]
+    #[arg(long, env = "DEDUPE_CACHE_DIR", global = true, help_heading = "Global options")]
     cache_dir: Option<PathBuf>,
     /// Print a machine-readable JSON summary on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// No progress bars, no summary (errors still go to stderr).
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -84,10 +84,17 @@ enum Command {
     },
     /// Copy snapshots and archived logs from another repository (--from-repo) into this one.
     Copy(copy::Args),
-    /// Remove the snapshots and archived logs a retention policy does not keep (their data goes at `prune`).
+    /// Remove the snapshots and archived logs a retention policy does not keep (manifests only: their data stays).
     Forget(forget::Args),
     /// Verify the repository: manifests, index, packs, and with --read-data every blob.
     Check(check::Args),
+    /// Print a shell completion script: `dedupe completion bash > /etc/bash_completion.d/dedupe`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `dedupe man > /usr/local/share/man/man1/dedupe.1`.
+    Man,
     /// The local catalogue of snapshots and archived logs.
     Catalogue {
         #[command(subcommand)]
@@ -95,28 +102,35 @@ enum Command {
     },
     /// The spans of time each server can be restored to, and the gaps.
     Timeline {
+        /// Only the server backed up under this name (default: every name).
         #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// The LSN to pass to the next incremental mariabackup (--incremental-lsn).
     Lsn {
+        /// The server backed up under this name (needed when the repository holds several).
         #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// Print the producer's log kept with a snapshot made with --command.
     Log {
+        /// Snapshot id (or a unique prefix), or `latest`.
         snapshot: String,
+        /// With `latest`: the newest snapshot of this name.
         #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// List snapshots, oldest first.
     Snapshots {
+        /// Only the snapshots of this name.
         #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
     /// List the files of a snapshot.
     Ls {
+        /// Snapshot id (or a unique prefix), or `latest`.
         snapshot: String,
+        /// With `latest`: the newest snapshot of this name.
         #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
@@ -135,6 +149,22 @@ enum Command {
 }
 
 fn run(cli: Cli) -> exit::R {
+    // Generated from the same definitions as the parser, and need no repository.
+    match &cli.command {
+        Command::Completion { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "dedupe", &mut script);
+            return write_out(&script);
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            man.render(&mut page).expect("rendering into memory");
+            return write_out(&page);
+        }
+        _ => {}
+    }
     let repo = cli.repo.ok_or_else(|| exit::Failure::usage("no repository given: pass --repo or set DEDUPE_REPO"))?;
     let location = Location::parse(&repo).map_err(|e| exit::Failure::usage(e.to_string()))?;
     let ctx = ctx::Ctx {
@@ -160,6 +190,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Copy(args) => copy::run(&ctx, args),
         Command::Forget(args) => forget::run(&ctx, args),
         Command::Check(args) => check::run(&ctx, args),
+        Command::Completion { .. } | Command::Man => unreachable!("answered before a repository is needed"),
         Command::Catalogue { command } => catalogue::run(&ctx, command),
         Command::Timeline { name } => timeline::run(&ctx, name.as_deref()),
         Command::Lsn { name } => lsn::run(&ctx, name.as_deref()),
@@ -170,6 +201,15 @@ fn run(cli: Cli) -> exit::R {
         Command::Key { command } => key::run(&ctx, command),
         Command::Repair { command } => repair::run(&ctx, command),
     }
+}
+
+/// Bytes to stdout, a closed pipe ending the process quietly (`exit::output_failed`).
+fn write_out(bytes: &[u8]) -> exit::R {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().write_all(bytes) {
+        exit::output_failed(e);
+    }
+    Ok(())
 }
 
 fn main() {
@@ -187,5 +227,34 @@ fn main() {
             eprintln!("dedupe: {}", f.message);
         }
         std::process::exit(f.code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "dedupe", &mut missing);
+        assert!(missing.is_empty(), "arguments without a description: {missing:?}");
+        Cli::command().debug_assert();
     }
 }

@@ -16,6 +16,7 @@ pub(crate) enum Command {
     /// Archive every closed binlog file not yet in the repository (run it from cron every minute);
     /// a file that does not end with a rotate or stop event is stored as partial until a complete copy comes.
     Push {
+        /// The server these binlogs are of: the `--name` of its base backups.
         #[arg(long, env = "DEDUPE_NAME")]
         name: String,
         /// The server's binlog directory (holding the *.index file).
@@ -30,12 +31,14 @@ pub(crate) enum Command {
     },
     /// List the archived binlog files, with their time ranges and any gaps.
     List {
+        /// The server these binlogs are of: the `--name` of its base backups.
         #[arg(long, env = "DEDUPE_NAME")]
         name: String,
     },
     /// Print the SQL that replays the archived binlogs from a restored backup's
     /// position up to a time (pipe it into `mariadb`).
     Replay {
+        /// The server these binlogs are of: the `--name` of its base backups.
         #[arg(long, env = "DEDUPE_NAME")]
         name: String,
         /// The restored (and prepared) data directory: its binlog info is the start.

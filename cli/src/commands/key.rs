@@ -11,13 +11,17 @@ use std::path::PathBuf;
 pub(crate) enum Command {
     /// Add a password (the new one from --new-password-file, DEDUPE_NEW_PASSWORD, or a prompt).
     Add {
+        /// Read the new password from this file (first line).
         #[arg(long)]
         new_password_file: Option<PathBuf>,
     },
     /// List key objects.
     List,
     /// Remove a key by id (or unique prefix); not the one in use.
-    Remove { id: String },
+    Remove {
+        /// The key's id, or a unique prefix of it (`dedupe key list` shows them).
+        id: String,
+    },
 }
 
 pub(crate) fn run(ctx: &Ctx, command: Command) -> R {

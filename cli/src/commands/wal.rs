@@ -9,16 +9,21 @@ use std::path::PathBuf;
 pub(crate) enum Command {
     /// Archive one WAL file: `archive_command = 'dedupe wal push --name NAME %p'`.
     Push {
+        /// The server this WAL is of: the `--name` of its base backups.
         #[arg(long, env = "DEDUPE_NAME")]
         name: String,
+        /// The WAL file to archive (PostgreSQL's %p).
         path: PathBuf,
     },
     /// Fetch one WAL file: `restore_command = 'dedupe wal fetch --name NAME %f %p'`;
     /// exits non-zero when it is not archived.
     Fetch {
+        /// The server this WAL is of: the `--name` of its base backups.
         #[arg(long, env = "DEDUPE_NAME")]
         name: String,
+        /// The WAL file's name (PostgreSQL's %f).
         file: String,
+        /// Where to write it (PostgreSQL's %p).
         path: PathBuf,
     },
 }
