@@ -144,3 +144,22 @@ fn completion_and_man_page_come_from_the_command_definitions_without_a_repositor
         .unwrap();
     assert!(out.status.success(), "-r is --repo: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn ctrl_c_mid_backup_says_nothing_was_committed_and_exits_130() {
+    let repo = Repo::new();
+    repo.backup_bytes("h", b"an earlier backup");
+    let mut child = repo.spawn_backup("h");
+    let mut stdin = child.stdin.take().unwrap();
+    // Some data in, the stream still open: the backup is under way.
+    stdin.write_all(&Prng::new(9).bytes(4 << 20)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains("interrupted") && err.contains("no snapshot was committed"), "{err}");
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 1, "nothing committed");
+}

@@ -19,6 +19,7 @@ macro_rules! outln {
 mod commands;
 mod ctx;
 mod exit;
+mod interrupt;
 mod password;
 mod progress;
 
@@ -213,6 +214,7 @@ fn write_out(bytes: &[u8]) -> exit::R {
 }
 
 fn main() {
+    interrupt::install();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -50,6 +50,10 @@ impl Progress for Bar {
         self.pb.set_position(n);
     }
 
+    fn committing(&self) {
+        crate::interrupt::say("it was being committed: `dedupe snapshots` shows whether it landed");
+    }
+
     fn stored(&self, n: u64) {
         let new = self.new.fetch_add(n, Ordering::Relaxed) + n;
         if self.visible {

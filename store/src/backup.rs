@@ -286,6 +286,7 @@ impl Indexed {
                 m
             },
         };
+        progress.committing();
         let snapshot_id = self.write_manifest(&manifest, kind)?;
         Ok(BackupResult { snapshot_id, manifest, warnings })
     }

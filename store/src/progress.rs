@@ -10,6 +10,8 @@ pub trait Progress: Sync {
     fn done(&self, _n: u64) {}
     /// `n` more bytes of new data were stored (a backup's "new").
     fn stored(&self, _n: u64) {}
+    /// Everything is stored; the manifest that commits it is being written.
+    fn committing(&self) {}
 }
 
 /// Shows nothing.

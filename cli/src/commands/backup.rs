@@ -128,6 +128,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         kind: dedupe_store::Kind::Snapshot,
         origin: dedupe_store::Origin { time: time.map(|t| t.to_string()), ..Default::default() },
     };
+    crate::interrupt::say("no snapshot was committed; the next backup reuses what was already uploaded");
     let result = repo.backup(src, opts, &bar);
     bar.finish();
     // A failed producer explains whatever the stream looked like.
@@ -137,6 +138,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         }
     }
     let result = result?;
+    crate::interrupt::say(format!("snapshot {} was committed", short(&result.snapshot_id)));
     let m = &result.manifest;
     let s = &m.stats;
     for w in &result.warnings {

@@ -61,6 +61,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
         Command::Push { name, binlog_dir, index, include_active } => {
             let files = binlog_files(binlog_dir.as_deref(), index.as_deref())?;
             let repo = ctx.indexed_for_logs()?;
+            crate::interrupt::say("the files archived so far stay archived: push again for the rest");
             let pushed = push_binlogs(&repo, &name, &files, include_active)?;
             let report: Vec<_> = pushed
                 .iter()

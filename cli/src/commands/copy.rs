@@ -42,6 +42,7 @@ pub(crate) fn run(ctx: &Ctx, args: Args) -> R {
     if from.config.id == to.config.id {
         return Err(Failure::usage("--from-repo and --repo are the same repository: copy needs two"));
     }
+    crate::interrupt::say("what was copied so far stays in the target: run copy again to finish");
     let sel = Selection { names: args.name, ids: args.snapshots };
     let bar = ctx.progress();
     let lines = !ctx.quiet && !ctx.json;

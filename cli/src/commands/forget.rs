@@ -62,6 +62,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     let repo = ctx.listed()?;
     let decisions = decide(repo.catalogue(), a.name.as_deref(), &policy, jiff::Timestamp::now())?;
     if !a.dry_run {
+        crate::interrupt::say("some of what the policy drops may be forgotten already: run forget again to finish");
         // Snapshots first, oldest first, then logs: cut short, what is left
         // is still a restorable history with logs to spare.
         for d in &decisions {

@@ -92,6 +92,10 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             Some(p) => p.chain.clone(),
             None => dedupe_recovery::chain::chain(repo.catalogue(), &id, &manifest)?,
         };
+        crate::interrupt::say(format!(
+            "{} holds an incomplete restore: restore again with --force, or into an empty directory",
+            target.display()
+        ));
         restore_chain(&repo, &chain, target, &mut |sid, n, of| {
             ctx.note(&format!("applied {} ({n}/{of})", short(sid)))
         })?;
@@ -125,6 +129,10 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     let target = target.expect("clap requires --target without --stdout");
     std::fs::create_dir_all(target)
         .map_err(|e| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", target.display())))?;
+    crate::interrupt::say(format!(
+        "{} holds an incomplete restore: restore again with --force, or into an empty directory",
+        target.display()
+    ));
     let bar = ctx.progress();
     let report = restore_to_dir(&repo, &nodes, target, &bar);
     bar.finish();

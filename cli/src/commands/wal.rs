@@ -33,6 +33,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
         Command::Push { name, path } => {
             let wal = WalFile::read(&path)?;
             let repo = ctx.indexed_for_logs()?;
+            crate::interrupt::say("the WAL file may not be archived: PostgreSQL retries the archive_command");
             let outcome = push_wal(&repo, &name, &wal)?;
             if ctx.json {
                 let (stored, bytes) = match outcome {

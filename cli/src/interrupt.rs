@@ -1,0 +1,33 @@
+//! Ctrl-C and SIGTERM: one line on stderr saying what was and was not
+//! committed, then exit 130 (SIGINT) or 143 (SIGTERM), as a shell reports
+//! them. Commands say what an interruption would leave behind as they go
+//! (`say`); until one does, nothing was changed.
+//!
+//! signal-hook's iterator runs the handler on a thread of its own, so it
+//! may print and exit; the default handlers would end the process silently.
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::borrow::Cow;
+use std::sync::Mutex;
+
+static LEFT: Mutex<Cow<'static, str>> = Mutex::new(Cow::Borrowed("nothing was changed"));
+
+/// Starts listening; call once, first thing.
+pub(crate) fn install() {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let left = LEFT.lock().map(|l| l.to_string()).unwrap_or_default();
+            let name = if sig == SIGINT { "interrupted" } else { "terminated" };
+            eprintln!("dedupe: {name}: {left}");
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
+/// What an interruption from now on leaves behind, in a few words.
+pub(crate) fn say(left: impl Into<Cow<'static, str>>) {
+    if let Ok(mut l) = LEFT.lock() {
+        *l = left.into();
+    }
+}
