@@ -11,14 +11,30 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 static LEFT: Mutex<Cow<'static, str>> = Mutex::new(Cow::Borrowed("nothing was changed"));
+/// The terminal's settings from before the process started, restored on
+/// the way out: a password prompt turns echo off, and an interrupted prompt
+/// must not leave the user's shell silent.
+static TERMINAL: Mutex<Option<libc::termios>> = Mutex::new(None);
 
 /// Starts listening; call once, first thing.
 pub(crate) fn install() {
+    // SAFETY: tcgetattr writes the termios it is given; it fails harmlessly on a non-terminal.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0 {
+            *TERMINAL.lock().expect("not poisoned") = Some(t);
+        }
+    }
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             let left = LEFT.lock().map(|l| l.to_string()).unwrap_or_default();
             let name = if sig == SIGINT { "interrupted" } else { "terminated" };
+            if let Some(t) = TERMINAL.lock().ok().and_then(|t| *t) {
+                // SAFETY: restores settings tcgetattr gave us for the same descriptor.
+                unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) };
+                eprintln!();
+            }
             eprintln!("dedupe: {name}: {left}");
             std::process::exit(128 + sig);
         }
