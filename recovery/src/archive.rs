@@ -334,7 +334,7 @@ fn verify_without_checksums(path: &Path) -> Result<()> {
 }
 
 /// The numeric suffix of a binlog file name (`mysql-bin.000012` → 12).
-fn binlog_seq(file: &str) -> Option<(&str, u64)> {
+pub(crate) fn binlog_seq(file: &str) -> Option<(&str, u64)> {
     let (stem, n) = file.rsplit_once('.')?;
     Some((stem, n.parse().ok()?))
 }

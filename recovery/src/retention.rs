@@ -19,7 +19,7 @@
 //!
 //! A decision is a value built from the catalogue: nothing is deleted here.
 
-use crate::archive::LogFile;
+use crate::archive::{binlog_seq, LogFile};
 use crate::chain::{chain, short};
 use crate::error::Result;
 use crate::plan::segment_size;
@@ -217,12 +217,6 @@ fn base_start(cat: &Catalogue, name: &str, m: &Manifest) -> Result<Option<Start>
 fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
-/// The numeric suffix of a binlog file name, with its stem.
-fn binlog_seq(file: &str) -> Option<(&str, u64)> {
-    let (stem, n) = file.rsplit_once('.')?;
-    Some((stem, n.parse().ok()?))
 }
 
 fn decide_logs(
