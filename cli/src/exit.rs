@@ -112,6 +112,7 @@ impl From<dedupe_recovery::Error> for Failure {
             E::Storage(_) => STORAGE,
             E::Tool(_) => ERROR,
             E::Corrupt(_) => CORRUPT,
+            E::OutputClosed => CLOSED_PIPE,
         };
         Failure { code, message: e.to_string() }
     }

@@ -38,6 +38,10 @@ pub enum Error {
     /// The repository's records contradict themselves.
     #[error("{0}")]
     Corrupt(String),
+    /// Whoever read the output stopped reading (`binlog replay | head`):
+    /// not a failure of ours, and nothing to say about it.
+    #[error("the output was closed by its reader")]
+    OutputClosed,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

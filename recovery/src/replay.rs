@@ -54,6 +54,10 @@ pub fn replay_binlogs(
     });
     let _ = std::fs::remove_dir_all(&dir);
     let status = status?;
+    // The reader of our stdout went away, and the tool died of SIGPIPE on it.
+    if std::os::unix::process::ExitStatusExt::signal(&status) == Some(13) {
+        return Err(Error::OutputClosed);
+    }
     if !status.success() {
         return Err(Error::Tool(format!("{bin} failed ({status})")));
     }
