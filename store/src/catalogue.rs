@@ -58,12 +58,8 @@ impl Catalogue {
     /// Repository commands get it through `Unlocked::list`.
     pub(crate) fn open(repo: &Unlocked, cache_base: &Path, recheck: bool) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
         let (mut c, known) = Catalogue::prepare(&repo.cache_dir(cache_base))?;
-        let listed = std::thread::scope(|s| {
-            let logs = s.spawn(|| repo.manifest_names(Kind::Log));
-            let snapshots = repo.manifest_names(Kind::Snapshot);
-            Ok::<_, Error>((snapshots?, logs.join().expect("listing thread")?))
-        })?;
-        let damaged = c.refresh(repo, recheck, listed, known)?;
+        let listed = crate::repo::Prelisted::list(repo.backend(), false)?;
+        let damaged = c.refresh(repo, recheck, (listed.snapshots, listed.logs), known)?;
         Ok((c, damaged))
     }
 

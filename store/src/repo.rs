@@ -134,9 +134,9 @@ pub enum Reads {
 }
 
 /// Object names listed ahead of the reads that need a key.
-struct Prelisted {
-    snapshots: Vec<String>,
-    logs: Vec<String>,
+pub(crate) struct Prelisted {
+    pub(crate) snapshots: Vec<String>,
+    pub(crate) logs: Vec<String>,
     index: Option<Vec<(String, u64)>>,
 }
 
@@ -144,7 +144,7 @@ impl Prelisted {
     /// Snapshot and log manifests listed concurrently; then, if asked, the
     /// index objects, started only once both manifest listings have ended
     /// (the order of format-spec §14.4).
-    fn list(backend: &dyn Backend, index: bool) -> Result<Prelisted> {
+    pub(crate) fn list(backend: &dyn Backend, index: bool) -> Result<Prelisted> {
         let (snapshots, logs) = std::thread::scope(|s| {
             let logs = s.spawn(|| manifest_names(backend, Kind::Log));
             (manifest_names(backend, Kind::Snapshot), logs.join().expect("listing thread"))
@@ -366,11 +366,6 @@ impl Unlocked {
             }
             _ => Err(Error::Invalid(format!("{prefix} matches several keys: give more characters"))),
         }
-    }
-
-    /// Every object name of a kind, without reading them.
-    pub(crate) fn manifest_names(&self, kind: Kind) -> Result<Vec<String>> {
-        manifest_names(&*self.backend, kind)
     }
 
     /// Deletes a manifest: the snapshot (or archived log) is gone from this
