@@ -87,6 +87,8 @@ enum Command {
     Copy(copy::Args),
     /// Remove the snapshots and archived logs a retention policy does not keep (manifests only: their data stays).
     Forget(forget::Args),
+    /// Delete the data no snapshot or archived log needs (after `forget`), safely beside running backups.
+    Prune(prune::Args),
     /// Verify the repository: manifests, index, packs, and with --read-data every blob.
     Check(check::Args),
     /// Print a shell completion script: `dedupe completion bash > /etc/bash_completion.d/dedupe`.
@@ -190,6 +192,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Wal { command } => wal::run(&ctx, command),
         Command::Copy(args) => copy::run(&ctx, args),
         Command::Forget(args) => forget::run(&ctx, args),
+        Command::Prune(args) => prune::run(&ctx, args),
         Command::Check(args) => check::run(&ctx, args),
         Command::Completion { .. } | Command::Man => unreachable!("answered before a repository is needed"),
         Command::Catalogue { command } => catalogue::run(&ctx, command),

@@ -32,7 +32,7 @@ fn bad_time(s: &str) -> Error {
 /// A duration as restic writes it: `14d`, `36h`, `2w`, `1y6m` (`y` years,
 /// `m` months, `w` weeks, `d` days, `h` hours), counted in the calendar.
 pub fn parse_duration(s: &str) -> Result<jiff::Span> {
-    let bad = || Error::Usage(format!("cannot read the duration {s:?}: write it as 14d, 36h, 2w or 1y6m"));
+    let bad = || Error::Usage(format!("cannot read the duration {s:?}: write it as 14d, 36h, 2w, 1y6m or 30s"));
     let mut span = jiff::Span::new();
     let mut digits = String::new();
     for c in s.trim().chars() {
@@ -47,6 +47,7 @@ pub fn parse_duration(s: &str) -> Result<jiff::Span> {
             'w' => span.try_weeks(n),
             'd' => span.try_days(n),
             'h' => span.try_hours(n),
+            's' => span.try_seconds(n),
             _ => return Err(bad()),
         }
         .map_err(|_| bad())?;

@@ -104,7 +104,7 @@ impl Indexed {
     /// referenced. Trees, then list chunks, are read in groups (a remote
     /// store answers a group in about one round trip), each once however
     /// many manifests share it.
-    fn walk(&self, report: &mut CheckReport) -> Result<HashSet<Id>> {
+    pub(crate) fn walk(&self, report: &mut CheckReport) -> Result<HashSet<Id>> {
         let mut manifests = Vec::new();
         for kind in [Kind::Snapshot, Kind::Log] {
             let all = self.catalogue().list(kind, None)?;

@@ -83,6 +83,9 @@ pub struct Index {
     packs: Vec<Id>,
     records_at: usize,
     count: usize,
+    /// Index objects of the listing that failed verification and were left
+    /// out (`sync_cache`): prune must not run while their packs look unindexed.
+    pub(crate) damaged: Vec<String>,
 }
 
 fn rec_id(r: &[u8]) -> &[u8] {
@@ -91,7 +94,7 @@ fn rec_id(r: &[u8]) -> &[u8] {
 
 impl Index {
     fn empty() -> Self {
-        Index { map: None, names: HashSet::new(), packs: Vec::new(), records_at: 0, count: 0 }
+        Index { map: None, names: HashSet::new(), packs: Vec::new(), records_at: 0, count: 0, damaged: Vec::new() }
     }
 
     fn records(&self) -> &[u8] {
@@ -101,32 +104,58 @@ impl Index {
         }
     }
 
-    /// Every pack the index knows.
-    #[cfg(feature = "internals")]
+    /// Every pack the index knows; a record names its pack by its
+    /// position here (its pack number).
     pub(crate) fn packs(&self) -> &[Id] {
         &self.packs
     }
 
+    /// How many records (chunk copies) the index holds.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the index object `id` was merged into this index (a damaged
+    /// or vanished one is not).
+    pub(crate) fn merged(&self, id: &Id) -> bool {
+        self.names.contains(id)
+    }
+
+    /// Record `pos`: chunk id, pack number and where in the pack.
+    pub(crate) fn record(&self, pos: usize) -> (Id, u32, Location) {
+        let r = &self.records()[pos * REC..(pos + 1) * REC];
+        let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
+        let pack = self.packs.get(u(32) as usize).copied().unwrap_or([0; 32]);
+        (r[..32].try_into().expect("32"), u(32), Location { pack, offset: u(36), length: u(40), raw_len: u(44) })
+    }
+
     pub fn lookup(&self, id: &Id) -> Option<Location> {
+        self.find(id, |_| true).map(|(_, loc)| loc)
+    }
+
+    /// The first copy of chunk `id` whose pack number `allowed` accepts,
+    /// with its record position: a chunk stored twice (by two racing
+    /// backups, or again after its pack was marked) has a record per copy.
+    pub(crate) fn find(&self, id: &Id, allowed: impl Fn(u32) -> bool) -> Option<(usize, Location)> {
         let recs = self.records();
+        // The first record not less than `id`.
         let (mut lo, mut hi) = (0usize, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let r = &recs[mid * REC..(mid + 1) * REC];
-            match rec_id(r).cmp(&id[..]) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
-                    // A damaged cache can name a pack it does not list: not found, not a panic.
-                    return Some(Location {
-                        pack: *self.packs.get(u(32) as usize)?,
-                        offset: u(36),
-                        length: u(40),
-                        raw_len: u(44),
-                    });
-                }
+            if rec_id(&recs[mid * REC..(mid + 1) * REC]) < &id[..] {
+                lo = mid + 1;
+            } else {
+                hi = mid;
             }
+        }
+        let mut pos = lo;
+        while pos < self.count && rec_id(&recs[pos * REC..(pos + 1) * REC]) == &id[..] {
+            let (_, no, loc) = self.record(pos);
+            // A damaged cache can name a pack it does not list: not found, not a panic.
+            if (no as usize) < self.packs.len() && allowed(no) {
+                return Some((pos, loc));
+            }
+            pos += 1;
         }
         None
     }
@@ -189,7 +218,7 @@ impl Index {
             if Some(map.len()) != count.checked_mul(REC).and_then(|n| n.checked_add(p)) {
                 return None;
             }
-            Some(Index { map: None, names, packs, records_at: p, count })
+            Some(Index { map: None, names, packs, records_at: p, count, damaged: Vec::new() })
         };
         Ok(parse().map(|mut ix| {
             ix.map = Some(map);
@@ -219,6 +248,7 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
         return Ok(old);
     }
     let mut cur = old;
+    let mut damaged = Vec::new();
     let mut pending = new.into_iter().peekable();
     while pending.peek().is_some() {
         let mut pack_no: HashMap<Id, u32> = cur.packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
@@ -241,7 +271,11 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
                 // database server's archive_command with them.
                 let objects = match sealed.and_then(|sealed| open_index_object(keys, name, &sealed)) {
                     Ok(o) => o,
-                    Err(Error::Corrupt { .. }) | Err(Error::Missing(_)) => continue,
+                    Err(Error::Corrupt { .. }) => {
+                        damaged.push(name.clone());
+                        continue;
+                    }
+                    Err(Error::Missing(_)) => continue,
                     Err(e) => return Err(e),
                 };
                 for (pack, entries) in objects {
@@ -265,6 +299,7 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
         recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
         cur = write_cache(&path, &cur, &names, &packs, &recs)?;
     }
+    cur.damaged = damaged;
     Ok(cur)
 }
 

@@ -17,6 +17,7 @@
 mod ahead;
 pub mod backend;
 mod backup;
+mod bits;
 mod blob;
 mod catalogue;
 mod check;
@@ -27,9 +28,11 @@ mod error;
 mod index;
 mod keyfile;
 mod maintenance;
+mod marks;
 mod pack;
 mod private;
 mod progress;
+mod prune;
 mod repo;
 mod restore;
 mod snapshot;
@@ -44,6 +47,7 @@ pub use error::{Error, Result};
 pub use keyfile::{hostname, KdfParams};
 pub use maintenance::{RepairReport, RepoStats};
 pub use progress::Progress;
+pub use prune::{PruneOptions, PruneReport};
 pub use repo::{Config, Indexed, KeyInfo, Kind, Listed, Reads, Repository, Unlocked};
 pub use restore::{Piece, Sink};
 pub use snapshot::{Manifest, Node, NodeKind, Stats, Tree};
@@ -55,6 +59,7 @@ pub mod internals {
     pub use crate::chunker::{split, Chunker};
     pub use crate::crypto::{hex_id, parse_id, Id, Keys};
     pub use crate::index::{open_index_object, seal_index_object, Index, Location, INDEX_AAD};
+    pub use crate::marks::{open_mark, seal_mark, MARK_AAD};
     pub use crate::pack::{pack_name, parse_trailer, read_entries, PackEntry, PackWriter, TRAILER_AAD};
     pub use crate::repo::open_manifest;
     pub use crate::snapshot::{

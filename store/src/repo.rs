@@ -11,11 +11,13 @@ use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
 use crate::index::{self, Index, Location};
 use crate::keyfile::{KdfParams, KeyFile};
+use crate::marks::Marks;
 use crate::pack::pack_name;
 use crate::snapshot::{decode_records, Manifest, Node, Tree, LOG_MANIFEST_AAD, MANIFEST_AAD};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -138,6 +140,8 @@ pub(crate) struct Prelisted {
     pub(crate) snapshots: Vec<String>,
     pub(crate) logs: Vec<String>,
     index: Option<Vec<(String, u64)>>,
+    /// The marks (`marks/`), listed beside the manifests when the index is.
+    marks: Option<Vec<String>>,
 }
 
 impl Prelisted {
@@ -145,13 +149,19 @@ impl Prelisted {
     /// index objects, started only once both manifest listings have ended
     /// (the order of format-spec §14.4).
     pub(crate) fn list(backend: &dyn Backend, index: bool) -> Result<Prelisted> {
-        let (snapshots, logs) = std::thread::scope(|s| {
+        let (snapshots, logs, marks) = std::thread::scope(|s| {
             let logs = s.spawn(|| manifest_names(backend, Kind::Log));
-            (manifest_names(backend, Kind::Snapshot), logs.join().expect("listing thread"))
+            let marks = s.spawn(|| {
+                index
+                    .then(|| backend.list(ObjectKind::Mark).map(|l| l.into_iter().map(|(n, _)| n).collect()))
+                    .transpose()
+            });
+            let snapshots = manifest_names(backend, Kind::Snapshot);
+            (snapshots, logs.join().expect("listing thread"), marks.join().expect("listing thread"))
         });
-        let (snapshots, logs) = (snapshots?, logs?);
+        let (snapshots, logs, marks) = (snapshots?, logs?, marks?);
         let index = if index { Some(backend.list(ObjectKind::Index)?) } else { None };
-        Ok(Prelisted { snapshots, logs, index })
+        Ok(Prelisted { snapshots, logs, index, marks })
     }
 }
 
@@ -233,6 +243,7 @@ impl Repository {
     /// objects) are listed while the key is fetched and derived.
     pub fn unlock_and_list(self, password: &[u8], cache_base: &Path, reads: Reads) -> Result<Listed> {
         let backend = self.backend.clone();
+        let started = SystemTime::now();
         // The catalogue's rows are read before anything is listed (see `Catalogue::prepare`).
         let (mut catalogue, known) = Catalogue::prepare(&cache_base.join(&self.config.id))?;
         let (unlocked, listed) = std::thread::scope(|s| {
@@ -242,7 +253,15 @@ impl Repository {
         let (unlocked, listed) = (unlocked?, listed?);
         let recheck = reads != Reads::LogChunks;
         let damaged = catalogue.refresh(&unlocked, recheck, (listed.snapshots, listed.logs), known)?;
-        Ok(Listed { repo: unlocked, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: listed.index })
+        Ok(Listed {
+            repo: unlocked,
+            catalogue,
+            damaged,
+            cache_base: cache_base.to_path_buf(),
+            index: listed.index,
+            marks: listed.marks,
+            started,
+        })
     }
 
     /// Tries every key object; `WrongPassword` when none opens.
@@ -398,8 +417,17 @@ impl Unlocked {
     /// Lists the repository's manifests (bringing the local catalogue up to
     /// date): the first step of every command that reads. See `Listed`.
     pub fn list(self, cache_base: &Path) -> Result<Listed> {
+        let started = SystemTime::now();
         let (catalogue, damaged) = Catalogue::open(&self, cache_base, true)?;
-        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: None })
+        Ok(Listed {
+            repo: self,
+            catalogue,
+            damaged,
+            cache_base: cache_base.to_path_buf(),
+            index: None,
+            marks: None,
+            started,
+        })
     }
 
     /// Like `list`, for commands that use archived logs only (a server's
@@ -407,8 +435,17 @@ impl Unlocked {
     /// snapshot manifests already catalogued are not read again, so their
     /// damage is not seen here, and nothing here trusts them.
     pub fn list_for_logs(self, cache_base: &Path) -> Result<Listed> {
+        let started = SystemTime::now();
         let (catalogue, damaged) = Catalogue::open(&self, cache_base, false)?;
-        Ok(Listed { repo: self, catalogue, damaged, cache_base: cache_base.to_path_buf(), index: None })
+        Ok(Listed {
+            repo: self,
+            catalogue,
+            damaged,
+            cache_base: cache_base.to_path_buf(),
+            index: None,
+            marks: None,
+            started,
+        })
     }
 
     /// Like `list`, but throws the local catalogue away and reads every manifest again.
@@ -432,6 +469,11 @@ pub struct Listed {
     cache_base: PathBuf,
     /// The index objects, when listed ahead (`Repository::unlock_and_list`).
     index: Option<Vec<(String, u64)>>,
+    /// The marks, when listed ahead.
+    marks: Option<Vec<String>>,
+    /// When the manifests' listing started: a prune deletes only packs
+    /// whose marks are older than their grace period at this moment.
+    pub(crate) started: SystemTime,
 }
 
 impl std::ops::Deref for Listed {
@@ -445,17 +487,22 @@ impl Listed {
     /// Loads (and updates) the local index cache.
     pub fn indexed(mut self) -> Result<Indexed> {
         let cache = self.repo.cache_dir(&self.cache_base);
+        let backend = &*self.repo.backend;
+        let marks = match self.marks.take() {
+            Some(names) => Marks::read(backend, &self.repo.keys, names, None)?,
+            None => Marks::list(backend, &self.repo.keys, None)?,
+        };
         // Packs a cut-short backup on this host uploaded but did not index.
         // Best effort: a command with read-only credentials leaves them for
         // the next backup.
-        let recovered = crate::upload::recover(&*self.repo.backend, &self.repo.keys, &cache).unwrap_or(0);
+        let recovered = crate::upload::recover(backend, &self.repo.keys, &cache, &marks).unwrap_or(0);
         // A listing made ahead misses the index objects just recovered.
         let listing = match self.index.take() {
             Some(l) if recovered == 0 => l,
             _ => self.repo.backend.list(ObjectKind::Index)?,
         };
         let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache, listing)?;
-        Ok(Indexed { listed: self, index })
+        Ok(Indexed { listed: self, index, marks })
     }
 
     /// The catalogue of every manifest listed (snapshots and archived logs).
@@ -518,6 +565,8 @@ impl Listed {
 pub struct Indexed {
     listed: Listed,
     pub(crate) index: Index,
+    /// The marks as listed when the index was loaded (`prune`, format-spec §20).
+    pub(crate) marks: Marks,
 }
 
 impl std::ops::Deref for Indexed {

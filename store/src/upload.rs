@@ -32,6 +32,7 @@ use crate::backend::{Backend, ObjectKind};
 use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
 use crate::index::{open_index_object, seal_index_object};
+use crate::marks::Marks;
 use crate::pack::{pack_name, FinishedPack, PackEntry};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use std::path::{Path, PathBuf};
@@ -234,8 +235,10 @@ fn write_index(backend: &dyn Backend, keys: &Keys, journal: &Path, done: Receive
 /// running writers and are skipped. A journalled pack that is not whole in
 /// the repository (lost with the server, cut by a power failure: its last
 /// blob does not open) is forgotten: its chunks are simply not known, and
-/// are uploaded again.
-pub(crate) fn recover(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> Result<usize> {
+/// are uploaded again. So is one a prune has marked (`marks`, listed
+/// before this is called): it may be deleted soon, so nothing may come to
+/// depend on it (format-spec §20).
+pub(crate) fn recover(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, marks: &Marks) -> Result<usize> {
     let Ok(writers) = std::fs::read_dir(cache_dir.join(JOURNAL)) else { return Ok(0) };
     let mut count = 0;
     for writer in writers.flatten() {
@@ -249,14 +252,14 @@ pub(crate) fn recover(backend: &dyn Backend, keys: &Keys, cache_dir: &Path) -> R
         if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             continue;
         }
-        count += recover_writer(backend, keys, &dir)?;
+        count += recover_writer(backend, keys, &dir, marks)?;
         let _ = std::fs::remove_file(dir.join(LOCK));
         let _ = std::fs::remove_dir(&dir);
     }
     Ok(count)
 }
 
-fn recover_writer(backend: &dyn Backend, keys: &Keys, dir: &Path) -> Result<usize> {
+fn recover_writer(backend: &dyn Backend, keys: &Keys, dir: &Path, marks: &Marks) -> Result<usize> {
     let mut found: Vec<(PathBuf, (Id, Vec<PackEntry>))> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?.flatten() {
         let path = entry.path();
@@ -267,7 +270,7 @@ fn recover_writer(backend: &dyn Backend, keys: &Keys, dir: &Path) -> Result<usiz
             let sealed = std::fs::read(&path).ok()?;
             let name = ObjectKind::Index.name(&blake3::hash(&sealed).to_hex());
             let mut packs = open_index_object(keys, &name, &sealed).ok()?;
-            (packs.len() == 1 && packs[0].0 == pack).then(|| packs.remove(0))
+            (packs.len() == 1 && packs[0].0 == pack && !marks.contains(&pack)).then(|| packs.remove(0))
         });
         let whole = parsed.as_ref().is_some_and(|(pack, entries)| {
             entries.iter().max_by_key(|e| e.offset).is_some_and(|last| {

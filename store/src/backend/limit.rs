@@ -104,8 +104,16 @@ impl Backend for Limited {
         self.inner.list(kind)
     }
 
+    fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
+        self.inner.list_dated(kind)
+    }
+
     fn delete(&self, name: &str) -> Result<()> {
         self.inner.delete(name)
+    }
+
+    fn remove_stale_temporaries(&self, before: std::time::SystemTime) -> Result<u64> {
+        self.inner.remove_stale_temporaries(before)
     }
 
     fn sync(&self, names: &[String]) -> Result<()> {

@@ -24,6 +24,7 @@ use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 pub struct LocalBackend {
     root: PathBuf,
@@ -127,7 +128,14 @@ impl LocalBackend {
         })
     }
 
-    fn walk(&self, dir: &Path, out: &mut Vec<(String, u64)>) -> Result<()> {
+    /// Every object under `dir` with its size and modification time; the
+    /// temporary files met on the way go to `temps` (with theirs).
+    fn walk(
+        &self,
+        dir: &Path,
+        out: &mut Vec<(String, u64, SystemTime)>,
+        temps: &mut Vec<(PathBuf, SystemTime)>,
+    ) -> Result<()> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -137,18 +145,27 @@ impl LocalBackend {
             let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
             let file_name = entry.file_name();
             let file_name = file_name.to_string_lossy();
+            let path = entry.path();
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Renamed or removed since the directory was read (a temporary file).
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("listing {}", path.display()), e)),
+            };
+            let modified = meta.modified().unwrap_or_else(|_| SystemTime::now());
             // Temporary files, ours and those of object_store's local store
             // that wrote repositories before this module (`name#n`).
             if file_name.starts_with('.') || file_name.contains('#') {
+                if meta.is_file() {
+                    temps.push((path, modified));
+                }
                 continue;
             }
-            let path = entry.path();
-            let meta = entry.metadata().map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
             if meta.is_dir() {
-                self.walk(&path, out)?;
+                self.walk(&path, out, temps)?;
             } else if meta.is_file() {
                 let rel = path.strip_prefix(&self.root).expect("under the root").to_string_lossy().into_owned();
-                out.push((rel, meta.len()));
+                out.push((rel, meta.len(), modified));
             }
         }
         Ok(())
@@ -209,16 +226,34 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+        Ok(self.list_dated(kind)?.into_iter().map(|(n, s, _)| (n, s)).collect())
+    }
+
+    fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(String, u64, SystemTime)>> {
         let mut out = Vec::new();
         if kind == ObjectKind::Config {
             if let Ok(m) = std::fs::metadata(self.root.join("config")) {
-                out.push(("config".to_string(), m.len()));
+                out.push(("config".to_string(), m.len(), m.modified().unwrap_or_else(|_| SystemTime::now())));
             }
             return Ok(out);
         }
-        self.walk(&self.root.join(kind.prefix()), &mut out)?;
+        self.walk(&self.root.join(kind.prefix()), &mut out, &mut Vec::new())?;
         out.sort();
         Ok(out)
+    }
+
+    fn remove_stale_temporaries(&self, before: SystemTime) -> Result<u64> {
+        let mut temps = Vec::new();
+        for kind in ObjectKind::ALL.into_iter().skip(1) {
+            self.walk(&self.root.join(kind.prefix()), &mut Vec::new(), &mut temps)?;
+        }
+        let mut removed = 0;
+        for (path, modified) in temps {
+            if modified < before && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn delete(&self, name: &str) -> Result<()> {

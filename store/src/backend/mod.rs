@@ -28,6 +28,7 @@ pub use remote::ObjectStoreBackend;
 use crate::error::Result;
 use bytes::Bytes;
 use std::ops::Range;
+use std::time::SystemTime;
 
 /// What an object is. Every object name is made here, from a kind and an
 /// id, so no other module spells a prefix.
@@ -45,16 +46,19 @@ pub enum ObjectKind {
     Snapshot,
     /// `logs/<id>`: an archived binlog file or WAL segment's manifest.
     Log,
+    /// `marks/<id>`: packs `prune` found unreferenced, and when.
+    Mark,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Log,
+        ObjectKind::Mark,
     ];
 
     /// The folder objects of this kind live under (`config` has none).
@@ -66,6 +70,7 @@ impl ObjectKind {
             ObjectKind::Index => "index/",
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Log => "logs/",
+            ObjectKind::Mark => "marks/",
         }
     }
 
@@ -113,7 +118,20 @@ pub trait Backend: Send + Sync {
     }
     /// Every object of a kind, with its size, sorted by name.
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
+    /// Like `list`, with when each object was last written, for `prune`'s
+    /// rule that young packs are left alone. A store that cannot say
+    /// reports every object as written now: it is then never old enough.
+    fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(String, u64, SystemTime)>> {
+        let now = SystemTime::now();
+        Ok(self.list(kind)?.into_iter().map(|(n, s)| (n, s, now)).collect())
+    }
     fn delete(&self, name: &str) -> Result<()>;
+    /// Removes temporary files that writers which died left behind, if
+    /// they were last written before `before`; returns how many. A store
+    /// whose writes are atomic has none.
+    fn remove_stale_temporaries(&self, _before: SystemTime) -> Result<u64> {
+        Ok(0)
+    }
     /// Makes the named objects durable, whoever wrote them (a writer that
     /// died before its `flush`). A remote store has nothing to do.
     fn sync(&self, _names: &[String]) -> Result<()> {

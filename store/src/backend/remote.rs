@@ -167,6 +167,10 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+        Ok(self.list_dated(kind)?.into_iter().map(|(n, s, _)| (n, s)).collect())
+    }
+
+    fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
         let prefix = kind.prefix().trim_end_matches('/');
         let listed: Vec<_> = if kind == ObjectKind::Config {
             // `config` sits at the top, beside the folders: list the top level only.
@@ -181,7 +185,8 @@ impl Backend for ObjectStoreBackend {
                 .block_on(self.store.list(Some(&path)).try_collect::<Vec<_>>())
                 .map_err(|e| self.err("listing", kind.prefix(), e))?
         };
-        let mut out: Vec<(String, u64)> = listed.into_iter().map(|m| (m.location.to_string(), m.size)).collect();
+        let mut out: Vec<(String, u64, std::time::SystemTime)> =
+            listed.into_iter().map(|m| (m.location.to_string(), m.size, m.last_modified.into())).collect();
         out.sort();
         Ok(out)
     }

@@ -1,0 +1,388 @@
+//! `prune`: deletes what no snapshot or archived log references, without a
+//! lock, beside running backups and log pushes (format-spec §20).
+//!
+//! One run, on a repository listed then indexed (so every chunk a listed
+//! manifest names is in the index):
+//!
+//! 1. Walk every manifest (`check`'s walk): the referenced chunks. Stop if
+//!    a manifest, an index object or a referenced chunk is damaged or
+//!    missing: deleting on a wrong picture of the repository loses data.
+//! 2. For every referenced chunk choose one copy, preferring unmarked
+//!    packs; a pack's other blobs are unused.
+//! 3. Decide per pack: a marked pack that holds a chosen copy is recovered
+//!    (unmarked); a marked pack holding none whose earliest mark was older
+//!    than its grace period when the listing started is deleted; an
+//!    unmarked pack holding none is marked; the packs with the most unused
+//!    bytes are repacked until at most `max_unused` of the rest is unused.
+//!    Packs younger than the grace period are left alone: a running
+//!    backup's packs are unreferenced until its manifest lands.
+//! 4. Write, in this order (a crash between any two steps leaves a
+//!    repository whose index names only packs that exist): repacked packs
+//!    and their index objects; the new mark; compacted index objects
+//!    (everything but the packs to delete); then delete the old index
+//!    objects, the packs, the marks that are done, and stale temporary
+//!    files.
+
+use crate::backend::ObjectKind;
+use crate::check::{CheckReport, Severity};
+use crate::crypto::{hex_id, parse_id, Id};
+use crate::error::{Error, Result};
+use crate::index::seal_index_object;
+use crate::marks::{seal_mark, MIN_KEEP_DELETE};
+use crate::pack::{pack_name, read_entries, PackEntry, PackWriter};
+use crate::progress::Progress;
+use crate::repo::Indexed;
+use crate::upload::Uploads;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+pub struct PruneOptions {
+    /// The grace period: how long a pack stays marked before it may be
+    /// deleted, and how old a pack must be before it is judged at all.
+    pub keep_delete: Duration,
+    /// The share of the kept packs' bytes that may stay unused (0.05 = 5%).
+    pub max_unused: f64,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: u64,
+    pub logs: u64,
+    /// Packs in the repository when it was listed, and their bytes.
+    pub packs: u64,
+    pub bytes: u64,
+    /// Unreferenced packs marked by this run (deleted by a later one).
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    /// Marked packs a newer snapshot references again: unmarked.
+    pub packs_recovered: u64,
+    pub packs_deleted: u64,
+    pub bytes_freed: u64,
+    /// Marked packs still within their grace period.
+    pub packs_waiting: u64,
+    /// Packs whose used blobs were copied into new packs (and which were then marked).
+    pub packs_repacked: u64,
+    pub bytes_repacked: u64,
+    pub packs_written: u64,
+    pub index_objects_before: u64,
+    pub index_objects_after: u64,
+    pub marks_removed: u64,
+    pub temporaries_removed: u64,
+    /// Bytes of the packs kept that no snapshot or log needs, after this run.
+    pub unused_bytes_left: u64,
+}
+
+/// Records per compacted index object (about 11 MiB of plaintext).
+const RECORDS_PER_INDEX: usize = 1 << 18;
+
+/// What one pack holds, from the index.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    /// Bytes of blobs holding a chosen copy of a referenced chunk.
+    used: u64,
+}
+
+impl Indexed {
+    pub fn prune(&self, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+        if opts.keep_delete < MIN_KEEP_DELETE {
+            return Err(Error::Invalid(format!(
+                "--keep-delete must be at least {}s: running backups look for new marks every 2 s",
+                MIN_KEEP_DELETE.as_secs()
+            )));
+        }
+        let backend = self.backend();
+        let now = SystemTime::now();
+        let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+
+        // 1. The picture must be whole before anything is deleted on it.
+        for (_, e) in self.damaged() {
+            return Err(refuse(e.to_string()));
+        }
+        if let Some(name) = self.index.damaged.first() {
+            return Err(refuse(format!("index object {name} is damaged; run `dedupe repair index`")));
+        }
+        let mut walked = CheckReport::default();
+        let referenced = self.walk(&mut walked)?;
+        if let Some(f) = walked.findings.iter().find(|f| f.severity != Severity::Note) {
+            return Err(refuse(format!("{} {}", f.object, f.problem)));
+        }
+        report.snapshots = walked.snapshots;
+        report.logs = walked.logs;
+
+        // 2. Usage per pack, one chosen copy per referenced chunk.
+        let stored: HashMap<Id, (u64, SystemTime)> = backend
+            .list_dated(ObjectKind::Pack)?
+            .into_iter()
+            .filter_map(|(n, size, t)| parse_id(ObjectKind::Pack.id_of(&n)).map(|id| (id, (size, t))))
+            .collect();
+        report.packs = stored.len() as u64;
+        report.bytes = stored.values().map(|(s, _)| s).sum();
+        let packs = self.index.packs();
+        let live = |no: u32| {
+            let p = &packs[no as usize];
+            stored.contains_key(p) && !self.marks.contains(p)
+        };
+        let exists = |no: u32| stored.contains_key(&packs[no as usize]);
+        let mut usage: HashMap<u32, Usage> = HashMap::new();
+        for id in &referenced {
+            if let Some((pos, loc)) = self.index.find(id, live).or_else(|| self.index.find(id, exists)) {
+                usage.entry(self.index.record(pos).1).or_default().used += loc.length as u64;
+            }
+        }
+        let pack_no: HashMap<Id, u32> = packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+        let used_of = |pack: &Id| pack_no.get(pack).and_then(|n| usage.get(n)).map_or(0, |u| u.used);
+
+        // 3. Decide.
+        let (mut to_mark, mut to_delete, mut recovered) = (Vec::new(), HashSet::new(), HashSet::new());
+        let mut candidates: Vec<(Id, u64, u64)> = Vec::new(); // pack, size, unused
+        let mut kept_bytes = 0u64;
+        let mut unused_kept = 0u64;
+        for (pack, &(size, written)) in &stored {
+            let used = used_of(pack);
+            if let Some(mark) = self.marks.first_mark(pack) {
+                if used > 0 {
+                    recovered.insert(*pack);
+                } else if self.started >= mark.time + mark.keep_delete.max(opts.keep_delete) {
+                    to_delete.insert(*pack);
+                    report.bytes_freed += size;
+                    continue;
+                } else {
+                    report.packs_waiting += 1;
+                    continue;
+                }
+            }
+            let young = now.duration_since(written).unwrap_or_default() < opts.keep_delete;
+            if young {
+                kept_bytes += size;
+                continue;
+            }
+            if used == 0 {
+                to_mark.push(*pack);
+                report.bytes_marked += size;
+                continue;
+            }
+            kept_bytes += size;
+            let unused = size.saturating_sub(used);
+            unused_kept += unused;
+            if unused > 0 && !recovered.contains(pack) {
+                candidates.push((*pack, size, unused));
+            }
+        }
+        // The most unused first, until what is left unused is within bounds.
+        candidates.sort_by(|a, b| (b.2 as f64 / b.1 as f64).total_cmp(&(a.2 as f64 / a.1 as f64)));
+        let mut to_repack = Vec::new();
+        for (pack, size, unused) in candidates {
+            if unused_kept as f64 <= opts.max_unused * kept_bytes as f64 {
+                break;
+            }
+            to_repack.push(pack);
+            unused_kept -= unused;
+            kept_bytes -= size;
+            report.bytes_repacked += used_of(&pack);
+        }
+        report.packs_marked = to_mark.len() as u64;
+        report.packs_recovered = recovered.len() as u64;
+        report.packs_deleted = to_delete.len() as u64;
+        report.packs_repacked = to_repack.len() as u64;
+        report.unused_bytes_left = unused_kept;
+        report.index_objects_before = backend.list(ObjectKind::Index)?.len() as u64;
+        if opts.dry_run {
+            report.index_objects_after = report.index_objects_before;
+            return Ok(report);
+        }
+
+        // 4. Write, in the order of the module doc.
+        let repacked = self.repack(&to_repack, &referenced, &stored, &to_delete, &mut report, progress)?;
+        to_mark.extend(repacked);
+        if !to_mark.is_empty() {
+            let (name, sealed) = seal_mark(self.keys(), now, opts.keep_delete, &to_mark);
+            backend.put(&name, sealed.into())?;
+            backend.flush()?;
+        }
+        report.packs_marked = to_mark.len() as u64;
+        let merged_objects = self.compact_index(&to_delete, &mut report)?;
+        for name in &merged_objects {
+            backend.delete(name)?;
+        }
+        for pack in &to_delete {
+            backend.delete(&pack_name(pack))?;
+        }
+        self.settle_marks(&to_delete, &recovered, &stored, &mut report)?;
+        report.temporaries_removed = backend.remove_stale_temporaries(now - opts.keep_delete)?;
+        report.index_objects_after = backend.list(ObjectKind::Index)?.len() as u64;
+        Ok(report)
+    }
+
+    /// Copies the chosen copies of referenced chunks out of `packs` into
+    /// new packs (with their index objects); returns the packs emptied, to
+    /// be marked. A pack that fails verification is left as it is.
+    fn repack(
+        &self,
+        packs: &[Id],
+        referenced: &HashSet<Id>,
+        stored: &HashMap<Id, (u64, SystemTime)>,
+        deleting: &HashSet<Id>,
+        report: &mut PruneReport,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Id>> {
+        if packs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self.backend();
+        let all = self.index.packs();
+        let repacking: HashSet<&Id> = packs.iter().collect();
+        // A chunk needs copying if it has no copy in a pack that stays.
+        let stays = |no: u32| {
+            let p = &all[no as usize];
+            stored.contains_key(p) && !repacking.contains(p) && !deleting.contains(p) && !self.marks.contains(p)
+        };
+        let (uploads, sink) =
+            Uploads::start(self.backend.clone(), self.keys().clone(), &self.cache_dir(self.cache_base()))?;
+        let mut writer = PackWriter::with_buffer(Vec::new(), sink.pack_size);
+        let mut copied: HashSet<Id> = HashSet::new();
+        let mut emptied = Vec::new();
+        progress.total(packs.iter().map(|p| stored[p].0).sum());
+        let mut done = 0u64;
+        let result = (|| -> Result<()> {
+            for pack in packs {
+                let bytes = backend.get(&pack_name(pack))?;
+                let entries = match read_entries(self.keys(), pack, &bytes) {
+                    Ok(e) => e,
+                    Err(Error::Corrupt { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                for e in entries {
+                    if !referenced.contains(&e.id) || copied.contains(&e.id) || self.index.find(&e.id, stays).is_some()
+                    {
+                        continue;
+                    }
+                    let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                    // Copied as sealed, after checking it opens: damage is not spread.
+                    if crate::blob::open_chunk(self.keys(), &e.id, sealed, e.raw_len as usize).is_err() {
+                        return Err(Error::corrupt(
+                            pack_name(pack),
+                            format!("chunk {} fails authentication; run `dedupe check --read-data`", hex_id(&e.id)),
+                        ));
+                    }
+                    writer.add(e.id, sealed, e.raw_len as usize);
+                    copied.insert(e.id);
+                    if writer.is_full() {
+                        let full = std::mem::replace(&mut writer, PackWriter::with_buffer(Vec::new(), sink.pack_size));
+                        report.packs_written += 1;
+                        sink.packs
+                            .send(full.finish(self.keys()))
+                            .map_err(|_| Error::Invalid("upload stopped".into()))?;
+                    }
+                }
+                emptied.push(*pack);
+                done += stored[pack].0;
+                progress.done(done);
+            }
+            if !writer.is_empty() {
+                report.packs_written += 1;
+                let last = std::mem::take(&mut writer).finish(self.keys());
+                sink.packs.send(last).map_err(|_| Error::Invalid("upload stopped".into()))?;
+            }
+            Ok(())
+        })();
+        drop(sink);
+        // An upload failure explains a stopped copy, so it is reported first.
+        uploads.finish()?;
+        result?;
+        // The new packs are indexed and durable before the old ones are marked.
+        backend.flush()?;
+        Ok(emptied)
+    }
+
+    /// Writes the whole index, less the packs to delete, as a few large
+    /// index objects; returns the old ones to delete (those this index
+    /// merged and did not just write again).
+    fn compact_index(&self, deleting: &HashSet<Id>, report: &mut PruneReport) -> Result<Vec<String>> {
+        let backend = self.backend();
+        let listed: Vec<String> = backend.list(ObjectKind::Index)?.into_iter().map(|(n, _)| n).collect();
+        let merged: Vec<String> = listed
+            .into_iter()
+            .filter(|n| parse_id(ObjectKind::Index.id_of(n)).is_some_and(|id| self.index.merged(&id)))
+            .collect();
+        // Nothing to drop and already as few objects as compacting makes: leave it.
+        if deleting.is_empty() && merged.len() <= self.index.len().div_ceil(RECORDS_PER_INDEX).max(1) {
+            return Ok(Vec::new());
+        }
+        let packs = self.index.packs();
+        let mut records: Vec<(u32, PackEntry)> = (0..self.index.len())
+            .map(|pos| self.index.record(pos))
+            .filter(|(_, no, _)| (*no as usize) < packs.len() && !deleting.contains(&packs[*no as usize]))
+            .map(|(id, no, loc)| (no, PackEntry { id, offset: loc.offset, length: loc.length, raw_len: loc.raw_len }))
+            .collect();
+        records.sort_unstable_by_key(|(no, e)| (*no, e.offset));
+        records.dedup_by_key(|(no, e)| (*no, e.offset));
+        let mut written = HashSet::new();
+        let mut start = 0;
+        while start < records.len() {
+            // Whole packs per object: an index object lists each of its packs once.
+            let mut end = (start + RECORDS_PER_INDEX).min(records.len());
+            while end < records.len() && records[end].0 == records[end - 1].0 {
+                end += 1;
+            }
+            let mut groups: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+            for (no, e) in &records[start..end] {
+                let pack = packs[*no as usize];
+                match groups.last_mut() {
+                    Some((p, v)) if *p == pack => v.push(*e),
+                    _ => groups.push((pack, vec![*e])),
+                }
+            }
+            let (name, sealed) = seal_index_object(self.keys(), &groups);
+            backend.put(&name, sealed.into())?;
+            written.insert(name);
+            start = end;
+        }
+        // Every compacted object is durable before any old one goes.
+        backend.flush()?;
+        report.index_objects_after = written.len() as u64;
+        Ok(merged.into_iter().filter(|n| !written.contains(n)).collect())
+    }
+
+    /// Rewrites the marks: drops the packs deleted or recovered (and those
+    /// gone), keeping each mark's time for the rest; removes damaged marks.
+    fn settle_marks(
+        &self,
+        deleted: &HashSet<Id>,
+        recovered: &HashSet<Id>,
+        stored: &HashMap<Id, (u64, SystemTime)>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let backend = self.backend();
+        for mark in &self.marks.marks {
+            let left: Vec<Id> = mark
+                .packs
+                .iter()
+                .filter(|p| stored.contains_key(*p) && !deleted.contains(*p) && !recovered.contains(*p))
+                .copied()
+                .collect();
+            if left.len() == mark.packs.len() {
+                continue;
+            }
+            if !left.is_empty() {
+                let (name, sealed) = seal_mark(self.keys(), mark.time, mark.keep_delete, &left);
+                backend.put(&name, sealed.into())?;
+                backend.flush()?;
+            }
+            backend.delete(&mark.name)?;
+            report.marks_removed += 1;
+        }
+        for (name, _) in &self.marks.damaged {
+            backend.delete(name)?;
+            report.marks_removed += 1;
+        }
+        Ok(())
+    }
+}
+
+fn refuse(why: String) -> Error {
+    Error::Invalid(format!("prune stopped before deleting anything: {why}; run `dedupe check` and repair first"))
+}
