@@ -52,7 +52,7 @@ status=${PIPESTATUS[0]}
 if [ "$status" = 0 ] && [ $# = 0 ]; then
   echo "--- again, with the repositories in S3 ---"
   DEDUPE_TEST_BACKEND=s3 cargo test --release --locked --workspace \
-    --test stream --test directory --test failures --test logs --test forget --test check \
+    --test stream --test directory --test failures --test logs --test forget --test check --test prune \
     --test mariadb --test postgres --test mariadb_pitr --test postgres_pitr 2>&1 | tee -a "$log"
   status=${PIPESTATUS[0]}
 fi

@@ -81,6 +81,7 @@ impl From<&Error> for Failure {
                 Error::Damaged(_) => DAMAGED_INPUT,
                 Error::Producer(_) => PRODUCER_FAILED,
                 Error::Storage { .. } | Error::Io { .. } => STORAGE,
+                Error::Pruned(_) => CONFLICT,
                 Error::Invalid(_) => ERROR,
             }
         };

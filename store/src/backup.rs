@@ -14,10 +14,13 @@
 //! index object is stored: an interrupted backup leaves packs that the next
 //! backup finds in the index and reuses, and no snapshot.
 
+use crate::bits::Bits;
 use crate::blob;
 use crate::chunker::{Chunker, Chunking};
 use crate::crypto::{hex_id, Id};
 use crate::error::{Error, Result};
+use crate::guard::Guard;
+use crate::pack::pack_name;
 use crate::pack::{FinishedPack, PackWriter};
 use crate::progress::Progress;
 use crate::repo::{now_rfc3339, Indexed};
@@ -149,6 +152,10 @@ struct Done {
 struct Shared<'a> {
     keys: &'a crate::crypto::Keys,
     index: &'a crate::index::Index,
+    /// The index's marked packs: never deduplicated against.
+    marked: &'a Bits,
+    /// The index records deduplicated against, for the guard.
+    hits: &'a Bits,
     level: i32,
     /// Chunks this backup has stored (or is storing).
     claimed: Mutex<crate::claims::Claims>,
@@ -157,8 +164,12 @@ struct Shared<'a> {
 impl Shared<'_> {
     /// Claims a chunk for storing: true if nobody has it yet.
     fn claim(&self, id: &Id) -> bool {
+        if let Some((pos, _)) = self.index.find(id, |no| !self.marked.get(no as usize)) {
+            self.hits.set(pos);
+            return false;
+        }
         // A failed spill (full disk) only costs a second copy of a chunk.
-        !self.index.contains(id) && self.claimed.lock().expect("not poisoned").insert(*id).unwrap_or(true)
+        self.claimed.lock().expect("not poisoned").insert(*id).unwrap_or(true)
     }
 
     fn work(&self, unit: Unit) -> Done {
@@ -207,9 +218,12 @@ impl Indexed {
 
         let (uploads, sink) =
             Uploads::start(self.backend.clone(), self.keys.clone(), &self.cache_dir(self.cache_base()))?;
+        let hits = Bits::new(self.index.len());
         let shared = Shared {
             keys: &self.keys,
             index: &self.index,
+            marked: &self.marked,
+            hits: &hits,
             level: compression_level,
             claimed: Mutex::new(crate::claims::Claims::new(self.cache_dir(self.cache_base()))),
         };
@@ -222,6 +236,7 @@ impl Indexed {
             spare: sink.spare,
             stats: Stats::default(),
             progress,
+            guard: Guard::new(self, &hits),
         };
         // Counted apart from `progress`, which may show nothing.
         let bytes_read = AtomicU64::new(0);
@@ -259,11 +274,31 @@ impl Indexed {
         let (read, warnings, learnt) = read
             .unwrap_or_else(|_| (Err(Error::Invalid("the reader thread panicked".into())), vec![], Default::default()));
         // The reader's failure explains an incomplete tree, so it is reported first.
-        let tree = read.and(processed).and_then(|tree| w.finish(tree, log.map(|f| f())));
-        drop(w.pack_tx.take());
-        // An upload failure explains a stopped writer, so it is reported first.
-        uploads.finish()?;
-        let (tree_id, log_id) = tree?;
+        let mut tree = read.and(processed).and_then(|tree| w.finish(tree, log.map(|f| f())));
+        // Before the manifest, the guard makes sure nothing this backup
+        // depends on is in a pack marked for deletion (`guard.rs`), and
+        // looks again if the last uploads took long enough for a prune to
+        // have marked more (format-spec §20.3).
+        let mut uploads = uploads;
+        let mut first = true;
+        let (tree_id, log_id) = loop {
+            if tree.is_ok() {
+                tree = w.recheck(first).and_then(|_| w.flush_pack()).and(tree);
+            }
+            first = false;
+            drop(w.pack_tx.take());
+            // An upload failure explains a stopped writer, so it is reported first.
+            uploads.finish()?;
+            let ids = tree?;
+            if !w.guard.due() {
+                break ids;
+            }
+            let (more, sink) =
+                Uploads::start(self.backend.clone(), self.keys.clone(), &self.cache_dir(self.cache_base()))?;
+            w.attach(sink);
+            uploads = more;
+            tree = Ok(ids);
+        };
 
         let mut stats = w.stats;
         stats.bytes_read = bytes_read.load(Ordering::Relaxed);
@@ -496,6 +531,7 @@ struct Writer<'a> {
     spare: Receiver<Vec<u8>>,
     stats: Stats,
     progress: &'a dyn Progress,
+    guard: Guard<'a>,
 }
 
 struct OpenFile {
@@ -511,7 +547,16 @@ impl Writer<'_> {
         let mut open: HashMap<u64, OpenFile> = HashMap::new();
         let mut waiting: std::collections::BTreeMap<u64, Done> = Default::default();
         let mut next = 0u64;
-        for done in rx {
+        loop {
+            // Woken at least every RECHECK, even when the source is slow, to look for new marks.
+            let done = match rx.recv_timeout(crate::marks::RECHECK) {
+                Ok(done) => done,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    self.recheck(false)?;
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
             if done.panicked {
                 return Err(Error::Invalid("a backup worker thread panicked (a bug: please report it)".into()));
             }
@@ -521,6 +566,7 @@ impl Writer<'_> {
                 self.consume(done, &mut tree, &mut open)?;
                 let _ = tokens.send(());
             }
+            self.recheck(false)?;
         }
         if !waiting.is_empty() {
             return Err(Error::Invalid("a worker stopped before its unit was done".into()));
@@ -535,6 +581,8 @@ impl Writer<'_> {
         for (item, sealed) in done.items.into_iter().zip(done.results) {
             match item {
                 Item::Whole(node) => {
+                    // Content taken from the parent snapshot: the guard watches it.
+                    self.guard.reused.extend(node.content.iter().filter_map(|h| crate::crypto::parse_id(h)));
                     if node.kind == NodeKind::File {
                         self.stats.files += 1;
                         self.stats.files_unchanged += 1;
@@ -619,6 +667,7 @@ impl Writer<'_> {
         let pack = std::mem::take(&mut self.pack).finish(self.shared.keys);
         self.pack = PackWriter::with_buffer(self.spare.try_recv().unwrap_or_default(), self.pack_size);
         self.stats.packs_written += 1;
+        self.guard.own.push((pack.id, pack.bytes.len() as u64));
         if self.upload_failed.load(Ordering::Relaxed) {
             // The uploader's error is reported at join.
             return Err(Error::Invalid("upload stopped".into()));
@@ -628,12 +677,60 @@ impl Writer<'_> {
         tx.send(pack).map_err(|_| Error::Invalid("upload stopped".into()))
     }
 
-    /// Stores the tree (and the producer's log) and the last pack.
+    /// Stores the tree (and the producer's log); the last pack is flushed by the caller.
     fn finish(&mut self, tree: Tree, log: Option<Vec<u8>>) -> Result<(Id, Option<Id>)> {
         let bytes = serde_json::to_vec(&tree).expect("tree serializes");
         let id = self.store_small(&bytes)?;
         let log = log.map(|l| self.store_small(&l)).transpose()?;
-        self.flush_pack()?;
         Ok((id, log))
+    }
+
+    /// Takes a new upload stage (`backup` restarts one to store what a
+    /// late look at the marks asks for).
+    fn attach(&mut self, sink: crate::upload::PackSink) {
+        self.pack = PackWriter::with_buffer(Vec::new(), sink.pack_size);
+        self.pack_size = sink.pack_size;
+        self.upload_failed = sink.failed;
+        self.pack_tx = Some(sink.packs);
+        self.spare = sink.spare;
+    }
+
+    /// Looks at the marks if they are due (or `full`, before the
+    /// manifest: then also for the reused content and hits of units that
+    /// were in flight at the last look), and stores again what depends on
+    /// newly marked packs. True when something was stored again.
+    fn recheck(&mut self, full: bool) -> Result<bool> {
+        let new = if self.guard.due() { self.guard.refresh()? } else { false };
+        if !(new || full) || !self.guard.any_marks() {
+            return Ok(false);
+        }
+        let claimed = &self.shared.claimed;
+        let endangered = self.guard.endangered(&|id| claimed.lock().expect("not poisoned").contains(id))?;
+        if endangered.is_empty() {
+            return Ok(false);
+        }
+        let backend = self.guard.backend();
+        for group in endangered.chunks(64) {
+            let wanted: Vec<(String, std::ops::Range<u64>)> = group
+                .iter()
+                .map(|(_, l)| (pack_name(&l.pack), l.offset as u64..l.offset as u64 + l.length as u64))
+                .collect();
+            let got = backend.get_ranges(&wanted).map_err(|e| match e {
+                Error::Missing(name) => Error::Pruned(name),
+                other => other,
+            })?;
+            for ((id, loc), sealed) in group.iter().zip(got) {
+                if blob::open_chunk(self.shared.keys, id, &sealed, loc.raw_len as usize).is_err() {
+                    return Err(Error::corrupt(
+                        pack_name(&loc.pack),
+                        format!("chunk {} fails authentication; run `dedupe check --read-data`", hex_id(id)),
+                    ));
+                }
+                if self.shared.claimed.lock().expect("not poisoned").insert(*id).unwrap_or(true) {
+                    self.store(*id, &sealed, loc.raw_len as usize)?;
+                }
+            }
+        }
+        Ok(true)
     }
 }

@@ -50,6 +50,11 @@ impl Claims {
         })
     }
 
+    /// Whether `id` is recorded.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.recent.contains(id) || self.in_runs(id)
+    }
+
     /// Records `id`; true when it was not recorded before.
     pub fn insert(&mut self, id: Id) -> Result<bool> {
         if self.recent.contains(&id) || self.in_runs(&id) {

@@ -17,6 +17,8 @@ pub enum Error {
     Missing(String),
     #[error("chunk {0} is not in the index: run `dedupe repair index`, or the chunk's pack is gone")]
     UnknownChunk(String),
+    #[error("pack {0} was deleted by a prune while this backup still depended on it (the backup ran longer than the grace period, --keep-delete); nothing was committed: run it again")]
+    Pruned(String),
     #[error("no snapshot matches {0}")]
     NoSnapshot(String),
     #[error("snapshot id {0} is ambiguous: give more characters")]

@@ -229,7 +229,33 @@ impl Index {
 
 /// Brings the local cache up to date with the repository's index objects
 /// (`listing`: as `Backend::list` gives them) and opens it.
+///
+/// A listed object that is gone when it is read was replaced by a prune,
+/// which writes the compacted objects before it deletes the old ones: the
+/// index objects are listed again and the new ones merged, or the chunks
+/// of the replaced objects would look unknown.
 pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: Vec<(String, u64)>) -> Result<Index> {
+    let mut listing = listing;
+    for _ in 0..RELIST {
+        let (index, vanished) = sync_listed(backend, keys, cache_dir, listing)?;
+        if !vanished {
+            return Ok(index);
+        }
+        listing = backend.list(ObjectKind::Index)?;
+    }
+    Ok(sync_listed(backend, keys, cache_dir, listing)?.0)
+}
+
+/// How often `sync_cache` lists again when listed objects vanish.
+const RELIST: usize = 5;
+
+/// `sync_cache` for one listing; true when a listed object had vanished.
+fn sync_listed(
+    backend: &dyn Backend,
+    keys: &Keys,
+    cache_dir: &Path,
+    listing: Vec<(String, u64)>,
+) -> Result<(Index, bool)> {
     crate::private::create_dir(cache_dir)
         .map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
     let path = cache_dir.join("index.bin");
@@ -245,10 +271,11 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
     }
     let new: Vec<&(String, Id)> = listed.iter().filter(|(_, id)| !old.names.contains(id)).collect();
     if new.is_empty() {
-        return Ok(old);
+        return Ok((old, false));
     }
     let mut cur = old;
     let mut damaged = Vec::new();
+    let mut vanished = false;
     let mut pending = new.into_iter().peekable();
     while pending.peek().is_some() {
         let mut pack_no: HashMap<Id, u32> = cur.packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
@@ -275,7 +302,10 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
                         damaged.push(name.clone());
                         continue;
                     }
-                    Err(Error::Missing(_)) => continue,
+                    Err(Error::Missing(_)) => {
+                        vanished = true;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 for (pack, entries) in objects {
@@ -300,7 +330,7 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
         cur = write_cache(&path, &cur, &names, &packs, &recs)?;
     }
     cur.damaged = damaged;
-    Ok(cur)
+    Ok((cur, vanished))
 }
 
 /// Writes the merged cache and returns it, opened from the file written:

@@ -25,6 +25,7 @@ mod chunker;
 mod claims;
 mod crypto;
 mod error;
+mod guard;
 mod index;
 mod keyfile;
 mod maintenance;

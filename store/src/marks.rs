@@ -133,6 +133,11 @@ impl Marks {
         Ok(out)
     }
 
+    /// The readable marks of `other` (damaged ones are not carried over).
+    pub fn copy_of(other: &Marks) -> Marks {
+        Marks { marks: other.marks.clone(), damaged: Vec::new(), first: other.first.clone() }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.first.is_empty()
     }
@@ -144,10 +149,6 @@ impl Marks {
     /// The earliest mark naming `pack`.
     pub fn first_mark(&self, pack: &Id) -> Option<&Mark> {
         self.first.get(pack).map(|&i| &self.marks[i])
-    }
-
-    pub fn packs(&self) -> impl Iterator<Item = &Id> {
-        self.first.keys()
     }
 
     /// The packs marked here and not in `before`.

@@ -124,12 +124,16 @@ pub fn parse_trailer(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<PackEn
     if tlen + 4 > n {
         return Err(Error::corrupt(name, "trailer length points outside the pack"));
     }
-    let sealed = &bytes[n - 4 - tlen..n - 4];
+    open_trailer(keys, name, &bytes[n - 4 - tlen..n - 4], (n - 4 - tlen) as u64)
+}
+
+/// The entries of a pack's sealed trailer, checked against the length of
+/// the body before it (`body_end`).
+pub fn open_trailer(keys: &Keys, name: &str, sealed: &[u8], body_end: u64) -> Result<Vec<PackEntry>> {
     let plain = keys.open(TRAILER_AAD, sealed).ok_or_else(|| Error::corrupt(name, "trailer fails authentication"))?;
     if plain.len() % ENTRY_LEN != 0 {
         return Err(Error::corrupt(name, "trailer length is not a whole number of entries"));
     }
-    let body_end = (n - 4 - tlen) as u64;
     let entries: Vec<PackEntry> = plain.chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect();
     for e in &entries {
         if e.offset as u64 + e.length as u64 > body_end {

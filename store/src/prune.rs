@@ -99,7 +99,7 @@ impl Indexed {
         let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
 
         // 1. The picture must be whole before anything is deleted on it.
-        for (_, e) in self.damaged() {
+        if let Some((_, e)) = self.damaged().next() {
             return Err(refuse(e.to_string()));
         }
         if let Some(name) = self.index.damaged.first() {

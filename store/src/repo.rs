@@ -4,6 +4,7 @@
 //! chunks cannot be written against a repository that has no index.
 
 use crate::backend::{Backend, ObjectKind};
+use crate::bits::Bits;
 use crate::blob;
 use crate::catalogue::Catalogue;
 use crate::chunker::Chunking;
@@ -243,7 +244,7 @@ impl Repository {
     /// objects) are listed while the key is fetched and derived.
     pub fn unlock_and_list(self, password: &[u8], cache_base: &Path, reads: Reads) -> Result<Listed> {
         let backend = self.backend.clone();
-        let started = SystemTime::now();
+        let (started, started_at) = (SystemTime::now(), std::time::Instant::now());
         // The catalogue's rows are read before anything is listed (see `Catalogue::prepare`).
         let (mut catalogue, known) = Catalogue::prepare(&cache_base.join(&self.config.id))?;
         let (unlocked, listed) = std::thread::scope(|s| {
@@ -261,6 +262,7 @@ impl Repository {
             index: listed.index,
             marks: listed.marks,
             started,
+            started_at,
         })
     }
 
@@ -417,7 +419,7 @@ impl Unlocked {
     /// Lists the repository's manifests (bringing the local catalogue up to
     /// date): the first step of every command that reads. See `Listed`.
     pub fn list(self, cache_base: &Path) -> Result<Listed> {
-        let started = SystemTime::now();
+        let (started, started_at) = (SystemTime::now(), std::time::Instant::now());
         let (catalogue, damaged) = Catalogue::open(&self, cache_base, true)?;
         Ok(Listed {
             repo: self,
@@ -427,6 +429,7 @@ impl Unlocked {
             index: None,
             marks: None,
             started,
+            started_at,
         })
     }
 
@@ -435,7 +438,7 @@ impl Unlocked {
     /// snapshot manifests already catalogued are not read again, so their
     /// damage is not seen here, and nothing here trusts them.
     pub fn list_for_logs(self, cache_base: &Path) -> Result<Listed> {
-        let started = SystemTime::now();
+        let (started, started_at) = (SystemTime::now(), std::time::Instant::now());
         let (catalogue, damaged) = Catalogue::open(&self, cache_base, false)?;
         Ok(Listed {
             repo: self,
@@ -445,6 +448,7 @@ impl Unlocked {
             index: None,
             marks: None,
             started,
+            started_at,
         })
     }
 
@@ -474,6 +478,8 @@ pub struct Listed {
     /// When the manifests' listing started: a prune deletes only packs
     /// whose marks are older than their grace period at this moment.
     pub(crate) started: SystemTime,
+    /// The same moment on the monotonic clock (a running backup's guard).
+    started_at: std::time::Instant,
 }
 
 impl std::ops::Deref for Listed {
@@ -502,7 +508,8 @@ impl Listed {
             _ => self.repo.backend.list(ObjectKind::Index)?,
         };
         let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache, listing)?;
-        Ok(Indexed { listed: self, index, marks })
+        let marked = marked_packs(&index, &marks);
+        Ok(Indexed { listed: self, index, marks, marked })
     }
 
     /// The catalogue of every manifest listed (snapshots and archived logs).
@@ -524,6 +531,11 @@ impl Listed {
     /// Every readable snapshot (of `name`, when given), oldest first.
     pub fn snapshots(&self, name: Option<&str>) -> Result<Snapshots> {
         self.catalogue.list(Kind::Snapshot, name)
+    }
+
+    /// When the listing of the manifests started (and the marks' listing, at latest).
+    pub(crate) fn listed_at(&self) -> std::time::Instant {
+        self.started_at
     }
 
     /// The local cache directory base this listing was made with.
@@ -567,6 +579,22 @@ pub struct Indexed {
     pub(crate) index: Index,
     /// The marks as listed when the index was loaded (`prune`, format-spec §20).
     pub(crate) marks: Marks,
+    /// The index's pack numbers that are marked: readers prefer other
+    /// copies, writers never deduplicate against them.
+    pub(crate) marked: Bits,
+}
+
+/// The pack numbers of `index` that `marks` names.
+pub(crate) fn marked_packs(index: &Index, marks: &Marks) -> Bits {
+    let bits = Bits::new(index.packs().len());
+    if !marks.is_empty() {
+        for (no, p) in index.packs().iter().enumerate() {
+            if marks.contains(p) {
+                bits.set(no);
+            }
+        }
+    }
+    bits
 }
 
 impl std::ops::Deref for Indexed {
@@ -583,11 +611,16 @@ impl Indexed {
         let cache = self.listed.repo.cache_dir(&self.listed.cache_base);
         let backend = &*self.listed.repo.backend;
         self.index = index::sync_cache(backend, &self.listed.repo.keys, &cache, backend.list(ObjectKind::Index)?)?;
+        self.marked = marked_packs(&self.index, &self.marks);
         Ok(())
     }
 
     pub fn locate(&self, id: &Id) -> Result<Location> {
-        self.index.lookup(id).ok_or_else(|| Error::UnknownChunk(hex_id(id)))
+        // A copy in a marked pack is read only when there is no other: it may be deleted soon.
+        let live = self.index.find(id, |no| !self.marked.get(no as usize));
+        live.or_else(|| self.index.find(id, |_| true))
+            .map(|(_, loc)| loc)
+            .ok_or_else(|| Error::UnknownChunk(hex_id(id)))
     }
 
     /// Reads, authenticates and decompresses one chunk.
