@@ -236,7 +236,7 @@ impl Indexed {
             spare: sink.spare,
             stats: Stats::default(),
             progress,
-            guard: Guard::new(self, &hits),
+            guard: Guard::new(self, &hits)?,
         };
         // Counted apart from `progress`, which may show nothing.
         let bytes_read = AtomicU64::new(0);
@@ -283,7 +283,7 @@ impl Indexed {
         let mut first = true;
         let (tree_id, log_id) = loop {
             if tree.is_ok() {
-                tree = w.recheck(first).and_then(|_| w.flush_pack()).and(tree);
+                tree = w.recheck(true, first).and_then(|_| w.flush_pack()).and(tree);
             }
             first = false;
             drop(w.pack_tx.take());
@@ -552,7 +552,7 @@ impl Writer<'_> {
             let done = match rx.recv_timeout(crate::marks::RECHECK) {
                 Ok(done) => done,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    self.recheck(false)?;
+                    self.recheck(false, false)?;
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -566,7 +566,7 @@ impl Writer<'_> {
                 self.consume(done, &mut tree, &mut open)?;
                 let _ = tokens.send(());
             }
-            self.recheck(false)?;
+            self.recheck(false, false)?;
         }
         if !waiting.is_empty() {
             return Err(Error::Invalid("a worker stopped before its unit was done".into()));
@@ -695,12 +695,16 @@ impl Writer<'_> {
         self.spare = sink.spare;
     }
 
-    /// Looks at the marks if they are due (or `full`, before the
-    /// manifest: then also for the reused content and hits of units that
-    /// were in flight at the last look), and stores again what depends on
-    /// newly marked packs. True when something was stored again.
-    fn recheck(&mut self, full: bool) -> Result<bool> {
-        let new = if self.guard.due() { self.guard.refresh()? } else { false };
+    /// Takes in the marks the watcher has seen (`now`: lists them here
+    /// first, as before the manifest) and stores again what depends on
+    /// newly marked packs; `full` (once, before the manifest) looks at
+    /// everything depended on, including hits of units that were in flight
+    /// at the last look. True when something was stored again.
+    fn recheck(&mut self, now: bool, full: bool) -> Result<bool> {
+        let new = self.guard.refresh(now)?;
+        if now && self.guard.had_gap() {
+            self.guard.verify_packs_exist()?;
+        }
         if !(new || full) || !self.guard.any_marks() {
             return Ok(false);
         }

@@ -14,9 +14,9 @@
 //! chunks, and the packs it wrote itself (a backup that outlives the grace
 //! period sees its own early packs marked).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ObjectKind};
 use crate::bits::Bits;
-use crate::crypto::Id;
+use crate::crypto::{Id, Keys};
 use crate::error::{Error, Result};
 use crate::index::Location;
 use crate::marks::{Marks, RECHECK};
@@ -24,18 +24,20 @@ use crate::pack::{open_trailer, pack_name};
 use crate::repo::Indexed;
 use crate::snapshot::{decode_records, HOLE};
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// List chunks read at once when the reused ones are checked.
 const LIST_GROUP: usize = 256;
 
 pub(crate) struct Guard<'a> {
     repo: &'a Indexed,
-    /// Every mark seen so far.
-    marks: Marks,
+    /// Every pack seen marked since the backup started (a mark may be
+    /// gone by the next look: its packs with it).
+    marked: HashSet<Id>,
     /// The index's pack numbers, to mark the packs new marks name.
     pack_no: HashMap<Id, u32>,
-    /// When the last listing of the marks started.
+    /// When the newest listing of the marks whose packs are in `marked` started.
     checked: Instant,
     /// Index records this backup deduplicated against (set by the workers).
     hits: &'a Bits,
@@ -43,55 +45,70 @@ pub(crate) struct Guard<'a> {
     pub(crate) reused: Vec<Id>,
     /// Packs this backup wrote, with their lengths.
     pub(crate) own: Vec<(Id, u64)>,
+    watcher: Watcher,
 }
 
 impl<'a> Guard<'a> {
-    pub(crate) fn new(repo: &'a Indexed, hits: &'a Bits) -> Guard<'a> {
+    pub(crate) fn new(repo: &'a Indexed, hits: &'a Bits) -> Result<Guard<'a>> {
         let pack_no = repo.index.packs().iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
-        Guard {
+        // The marks the repository handed over were listed no later than its manifests.
+        let since = repo.listed_at();
+        let watcher = Watcher::start(repo, Marks::copy_of(&repo.marks), since)?;
+        // Loading a large index takes a while: look again now rather than
+        // count that time as a gap in the listings.
+        if since.elapsed() > RECHECK / 2 {
+            watcher.list_now()?;
+        }
+        let mut guard = Guard {
             repo,
-            marks: Marks::default(),
+            marked: repo.marks.pack_ids().copied().collect(),
             pack_no,
-            // The marks the repository handed over were listed no later than its manifests.
-            checked: repo.listed_at(),
+            checked: since,
             hits,
             reused: Vec::new(),
             own: Vec::new(),
-        }
-        .with_marks(&repo.marks)
-    }
-
-    fn with_marks(mut self, marks: &Marks) -> Self {
-        self.marks = Marks::copy_of(marks);
-        self
+            watcher,
+        };
+        guard.refresh(false)?;
+        Ok(guard)
     }
 
     pub(crate) fn backend(&self) -> &'a dyn Backend {
         self.repo.backend()
     }
 
-    /// Whether the marks are due to be listed again.
+    /// Whether the marks handled are older than `RECHECK`.
     pub(crate) fn due(&self) -> bool {
         self.checked.elapsed() >= RECHECK
     }
 
-    /// Lists the marks; true when packs were marked since the last look.
-    pub(crate) fn refresh(&mut self) -> Result<bool> {
-        let started = Instant::now();
-        let marks = Marks::list(self.repo.backend(), self.repo.keys(), Some(&self.marks))?;
-        let new = marks.new_since(&self.marks);
+    /// Takes in what the watcher has seen (or, with `now`, lists the marks
+    /// on this thread first); true when packs were marked since the last look.
+    pub(crate) fn refresh(&mut self, now: bool) -> Result<bool> {
+        if now {
+            self.watcher.list_now()?;
+        }
+        let (seen, listed_at) = self.watcher.seen();
+        let new: Vec<Id> = seen.into_iter().filter(|p| !self.marked.contains(p)).collect();
         for p in &new {
             if let Some(&no) = self.pack_no.get(p) {
                 self.repo.marked.set(no as usize);
             }
+            self.marked.insert(*p);
         }
-        self.marks = marks;
-        self.checked = started;
+        self.checked = listed_at;
         Ok(!new.is_empty())
     }
 
     pub(crate) fn any_marks(&self) -> bool {
-        !self.marks.is_empty()
+        !self.marked.is_empty()
+    }
+
+    /// True when the marks went unlisted for longer than is safe at some
+    /// point (the storage stalled): a mark and its packs may have come and
+    /// gone unseen, so the packs depended on must be seen to exist.
+    pub(crate) fn had_gap(&self) -> bool {
+        self.watcher.longest_gap() > SAFE_GAP
     }
 
     /// Every chunk this backup depends on whose only copies it knows of are
@@ -138,7 +155,7 @@ impl<'a> Guard<'a> {
             }
         }
         // This backup's own packs, marked because it outlived the grace period.
-        let (mine, others): (Vec<_>, Vec<_>) = self.own.drain(..).partition(|(p, _)| self.marks.contains(p));
+        let (mine, others): (Vec<_>, Vec<_>) = self.own.drain(..).partition(|(p, _)| self.marked.contains(p));
         self.own = others;
         for (pack, len) in mine {
             for e in read_trailer(self.repo.backend(), self.repo.keys(), &pack, len)? {
@@ -149,10 +166,126 @@ impl<'a> Guard<'a> {
         }
         Ok(out)
     }
+
+    /// Fails (`Error::Pruned`) if a pack this backup depends on is gone:
+    /// after a gap in the listings of the marks (`had_gap`), a prune may have
+    /// marked and deleted it unseen. The marks are listed first (a mark
+    /// outlives its packs), so a pack that exists here and is marked is
+    /// found by the next `endangered`.
+    pub(crate) fn verify_packs_exist(&mut self) -> Result<()> {
+        self.watcher.list_now()?;
+        let index = &self.repo.index;
+        let mut needed: HashSet<Id> = self.hits.ones().map(|pos| index.record(pos).2.pack).collect();
+        for group in self.reused.chunks(LIST_GROUP) {
+            for list in group.iter().zip(self.repo.read_chunks(group)?) {
+                let (id, bytes) = list;
+                needed.extend(index.find(id, |_| true).map(|(_, l)| l.pack));
+                for (chunk, _) in decode_records(&bytes).unwrap_or_default() {
+                    if chunk != HOLE {
+                        needed.extend(index.find(&chunk, |_| true).map(|(_, l)| l.pack));
+                    }
+                }
+            }
+        }
+        needed.extend(self.own.iter().map(|(p, _)| *p));
+        let stored: HashSet<String> = self.backend().list(ObjectKind::Pack)?.into_iter().map(|(n, _)| n).collect();
+        match needed.iter().map(pack_name).find(|n| !stored.contains(n)) {
+            Some(gone) => Err(Error::Pruned(gone)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Marks unlisted for longer than this (the storage stalling) make a
+/// backup check that every pack it depends on still exists before it
+/// commits: well inside the shortest grace period.
+const SAFE_GAP: Duration = Duration::from_secs(3);
+
+/// Lists the marks every `RECHECK` on a thread of its own, so a writer
+/// busy for longer (waiting for a slow upload, say) still learns of every
+/// mark while the packs it names exist.
+struct Watcher {
+    state: Arc<Mutex<Watched>>,
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+}
+
+struct Watched {
+    /// The marks as last listed.
+    marks: Marks,
+    /// Every pack seen marked.
+    seen: HashSet<Id>,
+    /// When the last successful listing started.
+    listed_at: Instant,
+    /// The longest time between the starts of two successful listings.
+    longest_gap: Duration,
+}
+
+impl Watched {
+    fn take(&mut self, marks: Marks, started: Instant) {
+        self.seen.extend(marks.pack_ids().copied());
+        self.longest_gap = self.longest_gap.max(started.saturating_duration_since(self.listed_at));
+        self.listed_at = self.listed_at.max(started);
+        self.marks = marks;
+    }
+}
+
+impl Watcher {
+    fn start(repo: &Indexed, marks: Marks, listed_at: Instant) -> Result<Watcher> {
+        let seen = marks.pack_ids().copied().collect();
+        let state = Arc::new(Mutex::new(Watched { marks, seen, listed_at, longest_gap: Duration::ZERO }));
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (backend, keys, st) = (repo.backend.clone(), repo.keys().clone(), state.clone());
+        let thread = std::thread::Builder::new()
+            .name("dedupe-marks".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(RECHECK) {
+                    let started = Instant::now();
+                    let known = Marks::copy_of(&st.lock().expect("not poisoned").marks);
+                    // A failed listing is a gap: `had_gap` makes the backup check before it commits.
+                    if let Ok(marks) = Marks::list(&*backend, &keys, Some(&known)) {
+                        st.lock().expect("not poisoned").take(marks, started);
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the marks thread", e))?;
+        let (backend, keys) = (repo.backend.clone(), repo.keys().clone());
+        Ok(Watcher { state, stop: Some(stop), thread: Some(thread), backend, keys })
+    }
+
+    /// Lists the marks on the calling thread.
+    fn list_now(&self) -> Result<()> {
+        let started = Instant::now();
+        let known = Marks::copy_of(&self.state.lock().expect("not poisoned").marks);
+        let marks = Marks::list(&*self.backend, &self.keys, Some(&known))?;
+        self.state.lock().expect("not poisoned").take(marks, started);
+        Ok(())
+    }
+
+    fn seen(&self) -> (HashSet<Id>, Instant) {
+        let st = self.state.lock().expect("not poisoned");
+        (st.seen.clone(), st.listed_at)
+    }
+
+    fn longest_gap(&self) -> Duration {
+        let st = self.state.lock().expect("not poisoned");
+        st.longest_gap.max(st.listed_at.elapsed())
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The entries of a pack read from its trailer alone (two ranged reads).
-fn read_trailer(backend: &dyn Backend, keys: &crate::crypto::Keys, pack: &Id, len: u64) -> Result<Vec<(Id, Location)>> {
+fn read_trailer(backend: &dyn Backend, keys: &Keys, pack: &Id, len: u64) -> Result<Vec<(Id, Location)>> {
     let name = pack_name(pack);
     let pruned = |e: Error| match e {
         Error::Missing(_) => Error::Pruned(name.clone()),

@@ -18,7 +18,7 @@ use crate::backend::{Backend, ObjectKind};
 use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 pub const MARK_AAD: &[u8] = b"dedupe marks v1";
@@ -142,6 +142,11 @@ impl Marks {
         self.first.is_empty()
     }
 
+    /// Every marked pack.
+    pub fn pack_ids(&self) -> impl Iterator<Item = &Id> {
+        self.first.keys()
+    }
+
     pub fn contains(&self, pack: &Id) -> bool {
         self.first.contains_key(pack)
     }
@@ -149,11 +154,6 @@ impl Marks {
     /// The earliest mark naming `pack`.
     pub fn first_mark(&self, pack: &Id) -> Option<&Mark> {
         self.first.get(pack).map(|&i| &self.marks[i])
-    }
-
-    /// The packs marked here and not in `before`.
-    pub fn new_since(&self, before: &Marks) -> HashSet<Id> {
-        self.first.keys().filter(|p| !before.contains(p)).copied().collect()
     }
 }
 
