@@ -37,11 +37,11 @@ fn a_whole_repository_passes_and_subsets_read_every_pack_once() {
     assert_eq!(all["snapshots"], 3);
     let packs = all["packs_read"].as_u64().unwrap();
     assert_eq!(packs, repo.packs().len() as u64);
-    let parts: u64 = (1..=3)
-        .map(|k| repo.json(&["check", "--read-data-subset", &format!("{k}/3")])["packs_read"].as_u64().unwrap())
+    let parts: u64 = (1..=4)
+        .map(|k| repo.json(&["check", "--read-data-subset", &format!("{k}/4")])["packs_read"].as_u64().unwrap())
         .sum();
-    assert_eq!(parts, packs, "1/3, 2/3 and 3/3 together read every pack once");
-    let out = repo.run(&["check", "--read-data-subset", "4/3"]);
+    assert_eq!(parts, packs, "1/4 … 4/4 together read every pack once");
+    let out = repo.run(&["check", "--read-data-subset", "5/4"]);
     assert_eq!(out.status.code(), Some(2), "{}", one_line_error(&out));
 }
 

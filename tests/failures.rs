@@ -85,23 +85,31 @@ fn one_flipped_byte_in_a_pack_fails_restore_and_repair_loudly_and_never_outputs_
     let out = repo.run(&["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), target.as_os_str()]);
     assert_eq!(out.status.code(), Some(CORRUPT));
 
+    // Repair leaves the damaged chunk out of the index and names the pack;
+    // the other chunks of the pack stay indexed.
     let out = repo.run(&["repair", "index"]);
-    assert_eq!(out.status.code(), Some(CORRUPT));
-    let err = one_line_error(&out);
-    assert!(err.contains(&pack_name), "repair does not name {pack_name}: {err}");
-    // Repair changed nothing: the index objects are still there.
-    assert!(std::fs::read_dir(repo.path.join("index")).unwrap().count() > 0);
+    assert!(out.status.success(), "{}", one_line_error(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("dropped: {pack_name}")), "repair does not name {pack_name}: {said}");
+    assert!(said.contains("1 of its"), "one chunk dropped: {said}");
+    // The snapshot is now reported missing a chunk, never restored wrong.
+    let out = repo.run(&["restore", "latest", "--stdout"]);
+    assert_eq!(out.status.code(), Some(MISSING), "{}", one_line_error(&out));
+    assert!(data.starts_with(&out.stdout), "restore wrote bytes that are not the original's");
 }
-
 #[test]
 fn a_flipped_byte_in_the_pack_trailer_is_caught_too() {
     let repo = Repo::new();
     repo.backup_bytes("h", &Prng::new(4).bytes(1 << 20));
     let pack = repo.packs().remove(0);
     flip(&pack, -10);
-    let out = repo.run(&["repair", "index"]);
-    assert_eq!(out.status.code(), Some(CORRUPT));
-    one_line_error(&out);
+    let out = repo.run(&["--json", "repair", "index"]);
+    assert!(out.status.success(), "{}", one_line_error(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dropped = &v["dropped"][0];
+    assert_eq!(dropped["object"], pack.strip_prefix(&repo.path).unwrap().to_string_lossy().as_ref(), "{v}");
+    assert!(dropped["problem"].as_str().unwrap().contains("trailer cannot be read"), "{v}");
+    assert_eq!(v["chunks"], 0, "nothing of it is indexed: {v}");
 }
 
 #[test]

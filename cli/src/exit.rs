@@ -118,3 +118,23 @@ impl From<dedupe_recovery::Error> for Failure {
         Failure { code, message: e.to_string() }
     }
 }
+
+/// A log the archive lacks may be one whose manifest is damaged (left out
+/// of the catalogue): then the damage is the answer, named, not "not
+/// archived".
+pub(crate) fn or_damaged_log(repo: &dedupe_store::Listed, e: dedupe_recovery::Error) -> Failure {
+    use dedupe_recovery::Error as E;
+    if matches!(e, E::NotArchived(_) | E::NotRestorable(_)) {
+        let damaged = repo.damaged().find_map(|(k, d)| match (k, d) {
+            (dedupe_store::Kind::Log, Error::Corrupt { object, reason }) => Some((object, reason)),
+            _ => None,
+        });
+        if let Some((object, reason)) = damaged {
+            return Failure::new(
+                CORRUPT,
+                format!("{e}; the archived log manifest {object} is damaged ({reason}) and may be that file: run `dedupe check`"),
+            );
+        }
+    }
+    e.into()
+}

@@ -45,6 +45,24 @@ fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::Invalid(format!("catalogue {}: {e} (delete it, or run `dedupe catalogue rebuild`)", path.display()))
 }
 
+/// Whether SQLite says the file is damaged (not merely busy or full).
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+/// Removes a catalogue file and what SQLite keeps beside it.
+fn remove_file(path: &Path) -> Result<()> {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", p.display()), e)),
+        }
+    }
+    Ok(())
+}
+
 fn kind_name(k: Kind) -> &'static str {
     match k {
         Kind::Snapshot => "snapshot",
@@ -73,20 +91,30 @@ impl Catalogue {
     pub(crate) fn prepare(dir: &Path) -> Result<(Catalogue, HashSet<String>)> {
         crate::private::create_dir(dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         let path = dir.join("catalogue.sqlite");
-        let db = Connection::open(&path).map_err(sql_err(&path))?;
-        // Several commands share the file (a cron binlog push, the server's
-        // archive_command, a restore): wait for a writer rather than fail.
-        db.busy_timeout(std::time::Duration::from_secs(60)).map_err(sql_err(&path))?;
-        let c = Catalogue::with(db, path)?;
-        let known = c.known()?;
-        Ok((c, known))
+        match Catalogue::open_file(&path) {
+            // A cache: a damaged file is removed and rebuilt from the repository.
+            Err(e) if is_damage(&e) => {
+                remove_file(&path)?;
+                Catalogue::open_file(&path).map_err(sql_err(&path))
+            }
+            other => other.map_err(sql_err(&path)),
+        }
     }
 
-    fn known(&self) -> Result<HashSet<String>> {
-        let db = self.db.lock().expect("not poisoned");
-        let mut st = db.prepare("SELECT object FROM manifests").map_err(sql_err(&self.path))?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err(&self.path))?;
-        rows.collect::<std::result::Result<_, _>>().map_err(sql_err(&self.path))
+    fn open_file(path: &Path) -> rusqlite::Result<(Catalogue, HashSet<String>)> {
+        let db = Connection::open(path)?;
+        // Several commands share the file (a cron binlog push, the server's
+        // archive_command, a restore): wait for a writer rather than fail.
+        db.busy_timeout(std::time::Duration::from_secs(60))?;
+        db.execute_batch(SCHEMA)?;
+        let c = Catalogue { db: std::sync::Mutex::new(db), path: path.to_path_buf(), listed: None };
+        let known = {
+            let db = c.db.lock().expect("not poisoned");
+            let mut st = db.prepare("SELECT object FROM manifests")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<HashSet<String>>>()?
+        };
+        Ok((c, known))
     }
 
     /// A catalogue of the given manifests (object name and manifest), held
@@ -109,12 +137,7 @@ impl Catalogue {
 
     /// Deletes the cache file, so the next `open` reads every manifest again.
     pub(crate) fn remove(repo: &Unlocked, cache_base: &Path) -> Result<()> {
-        let path = repo.cache_dir(cache_base).join("catalogue.sqlite");
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-        }
+        remove_file(&repo.cache_dir(cache_base).join("catalogue.sqlite"))
     }
 
     /// Reads the manifests added since the last look, drops the ones gone.
@@ -216,6 +239,22 @@ impl Catalogue {
         )
     }
 
+    /// The error for a catalogue found damaged while it was read; when it is
+    /// damage (not a busy database), the file is removed so that the next
+    /// command rebuilds it from the repository.
+    fn damaged_by(&self, why: String, damage: bool) -> Error {
+        if damage && remove_file(&self.path).is_ok() {
+            return Error::Invalid(format!(
+                "the local catalogue {} was damaged ({why}) and has been removed: run the command again to rebuild it",
+                self.path.display()
+            ));
+        }
+        Error::Invalid(format!(
+            "catalogue {}: {why} (delete it, or run `dedupe catalogue rebuild`)",
+            self.path.display()
+        ))
+    }
+
     /// Runs a query of (object, id, manifest JSON) rows, keeping the objects this process listed.
     fn query(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<(String, Manifest)>> {
         let db = self.db.lock().expect("not poisoned");
@@ -225,12 +264,12 @@ impl Catalogue {
             .map_err(sql_err(&self.path))?;
         let mut out = Vec::new();
         for row in rows {
-            let (object, id, json) = row.map_err(sql_err(&self.path))?;
+            let (object, id, json) = row.map_err(|e| self.damaged_by(e.to_string(), is_damage(&e)))?;
             if self.listed.as_ref().is_some_and(|l| !l.contains(&object)) {
                 continue;
             }
             let m: Manifest =
-                serde_json::from_str(&json).map_err(|e| Error::Invalid(format!("catalogue row {id}: {e}")))?;
+                serde_json::from_str(&json).map_err(|e| self.damaged_by(format!("row {id}: {e}"), true))?;
             out.push((id, m));
         }
         Ok(out)

@@ -94,10 +94,40 @@ impl Indexed {
             };
             report.findings.push(Finding { severity: Severity::Damaged, object, problem });
         }
+        self.check_index_objects(&mut report)?;
         let referenced = self.walk(&mut report)?;
         report.chunks_referenced = referenced.len() as u64;
         self.check_packs(&mut report, read_data, progress)?;
+        // Packs found damaged or missing are remembered on this host, so
+        // backups stop deduplicating against them before `repair index`.
+        let bad: Vec<Id> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity != Severity::Note)
+            .filter_map(|f| f.object.strip_prefix("data/").and_then(|rest| parse_id(ObjectKind::Pack.id_of(rest))))
+            .collect();
+        remember_damaged(&self.cache_dir(self.cache_base()), &bad);
         Ok(report)
+    }
+
+    /// Reads and verifies every index object again (the local cache holds
+    /// what they said when they were merged, not what storage holds now).
+    fn check_index_objects(&self, report: &mut CheckReport) -> Result<()> {
+        let names: Vec<String> = self.backend().list(ObjectKind::Index)?.into_iter().map(|(n, _)| n).collect();
+        for group in names.chunks(WALK_GROUP) {
+            for (name, got) in group.iter().zip(self.backend().get_many(group)) {
+                match got.and_then(|b| crate::index::open_index_object(self.keys(), name, &b)) {
+                    Ok(_) | Err(Error::Missing(_)) => {}
+                    Err(Error::Corrupt { reason, .. }) => report.findings.push(Finding {
+                        severity: Severity::Damaged,
+                        object: name.clone(),
+                        problem: format!("{reason}: the chunks it lists look unknown; run `dedupe repair index`"),
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Walks every manifest's tree and list chunks; returns the chunks
@@ -304,6 +334,34 @@ impl Indexed {
         }
         Ok(out)
     }
+}
+
+/// The file in a repository's cache naming packs `check` found damaged or
+/// missing, one hex id a line.
+const DAMAGED_PACKS: &str = "damaged-packs";
+
+/// Adds `packs` to the packs this host knows damaged (best effort: it only
+/// spares deduplicating against them).
+fn remember_damaged(cache_dir: &std::path::Path, packs: &[Id]) {
+    if packs.is_empty() {
+        return;
+    }
+    let mut all = known_damaged(cache_dir);
+    all.extend(packs.iter().copied());
+    let text: String = all.iter().map(|p| format!("{}\n", hex_id(p))).collect();
+    let _ = std::fs::write(cache_dir.join(DAMAGED_PACKS), text);
+}
+
+/// The packs `check` found damaged or missing on this host, since the last `repair index`.
+pub(crate) fn known_damaged(cache_dir: &std::path::Path) -> HashSet<Id> {
+    std::fs::read_to_string(cache_dir.join(DAMAGED_PACKS))
+        .map(|t| t.lines().filter_map(|l| parse_id(l.trim())).collect())
+        .unwrap_or_default()
+}
+
+/// Forgets the damaged packs (`repair index` has dropped them from the index).
+pub(crate) fn forget_damaged(cache_dir: &std::path::Path) {
+    let _ = std::fs::remove_file(cache_dir.join(DAMAGED_PACKS));
 }
 
 /// A finding from an error met while reading `what` of `object`; an error

@@ -145,7 +145,7 @@ impl<'a> Guard<'a> {
             for id in group {
                 check(id, &mut out);
             }
-            for list in self.repo.read_chunks(group)? {
+            for list in self.repo.read_chunks(group).map_err(pruned)? {
                 let recs = decode_records(&list).ok_or_else(|| Error::corrupt("list chunk", "not whole records"))?;
                 for (id, _) in recs {
                     if id != HOLE {
@@ -177,7 +177,7 @@ impl<'a> Guard<'a> {
         let index = &self.repo.index;
         let mut needed: HashSet<Id> = self.hits.ones().map(|pos| index.record(pos).2.pack).collect();
         for group in self.reused.chunks(LIST_GROUP) {
-            for list in group.iter().zip(self.repo.read_chunks(group)?) {
+            for list in group.iter().zip(self.repo.read_chunks(group).map_err(pruned)?) {
                 let (id, bytes) = list;
                 needed.extend(index.find(id, |_| true).map(|(_, l)| l.pack));
                 for (chunk, _) in decode_records(&bytes).unwrap_or_default() {
@@ -284,13 +284,18 @@ impl Drop for Watcher {
     }
 }
 
+/// A pack this backup depends on that is gone was deleted by a prune
+/// (after the grace period: this backup has run that long since the mark).
+fn pruned(e: Error) -> Error {
+    match e {
+        Error::Missing(name) => Error::Pruned(name),
+        other => other,
+    }
+}
+
 /// The entries of a pack read from its trailer alone (two ranged reads).
 fn read_trailer(backend: &dyn Backend, keys: &Keys, pack: &Id, len: u64) -> Result<Vec<(Id, Location)>> {
     let name = pack_name(pack);
-    let pruned = |e: Error| match e {
-        Error::Missing(_) => Error::Pruned(name.clone()),
-        other => other,
-    };
     let tail = backend.get_range(&name, len.saturating_sub(4)..len).map_err(pruned)?;
     let tlen = u32::from_le_bytes(tail[..].try_into().map_err(|_| Error::corrupt(&name, "too short to be a pack"))?);
     let start = len

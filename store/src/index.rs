@@ -24,7 +24,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub const INDEX_AAD: &[u8] = b"dedupe index v1";
-const CACHE_MAGIC: &[u8; 16] = b"dedupe idxcache1";
+/// Version 2 ends with the BLAKE3 of everything before it: a damaged cache
+/// is rebuilt, never trusted (a flipped pack number reads the wrong blob).
+const CACHE_MAGIC: &[u8; 16] = b"dedupe idxcache2";
 const REC: usize = 48;
 /// New records are sorted and merged into the cache file in batches of this
 /// many, which bounds memory when a cache is first built for a big repository.
@@ -215,7 +217,13 @@ impl Index {
             p += n_packs * 32;
             let count = usize::try_from(u64::from_le_bytes(map.get(p..p + 8)?.try_into().ok()?)).ok()?;
             p += 8;
-            if Some(map.len()) != count.checked_mul(REC).and_then(|n| n.checked_add(p)) {
+            let body = count.checked_mul(REC).and_then(|n| n.checked_add(p))?;
+            if Some(map.len()) != body.checked_add(32) {
+                return None;
+            }
+            let mut h = blake3::Hasher::new();
+            h.update_rayon(&map[..body]);
+            if h.finalize().as_bytes() != &map[body..] {
                 return None;
             }
             Some(Index { map: None, names, packs, records_at: p, count, damaged: Vec::new() })
@@ -342,7 +350,7 @@ fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new:
     let ctx = |e| Error::io(format!("writing index cache in {}", dir.display()), e);
     {
         let f = File::create(&tmp).map_err(ctx)?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
+        let mut w = Hashing { inner: BufWriter::with_capacity(1 << 20, f), hash: blake3::Hasher::new() };
         w.write_all(CACHE_MAGIC).map_err(ctx)?;
         w.write_all(&(names.len() as u32).to_le_bytes()).map_err(ctx)?;
         for n in names {
@@ -366,6 +374,9 @@ fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new:
                 j += 1;
             }
         }
+        let sum = w.hash.finalize();
+        let mut w = w.inner;
+        w.write_all(sum.as_bytes()).map_err(ctx)?;
         w.into_inner().map_err(|e| ctx(e.into_error()))?;
     }
     let written = Index::load(&tmp).and_then(|ix| {
@@ -376,6 +387,24 @@ fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new:
         let _ = std::fs::remove_file(&tmp);
     }
     renamed
+}
+
+/// A writer that hashes what passes through it (the cache's checksum).
+struct Hashing<W: Write> {
+    inner: W,
+    hash: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn tempfile_in(dir: &Path) -> Result<PathBuf> {

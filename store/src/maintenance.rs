@@ -16,6 +16,25 @@ pub struct RepairReport {
     pub chunks: u64,
     pub index_objects_written: u64,
     pub index_objects_removed: u64,
+    /// Packs left out of the index, or only partly indexed, and why.
+    pub dropped: Vec<Dropped>,
+}
+
+/// A pack `repair index` could not index whole.
+#[derive(Debug, Serialize)]
+pub struct Dropped {
+    pub object: String,
+    pub problem: String,
+    /// Chunks of it still indexed (their blobs verified one by one).
+    pub chunks_kept: u64,
+}
+
+/// A snapshot or archived log that cannot be restored whole (`repair snapshots`).
+#[derive(Debug, Serialize)]
+pub struct Broken {
+    /// `snapshots/<id>` or `logs/<id>`.
+    pub object: String,
+    pub problem: String,
 }
 
 /// Packs per rebuilt index object.
@@ -23,8 +42,11 @@ const PACKS_PER_INDEX: usize = 64;
 
 impl Unlocked {
     /// Rebuilds every index object from the packs' own trailers. Every pack
-    /// is read whole and checked against its name first; a damaged pack
-    /// stops the repair before anything is changed, naming the pack.
+    /// is read whole and checked against its name. A pack that fails keeps
+    /// in the index only the chunks whose blobs still decrypt to their ids
+    /// (none if its trailer is unreadable), and packs the old index named
+    /// that are gone are left out: each is reported, and the next backup
+    /// stores those chunks again (`repair snapshots` lists what they break).
     pub fn repair_index(&self, progress: &dyn Progress) -> Result<RepairReport> {
         let old_index = self.backend.list(ObjectKind::Index)?;
         let packs = self.backend.list(ObjectKind::Pack)?;
@@ -41,31 +63,69 @@ impl Unlocked {
         let done = std::sync::atomic::AtomicU64::new(0);
         let mut written = Vec::new();
         let mut chunks = 0u64;
+        let mut dropped = Vec::new();
         for group in ids.chunks(PACKS_PER_INDEX) {
-            let entries: Vec<(Id, Vec<PackEntry>)> = group
+            let read: Vec<(Id, Vec<PackEntry>, Option<Dropped>)> = group
                 .par_iter()
                 .with_max_len(1)
                 .map(|(name, id)| {
-                    let bytes = self.backend.get(name)?;
-                    let e = read_entries(&self.keys, id, &bytes)?;
+                    let bytes = match self.backend.get(name) {
+                        Ok(b) => b,
+                        // Deleted since the listing (a prune): nothing to index.
+                        Err(Error::Missing(_)) => return Ok((*id, Vec::new(), None)),
+                        Err(e) => return Err(e),
+                    };
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     progress.done(n);
-                    Ok((*id, e))
+                    Ok(match read_entries(&self.keys, id, &bytes) {
+                        Ok(e) => (*id, e, None),
+                        Err(Error::Corrupt { reason, .. }) => self.salvage(name, id, &bytes, reason),
+                        Err(e) => return Err(e),
+                    })
                 })
                 .collect::<Result<_>>()?;
-            chunks += entries.iter().map(|(_, e)| e.len() as u64).sum::<u64>();
-            written.push(seal_index_object(&self.keys, &entries));
+            let mut entries = Vec::new();
+            for (id, e, d) in read {
+                dropped.extend(d);
+                if !e.is_empty() {
+                    chunks += e.len() as u64;
+                    entries.push((id, e));
+                }
+            }
+            if !entries.is_empty() {
+                written.push(seal_index_object(&self.keys, &entries));
+            }
         }
+        // Packs the old index named that are gone.
+        let stored: std::collections::HashSet<&str> = packs.iter().map(|(n, _)| n.as_str()).collect();
+        let mut gone = std::collections::BTreeSet::new();
+        let names: Vec<String> = old_index.iter().map(|(n, _)| n.clone()).collect();
+        for (name, sealed) in names.iter().zip(self.backend.get_many(&names)) {
+            let Ok(objects) = sealed.and_then(|b| crate::index::open_index_object(&self.keys, name, &b)) else {
+                continue;
+            };
+            for (pack, _) in objects {
+                let pack = crate::pack::pack_name(&pack);
+                if !stored.contains(pack.as_str()) {
+                    gone.insert(pack);
+                }
+            }
+        }
+        dropped.extend(gone.into_iter().map(|object| Dropped {
+            object,
+            problem: "is missing from the repository: its chunks are dropped from the index".into(),
+            chunks_kept: 0,
+        }));
         // Write everything new before removing anything old, so the index is never missing.
-        let mut names = Vec::new();
+        let mut new_names = Vec::new();
         for (name, bytes) in written {
             self.backend.put(&name, bytes.into())?;
-            names.push(name);
+            new_names.push(name);
         }
         self.backend.flush()?;
         let mut removed = 0;
         for (name, _) in &old_index {
-            if !names.contains(name) {
+            if !new_names.contains(name) {
                 self.backend.delete(name)?;
                 removed += 1;
             }
@@ -73,9 +133,32 @@ impl Unlocked {
         Ok(RepairReport {
             packs: total,
             chunks,
-            index_objects_written: names.len() as u64,
+            index_objects_written: new_names.len() as u64,
             index_objects_removed: removed,
+            dropped,
         })
+    }
+
+    /// The chunks of a damaged pack that can still be trusted: those its
+    /// trailer lists whose blob decrypts to its id.
+    fn salvage(&self, name: &str, id: &Id, bytes: &[u8], why: String) -> (Id, Vec<PackEntry>, Option<Dropped>) {
+        let Ok(entries) = crate::pack::parse_trailer(&self.keys, name, bytes) else {
+            let problem = format!("{why}, and its trailer cannot be read: its chunks are dropped from the index");
+            return (*id, Vec::new(), Some(Dropped { object: name.to_string(), problem, chunks_kept: 0 }));
+        };
+        let total = entries.len();
+        let good: Vec<PackEntry> = entries
+            .into_iter()
+            .filter(|e| {
+                let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+                crate::blob::open_chunk(&self.keys, &e.id, sealed, e.raw_len as usize)
+                    .is_ok_and(|plain| self.keys.chunk_id(&plain) == e.id)
+            })
+            .collect();
+        let problem =
+            format!("{why}: {} of its {total} chunks are damaged and dropped from the index", total - good.len());
+        let kept = good.len() as u64;
+        (*id, good, Some(Dropped { object: name.to_string(), problem, chunks_kept: kept }))
     }
 }
 
@@ -95,6 +178,33 @@ pub struct RepoStats {
 }
 
 impl Indexed {
+    /// The snapshots and archived logs that cannot be restored whole: a
+    /// damaged manifest, or a chunk they reach that is not in the index
+    /// (run `repair index` first, so that lost and damaged packs are out
+    /// of it). With `forget`, their manifests are deleted.
+    pub fn broken_snapshots(&self, forget: bool) -> Result<Vec<Broken>> {
+        let mut report = crate::check::CheckReport::default();
+        let mut out: Vec<Broken> = Vec::new();
+        for (_, e) in self.damaged() {
+            if let Error::Corrupt { object, reason } = e {
+                out.push(Broken { object: object.clone(), problem: reason.clone() });
+            }
+        }
+        self.walk(&mut report)?;
+        for f in report.findings {
+            let manifest = ObjectKind::of(&f.object).is_some_and(|k| k == ObjectKind::Snapshot || k == ObjectKind::Log);
+            if manifest && !out.iter().any(|b| b.object == f.object) {
+                out.push(Broken { object: f.object, problem: f.problem });
+            }
+        }
+        if forget {
+            for b in &out {
+                self.backend.delete(&b.object)?;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn stats(&self) -> Result<RepoStats> {
         // A damaged snapshot would make the figures quietly wrong: name it.
         if let Some(Error::Corrupt { object, reason }) = self.damaged_snapshots().next() {

@@ -411,6 +411,12 @@ impl Unlocked {
         Ok(id)
     }
 
+    /// Forgets which packs `check` found damaged on this host (after
+    /// `repair index` left them out of the index).
+    pub fn forget_damaged_packs(&self, cache_base: &Path) {
+        crate::check::forget_damaged(&self.cache_dir(cache_base));
+    }
+
     /// The local cache directory of this repository.
     pub fn cache_dir(&self, base: &std::path::Path) -> PathBuf {
         base.join(&self.config.id)
@@ -509,6 +515,12 @@ impl Listed {
         };
         let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache, listing)?;
         let marked = marked_packs(&index, &marks);
+        // Packs `check` found damaged: never deduplicated against, read last.
+        for p in crate::check::known_damaged(&cache) {
+            if let Some(no) = index.packs().iter().position(|q| *q == p) {
+                marked.set(no);
+            }
+        }
         Ok(Indexed { listed: self, index, marks, marked })
     }
 

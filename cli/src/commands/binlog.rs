@@ -102,7 +102,8 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
                 (None, None, None) => unreachable!("clap requires one of the three"),
             };
             let repo = ctx.indexed_for_logs()?;
-            let (files, stop_args) = dedupe_recovery::plan::replay(repo.catalogue(), &name, &start_file, &stop)?;
+            let (files, stop_args) = dedupe_recovery::plan::replay(repo.catalogue(), &name, &start_file, &stop)
+                .map_err(|e| crate::exit::or_damaged_log(&repo, e))?;
             Ok(replay_binlogs(&repo, &files, start_pos, &stop_args, &target)?)
         }
     }

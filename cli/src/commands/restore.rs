@@ -72,7 +72,8 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     // With --until, the plan picks the base and checks the logs reach the time.
     let planned = match &until {
         Some((t, _)) => {
-            let plan = dedupe_recovery::plan(repo.catalogue(), name, *t)?;
+            let plan =
+                dedupe_recovery::plan(repo.catalogue(), name, *t).map_err(|e| crate::exit::or_damaged_log(&repo, e))?;
             if plan.is_postgresql() {
                 // Checked before anything is restored, not after.
                 restore_command_password(ctx)?;

@@ -50,7 +50,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
         }
         Command::Fetch { name, file, path } => {
             let repo = ctx.indexed_for_logs()?;
-            Ok(fetch_wal(&repo, &name, &file, &path)?)
+            fetch_wal(&repo, &name, &file, &path).map_err(|e| crate::exit::or_damaged_log(&repo, e))
         }
     }
 }
