@@ -6,7 +6,8 @@
 
 use dedupe_store::backend::LocalBackend;
 use dedupe_store::internals::{
-    indexed_packs, open_chunk, pack_name, parse_id, read_entries, seal_chunk, Chunker, Keys,
+    indexed_packs, open_chunk, open_mark, pack_name, parse_id, read_entries, seal_chunk, seal_mark, Chunker, Keys,
+    MARK_AAD,
 };
 use dedupe_store::{Chunking, Piece, Repository};
 use dedupe_suite::*;
@@ -122,6 +123,51 @@ fn the_frozen_repository_reads_back_exactly() {
     assert!(parse_id(&m.tree).is_some());
 }
 
+/// A mark object (format-spec §20.1): named by its hash, sealed with its
+/// own associated data, and saying when, how long, and which packs.
+#[test]
+fn a_mark_object_opens_to_its_fields() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("mark.json")).unwrap()).unwrap();
+    let keys = Keys::from_master(key32(&load()["master_key"]));
+    let (name, sealed) = (v["name"].as_str().unwrap(), h(&v["sealed"]));
+    assert_eq!(name, format!("marks/{}", blake3::hash(&sealed).to_hex()));
+    assert_eq!(keys.open(MARK_AAD, &sealed).expect("opens"), v["plaintext"].as_str().unwrap().as_bytes());
+    let m = open_mark(&keys, name, &sealed).unwrap();
+    let secs = m.time.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(secs, v["time_unix"].as_u64().unwrap());
+    assert_eq!(m.keep_delete.as_secs(), v["keep_delete"].as_u64().unwrap());
+    let packs: Vec<String> = m.packs.iter().map(hex::encode).collect();
+    assert_eq!(packs, v["packs"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect::<Vec<_>>());
+    let mut bad = sealed.clone();
+    bad[40] ^= 1;
+    assert!(open_mark(&keys, name, &bad).is_err(), "a flipped bit is refused");
+}
+
+fn write_mark_vector(dir: &Path, master: [u8; 32]) {
+    let keys = Keys::from_master(master);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+    let packs = [[0x11u8; 32], [0xa7u8; 32]];
+    let (name, sealed) = seal_mark(&keys, time, std::time::Duration::from_secs(86_400), &packs);
+    let plaintext = String::from_utf8(keys.open(MARK_AAD, &sealed).unwrap()).unwrap();
+    let v = json!({
+        "comment": "format-spec §20.1: a mark sealed with the master key of vectors.json",
+        "name": name,
+        "sealed": hex::encode(&sealed),
+        "plaintext": plaintext,
+        "time_unix": 1_795_000_000u64,
+        "keep_delete": 86_400,
+        "packs": packs.iter().map(hex::encode).collect::<Vec<_>>(),
+    });
+    std::fs::write(dir.join("mark.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
+
+/// Writes only format-spec/vectors/mark.json (added after the others).
+#[test]
+#[ignore]
+fn regenerate_mark() {
+    write_mark_vector(&vectors_dir(), key32(&load()["master_key"]));
+}
+
 /// Rewrites format-spec/vectors/. Run by hand when the format changes.
 #[test]
 #[ignore]
@@ -199,4 +245,5 @@ fn regenerate() {
         }
     });
     std::fs::write(dir.join("vectors.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+    write_mark_vector(&dir, master);
 }

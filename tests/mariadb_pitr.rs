@@ -295,3 +295,91 @@ fn rows(server: &Server) -> Vec<(i32, String)> {
         })
         .collect()
 }
+
+/// Forty nights of bases (ten real mariabackup streams, each stored for
+/// four nights with `backup --time`), binlogs pushed after each; then
+/// `forget --keep-pitr 14d --keep-daily 30 --keep-monthly 12` and two
+/// `prune`s across the grace period: the repository shrinks, `check
+/// --read-data` passes, and a point-in-time restore of a real server to a
+/// second inside the window is exact. (Which snapshots each rule keeps is
+/// asserted one by one in recovery/tests/retention.rs and tests/forget.rs.)
+#[test]
+fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = Server::init(&work.join("src"));
+    src.sql(
+        "CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, note VARCHAR(40));
+         CREATE TABLE shop.bulk (id INT AUTO_INCREMENT PRIMARY KEY, pad VARCHAR(1000));
+         INSERT INTO shop.t VALUES (1, 'first night')",
+    );
+    let now = now_secs() as i64;
+    let mut night = 40;
+    for real in 0..10 {
+        // Between nights: a thousand new rows, and a seventh of the old ones rewritten.
+        src.sql("INSERT INTO shop.bulk (pad) SELECT REPEAT(MD5(RAND()), 30) FROM shop.seq_1_to_1000");
+        src.sql(&format!("UPDATE shop.bulk SET pad = REPEAT(MD5(RAND()), 30) WHERE id % 7 = {real} % 7"));
+        let stream = work.join(format!("base{real}.xbs"));
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} > {}", src.backup_command(&work.join(format!("mbtmp{real}")), 1), stream.display()))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mariabackup {real}");
+        src.sql("FLUSH BINARY LOGS");
+        push(&repo, &src);
+        for _ in 0..4 {
+            let out = repo
+                .cmd(["backup", "--name", "m", "--time", &local(now - night * 86_400), "-"])
+                .stdin(std::fs::File::open(&stream).unwrap())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", one_line_error(&out));
+            night -= 1;
+        }
+    }
+    // Inside the window: rows at known seconds, then everything deleted at T.
+    let mut committed = vec![(1, "first night".to_string())];
+    for i in 2..=3 {
+        next_second(0.1);
+        src.sql(&format!("INSERT INTO shop.t VALUES ({i}, 'row {i}')"));
+        committed.push((i, format!("row {i}")));
+    }
+    let t = next_second(0.2);
+    src.sql("DELETE FROM shop.t");
+    src.sql("FLUSH BINARY LOGS");
+    push(&repo, &src);
+
+    let before = repo.size();
+    let decided =
+        repo.json(&["forget", "--name", "m", "--keep-pitr", "14d", "--keep-daily", "30", "--keep-monthly", "12"]);
+    let snaps = decided[0]["snapshots"].as_array().unwrap();
+    let kept = snaps.iter().filter(|s| !s["keep"].as_array().unwrap().is_empty()).count();
+    assert_eq!(snaps.len(), 40);
+    assert!((30..=32).contains(&kept), "30 daily (the window's 15 among them), a monthly or two: {decided}");
+    // Binlogs go only from the front: from the first kept one on, all stay (no gap).
+    let mut logs: Vec<(String, bool)> = decided[0]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["file"].as_str().unwrap().to_string(), !l["keep"].as_array().unwrap().is_empty()))
+        .collect();
+    logs.sort();
+    let first_kept = logs.iter().position(|l| l.1).expect("binlogs kept");
+    assert!(logs[first_kept..].iter().all(|l| l.1), "a gap in the kept binlogs: {logs:?}");
+    std::thread::sleep(Duration::from_secs(6));
+    let first = repo.json(&["prune", "--keep-delete", "5s"]);
+    assert!(first["packs_marked"].as_u64().unwrap() + first["packs_repacked"].as_u64().unwrap() > 0, "{first}");
+    std::thread::sleep(Duration::from_secs(6));
+    let second = repo.json(&["prune", "--keep-delete", "5s"]);
+    assert!(second["packs_deleted"].as_u64().unwrap() > 0, "{second}");
+    assert!(repo.size() < before, "prune gave space back: {before} -> {}", repo.size());
+    assert_eq!(repo.json(&["check", "--read-data"])["whole"], true);
+
+    let copy = restore_until(&repo, &local(t - 1), &work.join("restored"), &work.join("copy"));
+    assert_eq!(rows(&copy), committed, "exactly the rows committed before second T, after forget and prune");
+    assert_eq!(copy.sql("SELECT COUNT(*) FROM shop.bulk").trim(), "10000");
+}

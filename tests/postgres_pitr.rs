@@ -468,3 +468,90 @@ fn a_missing_wal_segment_is_named_and_fetch_fails() {
     assert!(target.join("recovery.signal").is_file() && target.join("PG_VERSION").is_file());
     eprintln!("PostgreSQL WAL gap checks took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// Forty nights of bases (ten real pg_basebackup streams, each stored for
+/// four nights with `backup --time`) while the server archives its WAL;
+/// then `forget --keep-pitr 14d --keep-daily 30 --keep-monthly 12` and two
+/// `prune`s across the grace period: the repository shrinks, `check
+/// --read-data` passes, and a point-in-time restore to a second inside the
+/// window is exact.
+#[test]
+fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
+    let s = Setup::new();
+    let source = s.source(&format!("{} %p", s.wal_push()), &[]);
+    source.psql("postgres", "CREATE TABLE bulk (id bigint PRIMARY KEY, pad text)");
+    let streams = postgres_dir(&s.dir.join("streams"));
+    let now = now_secs();
+    let mut night = 40;
+    for real in 0..10i64 {
+        // Between nights: a thousand new rows, and a tenth of the old ones rewritten.
+        source.psql(
+            "postgres",
+            &format!(
+                "INSERT INTO bulk SELECT g, repeat(md5(random()::text), 20) FROM generate_series({}, {}) g; \
+                 UPDATE bulk SET pad = repeat(md5(random()::text), 20) WHERE id % 10 = {real}",
+                real * 1000,
+                real * 1000 + 999
+            ),
+        );
+        let stream = streams.join(format!("base{real}.tar"));
+        let producer = format!(
+            "{} -h {} -p {PORT} -D - -Ft -X fetch -c fast > {}",
+            pg("pg_basebackup").display(),
+            source.sock.display(),
+            stream.display()
+        );
+        let mut c = as_postgres_cmd(Path::new("/bin/sh"));
+        c.arg("-c").arg(&producer);
+        ok(c, "pg_basebackup");
+        for _ in 0..4 {
+            let mut c = s.dedupe_as_postgres();
+            let cat = format!("cat {}", stream.display());
+            c.args(["backup", "--name", "pg", "--time", &local(now - night * 86_400), "--command", &cat]);
+            ok(c, "dedupe backup");
+            night -= 1;
+        }
+    }
+    for id in 1..=3 {
+        if id > 1 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        source.insert(id);
+    }
+    let rows = source.rows();
+    let t = rows[1].1.div_euclid(1_000_000);
+    let want: Vec<i64> = rows.iter().filter(|r| r.1 < (t + 1) * 1_000_000).map(|r| r.0).collect();
+    assert_eq!(want, [1, 2], "commit times {rows:?}, T = {t}");
+    source.psql("postgres", "DELETE FROM t");
+    source.switch_and_wait_archived();
+    drop(source);
+
+    let before = s.repo.size();
+    let decided =
+        s.repo.json(&["forget", "--name", "pg", "--keep-pitr", "14d", "--keep-daily", "30", "--keep-monthly", "12"]);
+    let snaps = decided[0]["snapshots"].as_array().unwrap();
+    let kept = snaps.iter().filter(|x| !x["keep"].as_array().unwrap().is_empty()).count();
+    assert_eq!(snaps.len(), 40);
+    assert!((30..=32).contains(&kept), "30 daily (the window's 15 among them), a monthly or two: {decided}");
+    std::thread::sleep(Duration::from_secs(6));
+    let first = s.repo.json(&["prune", "--keep-delete", "5s"]);
+    assert!(first["packs_marked"].as_u64().unwrap() + first["packs_repacked"].as_u64().unwrap() > 0, "{first}");
+    std::thread::sleep(Duration::from_secs(6));
+    let second = s.repo.json(&["prune", "--keep-delete", "5s"]);
+    assert!(second["packs_deleted"].as_u64().unwrap() > 0, "{second}");
+    assert!(s.repo.size() < before, "prune gave space back: {before} -> {}", s.repo.size());
+    assert_eq!(s.repo.json(&["check", "--read-data"])["whole"], true);
+
+    let target = s.dir.join("restored");
+    let out = s.restore_until(&local(t), &target, true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sock = postgres_dir(&s.dir.join("sock-copy"));
+    let copy = Server::start(&target, &sock, &s.dir.join("logs/copy.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copy.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+        assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(copy.rows().iter().map(|r| r.0).collect::<Vec<_>>(), want, "after forget and prune");
+    assert_eq!(copy.psql("postgres", "SELECT count(*) FROM bulk"), "10000");
+}

@@ -221,8 +221,8 @@ fn snapshot_of(out: &std::process::Output) -> Option<String> {
     v["snapshot"].as_str().map(String::from)
 }
 
-/// Four writers (two stream backups of changing data, a directory backup
-/// whose unchanged files come from the parent, WAL pushes) beside a loop of
+/// Five writers (two stream backups of changing data, a directory backup
+/// whose unchanged files come from the parent, binlog and WAL pushes) beside a loop of
 /// `forget --keep-last 3` and `prune --keep-delete 5s --max-unused 0%`, for
 /// `DEDUPE_PRUNE_SOAK_SECONDS` (60 by default; the figure is 600).
 /// Then `check --read-data` passes and every snapshot left restores exactly.
@@ -297,6 +297,36 @@ fn prune_beside_running_writers_loses_nothing() {
                         }
                         None => failures.lock().unwrap().push(format!("backup dir: {}", one_line_error(&out))),
                     };
+                }
+            });
+        }
+        {
+            // Binlog pushes: the fixture binlogs under ever new names, each
+            // closed (the next one written) before it is pushed.
+            let (repo, failures) = (&repo, &failures);
+            s.spawn(move || {
+                let dir = repo.scratch("binlogs");
+                std::fs::create_dir_all(&dir).unwrap();
+                let fixture = |n: u64| {
+                    let f = ["mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"][((n - 1) % 3) as usize];
+                    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest/testdata/binlog").join(f)).unwrap()
+                };
+                let name = |n: u64| format!("mysql-bin.{n:06}");
+                std::fs::write(dir.join(name(1)), fixture(1)).unwrap();
+                let mut n = 1u64;
+                while Instant::now() < until {
+                    std::fs::write(dir.join(name(n + 1)), fixture(n + 1)).unwrap();
+                    std::fs::write(dir.join("mysql-bin.index"), format!("./{}\n./{}\n", name(n), name(n + 1))).unwrap();
+                    let out = repo
+                        .cmd(["binlog", "push", "--name", "db", "--binlog-dir"])
+                        .arg(&dir)
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        failures.lock().unwrap().push(format!("binlog push: {}", one_line_error(&out)));
+                    }
+                    n += 1;
                 }
             });
         }
