@@ -94,3 +94,22 @@ fn a_damaged_manifest_and_a_lost_index_object_are_named() {
     repo.ok(&["repair", "index"]);
     repo.ok(&["check", "--read-data"]);
 }
+
+/// A WAL segment missing between two archived ones is a gap, named, exit 16.
+#[test]
+fn a_gap_in_the_wal_archive_is_named() {
+    let repo = Repo::new();
+    repo.backup_bytes("pg", &Prng::new(9).bytes(10_000));
+    let wal = repo.scratch("wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    for n in [1, 2, 4] {
+        let seg = wal.join(format!("0000000100000000000000{n:02X}"));
+        std::fs::write(&seg, Prng::new(n).bytes(50_000)).unwrap();
+        repo.ok(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), seg.as_os_str()]);
+    }
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(16), "{}", one_line_error(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("000000010000000000000003"), "{said}");
+    assert!(!said.contains("000000010000000000000002 "), "{said}");
+}

@@ -206,11 +206,12 @@ fn orphan_packs_and_stale_temporary_files_go_after_the_grace_period() {
     check_whole(&repo);
 }
 
-/// What one snapshot must restore to.
+/// What one snapshot must restore to, as BLAKE3 hashes (a long run makes
+/// thousands of snapshots: their bytes would not fit in memory).
 struct Expect {
-    /// Stream snapshots: the bytes. Directory snapshots: each file's bytes.
-    stream: Option<Vec<u8>>,
-    files: BTreeMap<String, Vec<u8>>,
+    /// Stream snapshots: the bytes' hash. Directory snapshots: each file's.
+    stream: Option<blake3::Hash>,
+    files: BTreeMap<String, blake3::Hash>,
 }
 
 fn snapshot_of(out: &std::process::Output) -> Option<String> {
@@ -268,7 +269,7 @@ fn prune_beside_running_writers_loses_nothing() {
                     let _ = feeder.join();
                     match snapshot_of(&out) {
                         Some(id) => {
-                            let e = Expect { stream: Some(data.clone()), files: BTreeMap::new() };
+                            let e = Expect { stream: Some(blake3::hash(&data)), files: BTreeMap::new() };
                             expected.lock().unwrap().insert(id, e);
                         }
                         None => failures.lock().unwrap().push(format!("backup {name}: {}", one_line_error(&out))),
@@ -288,8 +289,9 @@ fn prune_beside_running_writers_loses_nothing() {
                 while Instant::now() < until {
                     let f = rng.random_range(0..12);
                     std::fs::write(dir.join(format!("f{f}")), Prng::new(rng.random()).bytes(400_000)).unwrap();
-                    let files: BTreeMap<String, Vec<u8>> =
-                        (0..12).map(|f| (format!("f{f}"), std::fs::read(dir.join(format!("f{f}"))).unwrap())).collect();
+                    let files: BTreeMap<String, blake3::Hash> = (0..12)
+                        .map(|f| (format!("f{f}"), blake3::hash(&std::fs::read(dir.join(format!("f{f}"))).unwrap())))
+                        .collect();
                     let out = repo.cmd(["--json", "backup", "--name", "dir"]).arg(&dir).output().unwrap();
                     match snapshot_of(&out) {
                         Some(id) => {
@@ -386,13 +388,19 @@ fn prune_beside_running_writers_loses_nothing() {
     for id in &left {
         let e = &expected[id];
         match &e.stream {
-            Some(bytes) => assert!(&repo.ok(&["restore", id, "--stdout"]) == bytes, "snapshot {id} restores exactly"),
+            Some(hash) => {
+                assert_eq!(
+                    blake3::hash(&repo.ok(&["restore", id, "--stdout"])),
+                    *hash,
+                    "snapshot {id} restores exactly"
+                )
+            }
             None => {
                 let target = repo.scratch(&format!("restore-{id}"));
                 repo.ok(&["restore", id, "--target", target.to_str().unwrap()]);
-                for (f, bytes) in &e.files {
-                    let got = std::fs::read(find(&target, f)).unwrap();
-                    assert!(&got == bytes, "{f} of snapshot {id} restores exactly");
+                for (f, hash) in &e.files {
+                    let got = blake3::hash(&std::fs::read(find(&target, f)).unwrap());
+                    assert_eq!(got, *hash, "{f} of snapshot {id} restores exactly");
                 }
             }
         }

@@ -1,12 +1,12 @@
 //! The timeline: for each server, the spans of time it can be restored to
 //! (a base backup plus the consecutive logs after it), and the gaps in its
-//! binlog archive.
+//! binlog and WAL archives.
 
 use crate::archive::{archived, binlog_gap, LogFile};
 use crate::error::Result;
 use crate::plan::{binlog_reach, segment_size, wal_reach};
 use crate::time::{manifest_time, unix};
-use dedupe_ingest::facts::{LogKind, SnapshotFacts};
+use dedupe_ingest::facts::{LogKind, SnapshotFacts, WalFileType};
 use dedupe_store::{Catalogue, Kind};
 use jiff::Timestamp;
 
@@ -26,12 +26,46 @@ pub struct Span {
     pub to: Timestamp,
 }
 
-/// Binlog files missing from the archive, between the times of their neighbours.
+/// Binlog files or WAL segments missing from the archive, between the times of their neighbours.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap {
     pub missing: Vec<String>,
     pub after: Option<Timestamp>,
     pub before: Option<Timestamp>,
+}
+
+/// WAL segments missing between archived ones of the same timeline (a
+/// timeline's first and last archived segments bound it: a switch to a new
+/// timeline is not a gap). At most `LISTED` names per gap, then a count.
+fn wal_gaps(wal: &[LogFile]) -> Vec<Gap> {
+    const LISTED: u64 = 20;
+    let size = segment_size(&SnapshotFacts::default(), wal);
+    let mut segs: Vec<(u64, u64, &LogFile)> = wal
+        .iter()
+        .filter(|l| !l.partial())
+        .filter_map(|l| {
+            let w = l.wal()?;
+            (w.kind == WalFileType::Segment).then_some((w.timeline?, w.segment?, l))
+        })
+        .collect();
+    segs.sort_by_key(|(tl, seg, _)| (*tl, *seg));
+    let name = |tl: u64, n: u64| crate::wal::segment_name(tl, n, size);
+    let when = |l: &LogFile, first: bool| {
+        let w = l.wal()?;
+        let t = if first { w.first_commit_time } else { w.last_commit_time };
+        Timestamp::from_second(t.flatten()?).ok()
+    };
+    segs.windows(2)
+        .filter(|w| w[0].0 == w[1].0 && w[1].1 > w[0].1 + 1)
+        .map(|w| {
+            let (tl, from, to) = (w[0].0, w[0].1 + 1, w[1].1);
+            let mut missing: Vec<String> = (from..to).take(LISTED as usize).map(|n| name(tl, n)).collect();
+            if to - from > LISTED {
+                missing.push(format!("and {} more", to - from - LISTED));
+            }
+            Gap { missing, after: when(w[0].2, false), before: when(w[1].2, true) }
+        })
+        .collect()
 }
 
 /// The timeline of every server (or of `name`), by name.
@@ -68,13 +102,14 @@ pub fn timeline(cat: &Catalogue, name: Option<&str>) -> Result<Vec<Timeline>> {
         let time = |l: &LogFile, first: bool| {
             l.binlog().and_then(|b| unix(if first { b.first_time } else { b.last_time }.into()))
         };
-        let gaps = binlogs
+        let mut gaps: Vec<Gap> = binlogs
             .windows(2)
             .filter_map(|w| {
                 let missing = binlog_gap(w[0].file(), w[1].file());
                 (!missing.is_empty()).then(|| Gap { missing, after: time(&w[0], false), before: time(&w[1], true) })
             })
             .collect();
+        gaps.extend(wal_gaps(&wal));
         out.push(Timeline { name: n, windows, gaps });
     }
     Ok(out)

@@ -162,10 +162,6 @@ impl Index {
         None
     }
 
-    pub fn contains(&self, id: &Id) -> bool {
-        self.lookup(id).is_some()
-    }
-
     /// Every pack the index names, with the end of its last blob: the least
     /// length the pack can have.
     pub fn pack_extents(&self) -> HashMap<Id, u64> {

@@ -146,7 +146,7 @@ impl Indexed {
             if let Some(mark) = self.marks.first_mark(pack) {
                 if used > 0 {
                     recovered.insert(*pack);
-                } else if self.started >= mark.time + mark.keep_delete.max(opts.keep_delete) {
+                } else if self.started >= mark.deadline().max(mark.time + opts.keep_delete) {
                     to_delete.insert(*pack);
                     report.bytes_freed += size;
                     continue;

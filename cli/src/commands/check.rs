@@ -49,7 +49,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     let gaps: Vec<String> = timelines
         .iter()
         .flat_map(|t| {
-            t.gaps.iter().map(move |g| format!("{}: binlog {} missing from the archive", t.name, g.missing.join(", ")))
+            t.gaps.iter().map(move |g| format!("{}: {} missing from the archive", t.name, g.missing.join(", ")))
         })
         .collect();
     let problems = report.findings.iter().filter(|f| f.severity != Severity::Note).count();
