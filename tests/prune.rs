@@ -550,3 +550,21 @@ fn a_directory_backup_whose_parent_is_pruned_meanwhile_stores_its_unchanged_file
         assert!(&std::fs::read(find(&target, f)).unwrap() == b, "{f} restores exactly");
     }
 }
+
+/// A prune started while another runs on the same host (cron overlap)
+/// stops at once and says so; a dry run is not held up.
+#[test]
+fn a_second_prune_on_the_same_host_refuses() {
+    let repo = Repo::new();
+    repo.backup_bytes("db", &Prng::new(70).bytes(100_000));
+    let cache = std::fs::read_dir(&repo.cache).unwrap().next().unwrap().unwrap().path();
+    let lock = std::fs::File::create(cache.join("prune.lock")).unwrap();
+    // SAFETY: flock on a file this test owns.
+    assert_eq!(unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0);
+    let out = repo.run(&["prune", "--keep-delete", "5s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("another prune of this repository is running"), "{}", one_line_error(&out));
+    repo.ok(&["prune", "--keep-delete", "5s", "--dry-run"]);
+    drop(lock);
+    repo.ok(&["prune", "--keep-delete", "5s"]);
+}

@@ -97,6 +97,8 @@ impl Indexed {
         let backend = self.backend();
         let now = SystemTime::now();
         let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+        // One prune at a time (format-spec §20.4): held until this returns.
+        let _one = if opts.dry_run { None } else { Some(self.one_prune()?) };
 
         // 1. The picture must be whole before anything is deleted on it.
         if let Some((_, e)) = self.damaged().next() {
@@ -199,7 +201,9 @@ impl Indexed {
         let repacked = self.repack(&to_repack, &referenced, &stored, &to_delete, &mut report, progress)?;
         to_mark.extend(repacked);
         if !to_mark.is_empty() {
-            let (name, sealed) = seal_mark(self.keys(), now, opts.keep_delete, &to_mark);
+            // The mark's time is when it lands, not when this run began: a
+            // long repack must not shorten the grace period writers get.
+            let (name, sealed) = seal_mark(self.keys(), SystemTime::now(), opts.keep_delete, &to_mark);
             backend.put(&name, sealed.into())?;
             backend.flush()?;
         }
@@ -380,6 +384,22 @@ impl Indexed {
             report.marks_removed += 1;
         }
         Ok(())
+    }
+}
+
+impl Indexed {
+    /// An exclusive `flock` on `prune.lock` in this repository's cache: a
+    /// prune started by cron while the last one still runs stops at once.
+    fn one_prune(&self) -> Result<std::fs::File> {
+        let path = self.cache_dir(self.cache_base()).join("prune.lock");
+        let f = std::fs::File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        // SAFETY: flock on a file we own; released when it is closed.
+        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::Invalid(
+                "another prune of this repository is running on this host: wait for it to end".into(),
+            ));
+        }
+        Ok(f)
     }
 }
 
