@@ -36,10 +36,16 @@ pub struct Gap {
 
 /// WAL segments missing between archived ones of the same timeline (a
 /// timeline's first and last archived segments bound it: a switch to a new
-/// timeline is not a gap). At most `LISTED` names per gap, then a count.
-fn wal_gaps(wal: &[LogFile]) -> Vec<Gap> {
+/// timeline is not a gap). A gap that ends where a base backup starts
+/// (`base_starts`: their start WAL files) is not one either: no restore
+/// replays across it, and `forget` leaves such gaps between the WAL that
+/// older kept bases need. At most `LISTED` names per gap, then a count.
+fn wal_gaps(wal: &[LogFile], base_starts: &[String]) -> Vec<Gap> {
     const LISTED: u64 = 20;
     let size = segment_size(&SnapshotFacts::default(), wal);
+    let timeline_of = |f: &str| f.get(..8).and_then(|t| u64::from_str_radix(t, 16).ok());
+    let starts: std::collections::HashSet<(u64, u64)> =
+        base_starts.iter().filter_map(|f| Some((timeline_of(f)?, crate::wal::segment_number(f, size)?))).collect();
     let mut segs: Vec<(u64, u64, &LogFile)> = wal
         .iter()
         .filter(|l| !l.partial())
@@ -56,7 +62,7 @@ fn wal_gaps(wal: &[LogFile]) -> Vec<Gap> {
         Timestamp::from_second(t.flatten()?).ok()
     };
     segs.windows(2)
-        .filter(|w| w[0].0 == w[1].0 && w[1].1 > w[0].1 + 1)
+        .filter(|w| w[0].0 == w[1].0 && w[1].1 > w[0].1 + 1 && !starts.contains(&(w[1].0, w[1].1)))
         .map(|w| {
             let (tl, from, to) = (w[0].0, w[0].1 + 1, w[1].1);
             let mut missing: Vec<String> = (from..to).take(LISTED as usize).map(|n| name(tl, n)).collect();
@@ -109,7 +115,12 @@ pub fn timeline(cat: &Catalogue, name: Option<&str>) -> Result<Vec<Timeline>> {
                 (!missing.is_empty()).then(|| Gap { missing, after: time(&w[0], false), before: time(&w[1], true) })
             })
             .collect();
-        gaps.extend(wal_gaps(&wal));
+        let starts: Vec<String> = snaps
+            .iter()
+            .filter(|(_, m)| m.name == n)
+            .filter_map(|(_, m)| SnapshotFacts::of(m).wal_start().map(|(f, _)| f.to_string()))
+            .collect();
+        gaps.extend(wal_gaps(&wal, &starts));
         out.push(Timeline { name: n, windows, gaps });
     }
     Ok(out)

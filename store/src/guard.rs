@@ -39,6 +39,8 @@ pub(crate) struct Guard<'a> {
     pack_no: HashMap<Id, u32>,
     /// When the newest listing of the marks whose packs are in `marked` started.
     checked: Instant,
+    /// The watcher's count of changes to what it has seen, at the last look.
+    generation: u64,
     /// Index records this backup deduplicated against (set by the workers).
     hits: &'a Bits,
     /// List chunks of unchanged files taken from the parent snapshot.
@@ -64,6 +66,7 @@ impl<'a> Guard<'a> {
             marked: repo.marks.pack_ids().copied().collect(),
             pack_no,
             checked: since,
+            generation: u64::MAX,
             hits,
             reused: Vec::new(),
             own: Vec::new(),
@@ -88,7 +91,11 @@ impl<'a> Guard<'a> {
         if now {
             self.watcher.list_now()?;
         }
-        let (seen, listed_at) = self.watcher.seen();
+        // Called after every unit of work: the set is copied only when it grew.
+        let (seen, listed_at, generation) = self.watcher.seen(self.generation);
+        self.checked = listed_at;
+        let Some(seen) = seen else { return Ok(false) };
+        self.generation = generation;
         let new: Vec<Id> = seen.into_iter().filter(|p| !self.marked.contains(p)).collect();
         for p in &new {
             if let Some(&no) = self.pack_no.get(p) {
@@ -96,7 +103,6 @@ impl<'a> Guard<'a> {
             }
             self.marked.insert(*p);
         }
-        self.checked = listed_at;
         Ok(!new.is_empty())
     }
 
@@ -221,11 +227,17 @@ struct Watched {
     listed_at: Instant,
     /// The longest time between the starts of two successful listings.
     longest_gap: Duration,
+    /// Counts the times `seen` grew.
+    generation: u64,
 }
 
 impl Watched {
     fn take(&mut self, marks: Marks, started: Instant) {
+        let before = self.seen.len();
         self.seen.extend(marks.pack_ids().copied());
+        if self.seen.len() > before {
+            self.generation += 1;
+        }
         self.longest_gap = self.longest_gap.max(started.saturating_duration_since(self.listed_at));
         self.listed_at = self.listed_at.max(started);
         self.marks = marks;
@@ -235,7 +247,8 @@ impl Watched {
 impl Watcher {
     fn start(repo: &Indexed, marks: Marks, listed_at: Instant) -> Result<Watcher> {
         let seen = marks.pack_ids().copied().collect();
-        let state = Arc::new(Mutex::new(Watched { marks, seen, listed_at, longest_gap: Duration::ZERO }));
+        let state =
+            Arc::new(Mutex::new(Watched { marks, seen, listed_at, longest_gap: Duration::ZERO, generation: 0 }));
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (backend, keys, st) = (repo.backend.clone(), repo.keys().clone(), state.clone());
         let thread = std::thread::Builder::new()
@@ -264,9 +277,12 @@ impl Watcher {
         Ok(())
     }
 
-    fn seen(&self) -> (HashSet<Id>, Instant) {
+    /// Every pack seen marked (unless nothing changed since `generation`),
+    /// when the last listing started, and the current generation.
+    fn seen(&self, generation: u64) -> (Option<HashSet<Id>>, Instant, u64) {
         let st = self.state.lock().expect("not poisoned");
-        (st.seen.clone(), st.listed_at)
+        let seen = (st.generation != generation).then(|| st.seen.clone());
+        (seen, st.listed_at, st.generation)
     }
 
     fn longest_gap(&self) -> Duration {
