@@ -425,18 +425,7 @@ impl Unlocked {
     /// Lists the repository's manifests (bringing the local catalogue up to
     /// date): the first step of every command that reads. See `Listed`.
     pub fn list(self, cache_base: &Path) -> Result<Listed> {
-        let (started, started_at) = (SystemTime::now(), std::time::Instant::now());
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base, true)?;
-        Ok(Listed {
-            repo: self,
-            catalogue,
-            damaged,
-            cache_base: cache_base.to_path_buf(),
-            index: None,
-            marks: None,
-            started,
-            started_at,
-        })
+        self.list_checking(cache_base, true)
     }
 
     /// Like `list`, for commands that use archived logs only (a server's
@@ -444,8 +433,13 @@ impl Unlocked {
     /// snapshot manifests already catalogued are not read again, so their
     /// damage is not seen here, and nothing here trusts them.
     pub fn list_for_logs(self, cache_base: &Path) -> Result<Listed> {
+        self.list_checking(cache_base, false)
+    }
+
+    /// `list`, reading catalogued snapshot manifests again when `recheck`.
+    fn list_checking(self, cache_base: &Path, recheck: bool) -> Result<Listed> {
         let (started, started_at) = (SystemTime::now(), std::time::Instant::now());
-        let (catalogue, damaged) = Catalogue::open(&self, cache_base, false)?;
+        let (catalogue, damaged) = Catalogue::open(&self, cache_base, recheck)?;
         Ok(Listed {
             repo: self,
             catalogue,
