@@ -205,6 +205,21 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// A server started on a restored data directory (plain `pg_ctl start`:
+    /// it fetches the WAL, stops at the target and promotes), once promoted.
+    fn start_promoted(&self, target: &Path) -> Server {
+        let sock = postgres_dir(&self.dir.join("sock-copy"));
+        let copy = Server::start(target, &sock, &self.dir.join("logs/copy.log"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while copy.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
+            assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        copy
+    }
+}
+
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.restore_cache);
@@ -353,13 +368,7 @@ fn pitr_stops_before_the_destructive_statement() {
     assert!(auto.contains("recovery_target_inclusive = off") && auto.contains("archive_mode = off"), "{auto}");
 
     // Plain `pg_ctl start`: the server fetches the WAL, stops at the target, promotes.
-    let sock = postgres_dir(&s.dir.join("sock-copy"));
-    let copy = Server::start(&target, &sock, &s.dir.join("logs/copy.log"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while copy.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
-        assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let copy = s.start_promoted(&target);
     let got = copy.rows();
     assert_eq!(
         got.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -545,13 +554,7 @@ fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
     let target = s.dir.join("restored");
     let out = s.restore_until(&local(t), &target, true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let sock = postgres_dir(&s.dir.join("sock-copy"));
-    let copy = Server::start(&target, &sock, &s.dir.join("logs/copy.log"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while copy.psql("postgres", "SELECT pg_is_in_recovery()") != "f" {
-        assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let copy = s.start_promoted(&target);
     assert_eq!(copy.rows().iter().map(|r| r.0).collect::<Vec<_>>(), want, "after forget and prune");
     assert_eq!(copy.psql("postgres", "SELECT count(*) FROM bulk"), "10000");
 }

@@ -79,13 +79,6 @@ pub struct PruneReport {
 /// Records per compacted index object (about 11 MiB of plaintext).
 const RECORDS_PER_INDEX: usize = 1 << 18;
 
-/// What one pack holds, from the index.
-#[derive(Default, Clone, Copy)]
-struct Usage {
-    /// Bytes of blobs holding a chosen copy of a referenced chunk.
-    used: u64,
-}
-
 impl Indexed {
     pub fn prune(&self, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
         if opts.keep_delete < MIN_KEEP_DELETE {
@@ -129,14 +122,15 @@ impl Indexed {
             stored.contains_key(p) && !self.marks.contains(p)
         };
         let exists = |no: u32| stored.contains_key(&packs[no as usize]);
-        let mut usage: HashMap<u32, Usage> = HashMap::new();
+        // Bytes of chosen copies per pack number: a pack holding none is unused.
+        let mut used: HashMap<u32, u64> = HashMap::new();
         for id in &referenced {
             if let Some((pos, loc)) = self.index.find(id, live).or_else(|| self.index.find(id, exists)) {
-                usage.entry(self.index.record(pos).1).or_default().used += loc.length as u64;
+                *used.entry(self.index.record(pos).1).or_default() += loc.length as u64;
             }
         }
         let pack_no: HashMap<Id, u32> = packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
-        let used_of = |pack: &Id| pack_no.get(pack).and_then(|n| usage.get(n)).map_or(0, |u| u.used);
+        let used_of = |pack: &Id| pack_no.get(pack).and_then(|n| used.get(n)).copied().unwrap_or(0);
 
         // 3. Decide.
         let (mut to_mark, mut to_delete, mut recovered) = (Vec::new(), HashSet::new(), HashSet::new());
