@@ -152,6 +152,21 @@ fn an_empty_input_is_refused_whatever_the_format() {
     let out = repo.cmd(["backup", "--name", "db", "--command", "exit 3"]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(14), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(snapshots(&repo), 0);
+    // `latest` stays the last real backup.
+    let out = backup(&repo, &[], b"rows");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = repo.cmd(["backup", "--name", "db", "--command", "true"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(INPUT_FAILED));
+    assert_eq!(repo.ok(&["restore", "latest", "--name", "db", "--stdout"]), b"rows");
+
+    // --allow-empty commits it as an empty file, whatever --format says.
+    for args in [&["--allow-empty"][..], &["--allow-empty", "--format", "xbstream"]] {
+        let out = repo.cmd(["backup", "--name", "quiet", "--command", "true"]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(repo.ok(&["restore", "latest", "--name", "quiet", "--stdout"]), b"");
+    }
+    let quiet = repo.json(&["snapshots", "--name", "quiet"]);
+    assert!(quiet.as_array().unwrap().iter().all(|s| s["metadata"]["format"] == "raw"), "{quiet}");
 }
 
 #[test]

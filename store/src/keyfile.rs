@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 const AAD: &[u8] = b"dedupe key v1";
 
 /// Argon2id cost. The default takes a fraction of a second and 64 MiB once
-/// per command; tests may lower it through `KdfParams::from_env`.
+/// per command; `KdfParams::from_env` says how far it may be lowered.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
     pub memory_kib: u32,
@@ -33,15 +33,36 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
-    /// `DEDUPE_KDF_MEMORY_KIB` lowers the cost for test suites that create
-    /// hundreds of repositories; real repositories keep the default.
-    pub fn from_env() -> Self {
-        let mut p = KdfParams::default();
-        if let Some(m) = std::env::var("DEDUPE_KDF_MEMORY_KIB").ok().and_then(|v| v.parse().ok()) {
-            p.memory_kib = m;
-            p.iterations = 1;
+    /// The least cost a new key gets outside the test suite: OWASP's minimum
+    /// for Argon2id (19 MiB, 2 passes). A small machine may go down to it;
+    /// below, a stolen key object would fall to an offline guesser too fast.
+    pub const FLOOR: KdfParams = KdfParams { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 };
+
+    /// The cost for a new key: the default, or `DEDUPE_KDF_MEMORY_KIB` KiB of
+    /// memory, never below [`KdfParams::FLOOR`]. Only a build with the
+    /// `test-kdf` feature (the test suite's, which creates hundreds of
+    /// repositories) may go below it, with one pass; a variable alone cannot,
+    /// because anyone who can set one in a server's environment could.
+    pub fn from_env() -> std::result::Result<Self, String> {
+        Self::for_memory(std::env::var("DEDUPE_KDF_MEMORY_KIB").ok().as_deref(), cfg!(feature = "test-kdf"))
+    }
+
+    fn for_memory(kib: Option<&str>, below_floor: bool) -> std::result::Result<Self, String> {
+        let Some(v) = kib else {
+            return Ok(KdfParams::default());
+        };
+        let m: u32 = v.trim().parse().map_err(|_| format!("DEDUPE_KDF_MEMORY_KIB={v:?} is not a number of KiB"))?;
+        if below_floor {
+            return Ok(KdfParams { memory_kib: m, iterations: 1, parallelism: 1 });
         }
-        p
+        if m < Self::FLOOR.memory_kib {
+            return Err(format!(
+                "DEDUPE_KDF_MEMORY_KIB={m} is below the floor of {} KiB: unset it, or give at least that",
+                Self::FLOOR.memory_kib
+            ));
+        }
+        let iterations = if m >= KdfParams::default().memory_kib { 3 } else { Self::FLOOR.iterations };
+        Ok(KdfParams { memory_kib: m, iterations, parallelism: 1 })
     }
 }
 
@@ -122,4 +143,27 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KdfParams;
+
+    #[test]
+    fn no_variable_goes_below_the_floor_outside_the_test_build() {
+        assert_eq!(KdfParams::for_memory(None, false), Ok(KdfParams::default()));
+        let m = KdfParams::FLOOR.memory_kib;
+        assert_eq!(KdfParams::for_memory(Some(&m.to_string()), false), Ok(KdfParams::FLOOR));
+        assert_eq!(
+            KdfParams::for_memory(Some("1024"), false),
+            Err("DEDUPE_KDF_MEMORY_KIB=1024 is below the floor of 19456 KiB: unset it, or give at least that".into())
+        );
+        assert!(KdfParams::for_memory(Some(&(m - 1).to_string()), false).is_err());
+        assert!(KdfParams::for_memory(Some("lots"), false).is_err());
+        let more = KdfParams::for_memory(Some("262144"), false).unwrap();
+        assert_eq!((more.memory_kib, more.iterations), (262144, 3));
+        // The suite's build alone may go below it.
+        let cheap = KdfParams::for_memory(Some("1024"), true).unwrap();
+        assert_eq!((cheap.memory_kib, cheap.iterations), (1024, 1));
+    }
 }

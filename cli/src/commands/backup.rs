@@ -25,6 +25,10 @@ pub(crate) struct Args {
     /// Keep the files that arrived when an xbstream ends early, instead of committing nothing.
     #[arg(long)]
     allow_partial: bool,
+    /// Commit an empty stream as an empty file instead of refusing it (exit 6):
+    /// for a producer that may rightly have nothing to say.
+    #[arg(long)]
+    allow_empty: bool,
     /// The server this backup is of; `latest` and unchanged-file detection work per name.
     #[arg(long, env = "DEDUPE_NAME")]
     name: Option<String>,
@@ -83,6 +87,8 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
                     .unwrap_or_else(|| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))
             })?;
             let format = match a.format.as_str() {
+                // Empty is only ever stored as it is: an empty file.
+                _ if head.is_empty() && a.allow_empty => Ok(Format::Raw),
                 "auto" => sniff::sniff(&head),
                 f => {
                     let format = Format::parse(f).ok_or_else(|| Failure::usage(format!("unknown --format {f}")))?;

@@ -18,6 +18,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
+    // Refused before a password is asked or anything created.
+    let kdf = KdfParams::from_env().map_err(Failure::usage)?;
     let password = if ctx.password_file.is_some()
         || ctx.password_command.is_some()
         || std::env::var_os("DEDUPE_PASSWORD").is_some()
@@ -34,7 +36,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         let mode = if a.group_readable { 0o750 } else { 0o700 };
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
     }
-    let repo = Repository::init(ctx.backend()?, password.as_bytes(), KdfParams::from_env())?;
+    let repo = Repository::init(ctx.backend()?, password.as_bytes(), kdf)?;
     let location = ctx.location.display();
     if ctx.json {
         outln!("{}", json!({"repository": location, "id": repo.config.id}));

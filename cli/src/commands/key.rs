@@ -1,7 +1,7 @@
 //! `dedupe key add|list|remove`: the passwords that open the repository.
 
 use crate::ctx::{short, Ctx};
-use crate::exit::R;
+use crate::exit::{Failure, R};
 use crate::password::new_password;
 use dedupe_store::KdfParams;
 use serde_json::json;
@@ -29,7 +29,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
         Command::Add { new_password_file } => {
             let pw = new_password(new_password_file.as_deref(), "DEDUPE_NEW_PASSWORD")?;
-            let id = repo.add_key(pw.as_bytes(), KdfParams::from_env())?;
+            let id = repo.add_key(pw.as_bytes(), KdfParams::from_env().map_err(Failure::usage)?)?;
             if ctx.json {
                 outln!("{}", json!({"id": id}));
             }
