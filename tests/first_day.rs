@@ -132,6 +132,17 @@ fn completion_and_man_page_come_from_the_command_definitions_without_a_repositor
     assert!(out.status.success());
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.contains(".TH dedupe 1") && page.contains("restore"), "{page}");
+    // A page for every command, nested ones too.
+    let page = |words: &[&str]| {
+        let out = std::process::Command::new(dedupe_bin()).arg("man").args(words).output().unwrap();
+        assert!(out.status.success(), "{words:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let backup = page(&["backup"]);
+    assert!(backup.contains(".TH dedupe-backup 1") && backup.contains("allow\\-empty"), "{backup}");
+    assert!(page(&["binlog", "push"]).contains(".TH dedupe-binlog-push 1"));
+    let out = std::process::Command::new(dedupe_bin()).args(["man", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
     // -r is --repo.
     let repo = Repo::new();
     let out = std::process::Command::new(dedupe_bin())
@@ -162,4 +173,218 @@ fn ctrl_c_mid_backup_says_nothing_was_committed_and_exits_130() {
     let err = one_line_error(&out);
     assert!(err.contains("interrupted") && err.contains("no snapshot was committed"), "{err}");
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 1, "nothing committed");
+}
+
+/// RFC 3339 with an offset: "2026-11-21T12:54:23Z", "…:23.5+01:00".
+fn rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let fixed = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !fixed {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    rest == "Z" || (rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":")
+}
+
+/// Every string under a key that names a time, anywhere in `v`.
+fn times(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    const KEYS: &[&str] = &["time", "created", "from", "to", "after", "before", "first_time", "last_time", "mtime"];
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if let (true, Some(s)) = (KEYS.contains(&k.as_str()), x.as_str()) {
+                    out.push((k.clone(), s.to_string()));
+                }
+                times(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| times(x, out)),
+        _ => {}
+    }
+}
+
+/// A mariabackup-like xbstream made by `mbstream -c`: the facts files a
+/// real one carries (LSNs, binlog position) and one data file.
+fn fake_mariabackup_stream(repo: &Repo) -> Vec<u8> {
+    let dir = repo.scratch("mb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: [(&str, &[u8]); 4] = [
+        ("ibdata1", b"pages"),
+        (
+            "xtrabackup_checkpoints",
+            b"backup_type = full-backuped\nfrom_lsn = 0\nto_lsn = 1234567\nlast_lsn = 1234567\n",
+        ),
+        ("mariadb_backup_binlog_info", b"mysql-bin.000001\t4\t0-1-1\n"),
+        ("xtrabackup_info", b"tool_name = mariabackup\ntool_version = 10.11\n"),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let out = std::process::Command::new("mbstream")
+        .arg("-c")
+        .args(files.iter().map(|f| f.0))
+        .current_dir(&dir)
+        .output()
+        .expect("mbstream (mariadb-backup) is installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn every_command_prints_json_with_rfc3339_times_and_the_ratios_agree() {
+    let repo = Repo::uninitialised();
+    // Every output, by what printed it.
+    let all: std::cell::RefCell<Vec<(String, serde_json::Value)>> = Default::default();
+    let json = |what: &str, args: &[&std::ffi::OsStr]| -> serde_json::Value {
+        let v = repo.json(args);
+        all.borrow_mut().push((what.to_string(), v.clone()));
+        v
+    };
+    fn os<'a>(a: &[&'a str]) -> Vec<&'a std::ffi::OsStr> {
+        a.iter().map(|s| std::ffi::OsStr::new(*s)).collect()
+    }
+    json("init", &os(&["init"]));
+
+    // A directory into the empty repository: its ratios are the repository's.
+    let data = repo.scratch("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let copy = Prng::new(1).bytes(300_000);
+    std::fs::write(data.join("a"), &copy).unwrap();
+    std::fs::write(data.join("a.copy"), &copy).unwrap();
+    std::fs::write(data.join("b"), b"small").unwrap();
+    let mut a = os(&["backup", "--name", "dir"]);
+    a.push(data.as_os_str());
+    let first = json("backup (directory)", &a);
+    let stats = json("stats", &os(&["stats"]));
+    for r in ["dedup_ratio", "ratio"] {
+        assert!(first[r].as_f64().unwrap() > 1.5, "{r}: {first}");
+    }
+    assert_eq!(stats["dedup_ratio"], first["dedup_ratio"], "{stats} {first}");
+    assert_eq!(stats["unique_bytes"], first["new_bytes"], "{stats} {first}");
+
+    let xbs = repo.scratch("m.xbs");
+    std::fs::write(&xbs, fake_mariabackup_stream(&repo)).unwrap();
+    let out =
+        repo.cmd(["--json", "backup", "--name", "m", "-"]).stdin(std::fs::File::open(&xbs).unwrap()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    all.borrow_mut().push(("backup (stream)".into(), serde_json::from_slice(&out.stdout).unwrap()));
+    json("backup (command)", &os(&["backup", "--name", "c", "--command", "echo rows; echo note >&2"]));
+    json("snapshots", &os(&["snapshots"]));
+    json("ls", &os(&["ls", "latest", "--name", "dir"]));
+    json("log", &os(&["log", "latest", "--name", "c"]));
+    assert_eq!(json("lsn", &os(&["lsn", "--name", "m"]))["to_lsn"], 1234567);
+    let target = repo.scratch("restored");
+    let mut a = os(&["restore", "latest", "--name", "m", "--target"]);
+    a.push(target.as_os_str());
+    json("restore", &a);
+    // Where stdout carries data, the summary goes to stderr.
+    let out = repo.run(&["--json", "restore", "latest", "--name", "c", "--stdout"]);
+    assert_eq!(out.stdout, b"rows\n");
+    all.borrow_mut().push(("restore --stdout (stderr)".into(), serde_json::from_slice(&out.stderr).unwrap()));
+
+    // Logs: binlogs from ingest/testdata, a WAL segment.
+    let binlogs = repo.scratch("binlogs");
+    std::fs::create_dir_all(&binlogs).unwrap();
+    let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest/testdata/binlog");
+    for f in ["mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"] {
+        std::fs::copy(testdata.join(f), binlogs.join(f)).unwrap();
+    }
+    std::fs::write(binlogs.join("mysql-bin.index"), "./mysql-bin.000001\n./mysql-bin.000002\n./mysql-bin.000003\n")
+        .unwrap();
+    let mut a = os(&["binlog", "push", "--name", "m", "--include-active", "--binlog-dir"]);
+    a.push(binlogs.as_os_str());
+    json("binlog push", &a);
+    json("binlog list", &os(&["binlog", "list", "--name", "m"]));
+    let mut c = repo.cmd(["--json", "binlog", "replay", "--name", "m", "--until-position", "mysql-bin.000002:400"]);
+    let out = c.arg("--target").arg(&target).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DELIMITER"));
+    let replay: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(replay["files"], serde_json::json!(["mysql-bin.000001", "mysql-bin.000002"]), "{replay}");
+    all.borrow_mut().push(("binlog replay (stderr)".into(), replay));
+    let seg = repo.scratch("000000010000000000000003");
+    std::fs::write(&seg, Prng::new(3).bytes(1 << 20)).unwrap();
+    let mut a = os(&["wal", "push", "--name", "pg"]);
+    a.push(seg.as_os_str());
+    json("wal push", &a);
+    let fetched = repo.scratch("RECOVERYXLOG");
+    let mut a = os(&["wal", "fetch", "--name", "pg", "000000010000000000000003"]);
+    a.push(fetched.as_os_str());
+    json("wal fetch", &a);
+    assert_eq!(std::fs::read(&fetched).unwrap(), std::fs::read(&seg).unwrap());
+
+    // Archived logs count on both sides of the ratio.
+    let stats = json("stats", &os(&["stats"]));
+    let snaps: u64 =
+        repo.json(&["snapshots"]).as_array().unwrap().iter().map(|s| s["stats"]["bytes"].as_u64().unwrap()).sum();
+    let binlog_bytes: u64 = ["mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"]
+        .iter()
+        .map(|f| std::fs::metadata(binlogs.join(f)).unwrap().len())
+        .sum();
+    assert_eq!(stats["logs"], 4, "{stats}");
+    assert_eq!(stats["logical_bytes"].as_u64().unwrap(), snaps + binlog_bytes + (1 << 20), "{stats}");
+
+    json("timeline", &os(&["timeline"]));
+    json("check", &os(&["check", "--read-data"]));
+    let pw = repo.scratch("new-password");
+    std::fs::write(&pw, "a second password\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut a = os(&["key", "add", "--new-password-file"]);
+    a.push(pw.as_os_str());
+    let key = json("key add", &a);
+    json("key list", &os(&["key", "list"]));
+    json("key remove", &os(&["key", "remove", key["id"].as_str().unwrap()]));
+    json("catalogue rebuild", &os(&["catalogue", "rebuild"]));
+    json("forget --dry-run", &os(&["forget", "--keep-last", "1", "--dry-run"]));
+    json("forget", &os(&["forget", "--name", "dir", "--keep-last", "1"]));
+    json("prune", &os(&["prune"]));
+    json("repair index", &os(&["repair", "index"]));
+    json("repair snapshots", &os(&["repair", "snapshots"]));
+
+    let offsite = Repo::uninitialised().with_password("another password");
+    offsite.ok(&["init"]);
+    let mut c = offsite.cmd(["--json", "copy", "--from-repo", &repo.url, "--name", "m"]);
+    let out =
+        c.env("DEDUPE_FROM_PASSWORD", PASSWORD).envs(repo.storage_env().iter().map(|(k, v)| (k, v))).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    all.borrow_mut().push(("copy".into(), serde_json::from_slice(&out.stdout).unwrap()));
+
+    let mut seen = Vec::new();
+    for (what, v) in all.borrow().iter() {
+        let mut t = Vec::new();
+        times(v, &mut t);
+        for (k, s) in t {
+            assert!(rfc3339(&s), "{what}: {k} = {s:?} is not RFC 3339 with an offset");
+            seen.push(format!("{what}.{k}"));
+        }
+    }
+    // The walk found the times it should have.
+    for expected in
+        ["backup (directory).time", "ls.mtime", "binlog list.first_time", "timeline.from", "key list.created"]
+    {
+        assert!(seen.iter().any(|s| s == expected), "{expected} not among {seen:?}");
+    }
+
+    // completion and man print a script or a page: --json is refused, not ignored.
+    let out = std::process::Command::new(dedupe_bin()).args(["--json", "completion", "bash"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

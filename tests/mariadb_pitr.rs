@@ -76,7 +76,11 @@ fn pitr_stops_before_the_drop() {
     for row in list.as_array().unwrap() {
         assert!(row["missing_before"].as_array().unwrap().is_empty(), "{list}");
     }
-    assert!(list.as_array().unwrap().last().unwrap()["last_time"].as_i64().unwrap() >= t);
+    // RFC 3339 in UTC, whole seconds: ordered as strings.
+    let utc = Command::new("date").args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+    let utc = String::from_utf8(utc.stdout).unwrap().trim().to_string();
+    let last = list.as_array().unwrap().last().unwrap()["last_time"].as_str().unwrap().to_string();
+    assert!(last >= utc, "{last} {utc}");
 
     // Restore to the end of second T-1: the base, prepared, then the binlogs replayed.
     let until = local(t - 1);

@@ -96,8 +96,12 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff): `dedupe man > /usr/local/share/man/man1/dedupe.1`.
-    Man,
+    /// Print a manual page (roff): `dedupe man > /usr/local/share/man/man1/dedupe.1`,
+    /// `dedupe man backup > …/dedupe-backup.1`.
+    Man {
+        /// The command whose page to print, e.g. `backup` or `binlog push` (default: the top-level page).
+        command: Vec<String>,
+    },
     /// The local catalogue of snapshots and archived logs.
     Catalogue {
         #[command(subcommand)]
@@ -154,16 +158,32 @@ enum Command {
 fn run(cli: Cli) -> exit::R {
     // Generated from the same definitions as the parser, and need no repository.
     match &cli.command {
+        Command::Completion { .. } | Command::Man { .. } if cli.json => {
+            return Err(exit::Failure::usage("completion and man print a script or a page, not JSON: drop --json"));
+        }
         Command::Completion { shell } => {
             // Into a buffer first: clap_complete panics when its writer fails.
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut <Cli as clap::CommandFactory>::command(), "dedupe", &mut script);
             return write_out(&script);
         }
-        Command::Man => {
+        Command::Man { command } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            cmd.build();
+            let mut name = "dedupe".to_string();
+            for word in command {
+                cmd = cmd
+                    .find_subcommand(word)
+                    .ok_or_else(|| exit::Failure::usage(format!("no command `{word}` in {name}: see dedupe help")))?
+                    .clone();
+                name = format!("{name}-{word}");
+            }
             let mut page = Vec::new();
-            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            man.render(&mut page).expect("rendering into memory");
+            clap_mangen::Man::new(
+                cmd.name(name.clone()).bin_name(name.replace('-', " ")).version(env!("CARGO_PKG_VERSION")),
+            )
+            .render(&mut page)
+            .expect("rendering into memory");
             return write_out(&page);
         }
         _ => {}
@@ -194,7 +214,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Forget(args) => forget::run(&ctx, args),
         Command::Prune(args) => prune::run(&ctx, args),
         Command::Check(args) => check::run(&ctx, args),
-        Command::Completion { .. } | Command::Man => unreachable!("answered before a repository is needed"),
+        Command::Completion { .. } | Command::Man { .. } => unreachable!("answered before a repository is needed"),
         Command::Catalogue { command } => catalogue::run(&ctx, command),
         Command::Timeline { name } => timeline::run(&ctx, name.as_deref()),
         Command::Lsn { name } => lsn::run(&ctx, name.as_deref()),

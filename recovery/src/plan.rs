@@ -5,7 +5,7 @@
 use crate::archive::{archived, binlog_gap, LogFile};
 use crate::chain::chain;
 use crate::error::{Error, Result};
-use crate::time::{local, manifest_time, unix};
+use crate::time::{local, manifest_time, shown, unix};
 use crate::wal::{segment_name, segment_number, DEFAULT_SEGMENT_SIZE};
 use dedupe_ingest::facts::{Database, LogKind, SnapshotFacts, WalFileType};
 use dedupe_store::{Catalogue, Kind, Manifest};
@@ -96,8 +96,8 @@ pub fn plan(cat: &Catalogue, name: Option<&str>, until: Timestamp) -> Result<Pla
         return Err(Error::NotRestorable(match earliest {
             Some(t) => format!(
                 "{} is before the earliest restorable time of {name}, {} (its oldest base backup)",
-                local(until),
-                local(t)
+                shown(until),
+                shown(t)
             ),
             None => format!("{name} has no base backup with binlog or WAL coordinates to restore from"),
         }));
@@ -173,7 +173,7 @@ fn consecutive(logs: &[LogFile], name: &str, start_file: &str) -> Result<(Vec<Lo
 /// The error for a target past the end of what `run` reaches.
 fn beyond(run: &[LogFile], name: &str, stopped: Option<Error>) -> Error {
     stopped.unwrap_or_else(|| {
-        let end = run.last().and_then(last_time).map(local).unwrap_or_default();
+        let end = run.last().and_then(last_time).map(shown).unwrap_or_default();
         let last_file = run.last().map(|l| l.file().to_string()).unwrap_or_default();
         Error::NotRestorable(format!(
             "the binlog archive of {name} ends at {end} ({last_file}): push newer binlogs (--include-active for the active one) or pick an earlier time"
@@ -355,7 +355,7 @@ fn wal_covering(
     }
     Err(Error::NotRestorable(format!(
         "the WAL archive of {name} has no commit after {}: recovery could not reach the target; archive newer WAL (SELECT pg_switch_wal()) or pick an earlier time",
-        last_time.map(local).unwrap_or_default()
+        last_time.map(shown).unwrap_or_default()
     )))
 }
 

@@ -64,7 +64,14 @@ pub fn before(t: Timestamp, span: jiff::Span) -> Timestamp {
     t.to_zoned(jiff::tz::TimeZone::system()).checked_sub(span).map(|z| z.timestamp()).unwrap_or(Timestamp::MIN)
 }
 
-/// "YYYY-MM-DD HH:MM:SS" in the machine's time zone: every time a person reads.
+/// "YYYY-MM-DD HH:MM:SS ZONE" in the machine's time zone ("2026-11-21
+/// 12:54:23 CET"): every time a person reads. JSON has RFC 3339 instead.
+pub fn shown(t: Timestamp) -> String {
+    t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
+}
+
+/// "YYYY-MM-DD HH:MM:SS" in the machine's time zone, without the zone: the
+/// form `mariadb-binlog --stop-datetime` takes.
 pub fn local(t: Timestamp) -> String {
     t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string()
 }

@@ -46,7 +46,7 @@ pub use check::{CheckReport, Finding, Severity, Subset};
 pub use chunker::Chunking;
 pub use error::{Error, Result};
 pub use keyfile::{hostname, KdfParams};
-pub use maintenance::{Broken, Dropped, RepairReport, RepoStats};
+pub use maintenance::{Broken, Dropped, Ratios, RepairReport, RepoStats};
 pub use progress::Progress;
 pub use prune::{PruneOptions, PruneReport};
 pub use repo::{Config, Indexed, KeyInfo, Kind, Listed, Reads, Repository, Unlocked};

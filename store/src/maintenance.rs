@@ -165,7 +165,10 @@ impl Unlocked {
 #[derive(Debug, Serialize)]
 pub struct RepoStats {
     pub snapshots: u64,
-    /// Sum of every snapshot's logical size: what restoring all of them gives.
+    /// Archived binlog and WAL files.
+    pub logs: u64,
+    /// Sum of every snapshot's and archived log's logical size: what
+    /// restoring all of them gives.
     pub logical_bytes: u64,
     pub unique_chunks: u64,
     /// Plaintext size of the distinct chunks.
@@ -173,8 +176,30 @@ pub struct RepoStats {
     pub packs: u64,
     /// Bytes the packs take on storage (compressed and encrypted).
     pub stored_bytes: u64,
-    pub dedup_ratio: f64,
-    pub compression_ratio: f64,
+    #[serde(flatten)]
+    pub ratios: Ratios,
+}
+
+/// The ratios of a backup's summary and of `stats`, defined once so that
+/// they agree: what was given, the distinct plaintext it needed (chunk data
+/// and the snapshot's own metadata chunks), and the bytes that takes on
+/// storage. `None` (JSON null) when a denominator is zero, as a backup that
+/// added nothing has an unbounded deduplication.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Ratios {
+    /// logical ÷ distinct plaintext.
+    pub dedup_ratio: Option<f64>,
+    /// distinct plaintext ÷ stored.
+    pub compression_ratio: Option<f64>,
+    /// logical ÷ stored: the two together.
+    pub ratio: Option<f64>,
+}
+
+impl Ratios {
+    pub fn new(logical: u64, unique: u64, stored: u64) -> Ratios {
+        let r = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+        Ratios { dedup_ratio: r(logical, unique), compression_ratio: r(unique, stored), ratio: r(logical, stored) }
+    }
 }
 
 impl Indexed {
@@ -211,7 +236,8 @@ impl Indexed {
             return Err(Error::corrupt(object.clone(), reason.clone()));
         }
         let snaps = self.snapshots(None)?;
-        let logical: u64 = snaps.iter().map(|(_, m)| m.stats.bytes).sum();
+        let logs = self.catalogue().list(crate::Kind::Log, None)?;
+        let logical: u64 = snaps.iter().chain(&logs).map(|(_, m)| m.stats.bytes).sum();
         let (mut n, mut raw) = (0u64, 0u64);
         for (_, len) in self.index.iter_ids() {
             n += 1;
@@ -219,16 +245,15 @@ impl Indexed {
         }
         let packs = self.backend.list(ObjectKind::Pack)?;
         let stored: u64 = packs.iter().map(|(_, s)| *s).sum();
-        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         Ok(RepoStats {
             snapshots: snaps.len() as u64,
+            logs: logs.len() as u64,
             logical_bytes: logical,
             unique_chunks: n,
             unique_bytes: raw,
             packs: packs.len() as u64,
             stored_bytes: stored,
-            dedup_ratio: ratio(logical, raw),
-            compression_ratio: ratio(raw, stored),
+            ratios: Ratios::new(logical, raw, stored),
         })
     }
 }

@@ -150,7 +150,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     for w in &result.warnings {
         eprintln!("dedupe: warning: {w}");
     }
-    let ratio = if s.new_bytes_stored == 0 { f64::INFINITY } else { s.bytes as f64 / s.new_bytes_stored as f64 };
+    let ratios = dedupe_store::Ratios::new(s.bytes, s.new_bytes, s.new_bytes_stored);
     if ctx.json {
         let out = json!({
             "snapshot": result.snapshot_id,
@@ -165,7 +165,9 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             "new_bytes": s.new_bytes,
             "new_bytes_stored": s.new_bytes_stored,
             "packs_written": s.packs_written,
-            "dedup_ratio": if ratio.is_finite() { json!(ratio) } else { json!(null) },
+            "dedup_ratio": ratios.dedup_ratio,
+            "compression_ratio": ratios.compression_ratio,
+            "ratio": ratios.ratio,
             "seconds": s.seconds,
             "warnings": result.warnings,
         });

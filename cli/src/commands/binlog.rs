@@ -6,7 +6,7 @@ use crate::exit::{Failure, R};
 use dedupe_ingest::facts::LogKind;
 use dedupe_recovery::archive::{archived, binlog_files, binlog_gap, push_binlogs, Outcome};
 use dedupe_recovery::replay::{replay_binlogs, restored_binlog_position};
-use dedupe_recovery::time::{local, parse_until, unix};
+use dedupe_recovery::time::{parse_until, shown, unix};
 use dedupe_recovery::Stop;
 use serde_json::json;
 use std::path::PathBuf;
@@ -104,7 +104,17 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
             let repo = ctx.indexed_for_logs()?;
             let (files, stop_args) = dedupe_recovery::plan::replay(repo.catalogue(), &name, &start_file, &stop)
                 .map_err(|e| crate::exit::or_damaged_log(&repo, e))?;
-            Ok(replay_binlogs(&repo, &files, start_pos, &stop_args, &target)?)
+            replay_binlogs(&repo, &files, start_pos, &stop_args, &target)?;
+            // stdout is the SQL: the summary goes to stderr, as restore --stdout's.
+            if ctx.json {
+                let names: Vec<&str> = files.iter().map(|f| f.file()).collect();
+                eprintln!(
+                    "{}",
+                    json!({"name": name, "start_file": start_file, "start_position": start_pos,
+                           "files": names, "stop": stop_args})
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -121,8 +131,8 @@ fn list(ctx: &Ctx, name: &str) -> R {
             "file": f.file(),
             "size": f.size(),
             "partial": f.partial(),
-            "first_time": b.map(|b| b.first_time),
-            "last_time": b.map(|b| b.last_time),
+            "first_time": b.and_then(|b| unix(b.first_time.into())).map(|t| t.to_string()),
+            "last_time": b.and_then(|b| unix(b.last_time.into())).map(|t| t.to_string()),
             "first_position": b.map(|b| b.first_position),
             "end_position": b.map(|b| b.end_position),
             "server_id": b.map(|b| b.server_id),
@@ -136,16 +146,18 @@ fn list(ctx: &Ctx, name: &str) -> R {
         return Ok(());
     }
     ctx.say(format!(
-        "{:<20} {:>12} {:<19} {:<19} {:>10}  last gtid",
+        "{:<20} {:>12} {:<23} {:<23} {:>10}  last gtid",
         "file", "size", "first event", "last event", "end pos"
     ));
-    let time = |v: &serde_json::Value| v.as_i64().and_then(unix).map(local).unwrap_or_default();
+    let time = |v: &serde_json::Value| {
+        v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(shown).unwrap_or_default()
+    };
     for r in &rows {
         for m in r["missing_before"].as_array().into_iter().flatten() {
             ctx.say(format!("{:<20} MISSING: the archive has a gap here", m.as_str().unwrap_or_default()));
         }
         ctx.say(format!(
-            "{:<20} {:>12} {:<19} {:<19} {:>10}  {}{}",
+            "{:<20} {:>12} {:<23} {:<23} {:>10}  {}{}",
             r["file"].as_str().unwrap_or_default(),
             human(r["size"].as_u64().unwrap_or(0)),
             time(&r["first_time"]),

@@ -59,7 +59,7 @@ pub(crate) fn run(ctx: &Ctx, args: Args) -> R {
                 "copied {what} {} ({}, {}) as {}: {} new of {}",
                 short(&c.source_id),
                 c.name,
-                c.time,
+                c.time.parse::<jiff::Timestamp>().map(dedupe_recovery::time::shown).unwrap_or_else(|_| c.time.clone()),
                 short(id),
                 human(c.new_bytes),
                 human(c.bytes)

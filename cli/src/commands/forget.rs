@@ -5,7 +5,7 @@
 use crate::ctx::{short, Ctx};
 use crate::exit::{Failure, R};
 use dedupe_recovery::retention::{decide, Decision, Policy, Verdict};
-use dedupe_recovery::time::{local, parse_duration};
+use dedupe_recovery::time::{parse_duration, shown};
 use dedupe_store::Kind;
 use serde_json::json;
 
@@ -114,7 +114,7 @@ fn say_decision(ctx: &Ctx, d: &Decision, dry_run: bool) {
         d.logs.len(),
     ));
     for v in &d.snapshots {
-        let time = v.label.parse::<jiff::Timestamp>().map(local).unwrap_or_else(|_| v.label.clone());
+        let time = v.label.parse::<jiff::Timestamp>().map(shown).unwrap_or_else(|_| v.label.clone());
         let what = if v.kept() { format!("keep    ({})", v.keep.join(", ")) } else { gone_word(dry_run).into() };
         ctx.say(format!("  {}  {time}  {what}", short(&v.id)));
     }

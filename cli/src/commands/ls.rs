@@ -9,7 +9,19 @@ pub(crate) fn run(ctx: &Ctx, spec: &str, name: Option<&str>) -> R {
     let (_, manifest) = repo.find_snapshot(spec, name)?;
     let tree = repo.read_tree(&manifest)?;
     if ctx.json {
-        outln!("{}", serde_json::to_string_pretty(&tree.nodes).expect("json"));
+        // The nodes as stored, with the modification time in RFC 3339 beside
+        // the exact nanoseconds, as every time in JSON.
+        let nodes: Vec<serde_json::Value> = tree
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut v = serde_json::to_value(n).expect("json");
+                let t = jiff::Timestamp::from_nanosecond(n.mtime_ns as i128).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+                v["mtime"] = serde_json::json!(t.to_string());
+                v
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&nodes).expect("json"));
         return Ok(());
     }
     for n in &tree.nodes {

@@ -36,7 +36,7 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
     outln!("{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
     for (id, m) in &snaps {
         // Local time, as every time a person reads (`timeline`, `forget`, errors).
-        let time = m.time.parse::<jiff::Timestamp>().map(dedupe_recovery::time::local);
+        let time = m.time.parse::<jiff::Timestamp>().map(dedupe_recovery::time::shown);
         let facts = SnapshotFacts::of(m);
         let kind = match incremental_of(&repo, id, m) {
             Some(parent) => format!("{} incremental of {}", facts.format(), short(&parent)),

@@ -10,16 +10,20 @@ pub(crate) fn run(ctx: &Ctx) -> R {
         outln!("{}", serde_json::to_string_pretty(&s).expect("json"));
         return Ok(());
     }
+    let x = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}x"));
     ctx.say(format!(
-        "{} snapshots, {} in all; {} unique chunks ({}), stored in {} packs as {}\ndeduplication {:.2}x, compression {:.2}x",
+        "{} snapshots and {} archived logs, {} in all; {} unique chunks ({}), stored in {} packs as {}\n\
+         deduplication {}, compression {}, together {}",
         s.snapshots,
+        s.logs,
         human(s.logical_bytes),
         s.unique_chunks,
         human(s.unique_bytes),
         s.packs,
         human(s.stored_bytes),
-        s.dedup_ratio,
-        s.compression_ratio
+        x(s.ratios.dedup_ratio),
+        x(s.ratios.compression_ratio),
+        x(s.ratios.ratio)
     ));
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::ctx::Ctx;
 use crate::exit::R;
-use dedupe_recovery::time::local;
+use dedupe_recovery::time::shown;
 use serde_json::json;
 
 pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
@@ -31,7 +31,7 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
     for t in &timelines {
         ctx.say(format!("{}:", t.name));
         for w in &t.windows {
-            ctx.say(format!("  restorable from {} to {}", local(w.from), local(w.to)));
+            ctx.say(format!("  restorable from {} to {}", shown(w.from), shown(w.to)));
         }
         for g in &t.gaps {
             ctx.say(format!("  gap: {} missing", g.missing.join(", ")));

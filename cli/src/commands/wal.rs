@@ -50,7 +50,11 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
         }
         Command::Fetch { name, file, path } => {
             let repo = ctx.indexed_for_logs()?;
-            fetch_wal(&repo, &name, &file, &path).map_err(|e| crate::exit::or_damaged_log(&repo, e))
+            fetch_wal(&repo, &name, &file, &path).map_err(|e| crate::exit::or_damaged_log(&repo, e))?;
+            if ctx.json {
+                outln!("{}", serde_json::json!({"file": file, "path": path}));
+            }
+            Ok(())
         }
     }
 }
