@@ -1,6 +1,7 @@
-//! The store's `Progress` drawn with indicatif: a bar once the total is
-//! known (a restore, a repair), a spinner with a byte count until then (a
-//! stream backup), and the new bytes stored as its message.
+//! The store's `Progress` drawn with indicatif: a bar with percentage, rate
+//! and ETA once the total is known (a directory backup, a restore, a copy, a
+//! check or repacking prune, a repair), a spinner with bytes and rate until
+//! then (a stream backup), and the new bytes stored as its message.
 
 use dedupe_store::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -41,8 +42,10 @@ impl Progress for Bar {
     fn total(&self, n: u64) {
         self.pb.set_length(n);
         self.pb.set_style(
-            ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
-                .expect("template is valid"),
+            ProgressStyle::with_template(
+                "{bar:30} {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec}, ETA {eta} {msg}",
+            )
+            .expect("template is valid"),
         );
     }
 

@@ -82,6 +82,12 @@ pub trait Source: Send {
     fn metadata(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
         Default::default()
     }
+    /// The bytes of file content (holes included) the source will present,
+    /// when it can tell before it starts (a directory can, a stream cannot):
+    /// the progress display's total.
+    fn size_hint(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 pub struct BackupOptions {
@@ -343,9 +349,19 @@ fn read_source(
     bytes_read: &AtomicU64,
     progress: &dyn Progress,
 ) -> Result<()> {
+    if let Some(total) = source.size_hint() {
+        progress.total(total);
+    }
     let mut seq = 0u64;
     let mut unit_bytes = 0usize;
     let mut batch = Vec::new();
+    // Progress counts content dealt with: read, a hole, or a file found
+    // unchanged; `bytes_read` (the summary's) only what was read.
+    let processed = std::cell::Cell::new(0u64);
+    let advance = |n: u64| {
+        processed.set(processed.get() + n);
+        progress.done(processed.get());
+    };
     let send = |batch: &mut Vec<Item>, seq: &mut u64| -> Result<()> {
         // No token: the consumer has stopped (and reports why).
         tokens.recv().map_err(|_| Error::Invalid("backup stopped".into()))?;
@@ -355,10 +371,14 @@ fn read_source(
         Ok(())
     };
     let mut push = |item: Item, batch: &mut Vec<Item>| -> Result<()> {
-        if let Item::Chunk(_, c) = &item {
-            unit_bytes += c.len();
-            let read = bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed) + c.len() as u64;
-            progress.done(read);
+        match &item {
+            Item::Chunk(_, c) => {
+                unit_bytes += c.len();
+                bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
+                advance(c.len() as u64);
+            }
+            Item::Hole(_, n) => advance(*n),
+            _ => {}
         }
         batch.push(item);
         if unit_bytes >= UNIT_BYTES || batch.len() >= UNIT_ITEMS {
@@ -417,6 +437,7 @@ fn read_source(
                 if !force_read {
                     if let Some(prev) = previous.get_or_init(load_previous).get(&node.path) {
                         if unchanged(prev, &node) {
+                            advance(node.size);
                             node.content = prev.content.clone();
                             push(Item::Whole(node), &mut batch)?;
                             continue;
