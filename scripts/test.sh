@@ -56,6 +56,13 @@ if [ "$status" = 0 ] && [ $# = 0 ]; then
     --test mariadb --test postgres --test mariadb_pitr --test postgres_pitr 2>&1 | tee -a "$log"
   status=${PIPESTATUS[0]}
 fi
+# The README's first command, exactly: `cargo install` builds dedupe again
+# (minutes, in target/readme-install), so it runs alone, after the rest.
+if [ "$status" = 0 ] && [ $# = 0 ]; then
+  echo "--- the README's install command ---"
+  cargo test --release --locked --test readme -- --ignored 2>&1 | tee -a "$log"
+  status=${PIPESTATUS[0]}
+fi
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nsuite: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

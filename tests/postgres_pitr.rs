@@ -475,6 +475,16 @@ fn a_missing_wal_segment_is_named_and_fetch_fails() {
     let out = s.restore_until(&until, &target, true);
     assert!(out.status.success(), "restore --until {until:?}: {}", String::from_utf8_lossy(&out.stderr));
     assert!(target.join("recovery.signal").is_file() && target.join("PG_VERSION").is_file());
+    // A password command goes into the copy's configuration as written: said so.
+    let other = s.dir.join("restored-with-command");
+    let command = format!("cat {}", s.password_file.display());
+    let mut c = s.repo.cmd(["restore", "--until", &until, "--name", "pg", "--password-command", &command, "--target"]);
+    let out = c.arg(&other).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: the restore_command in") && err.contains("runs your --password-command"), "{err}");
+    let conf = fs::read_to_string(other.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains(&format!("--password-command '{command}'")) || conf.contains(&command), "{conf}");
     eprintln!("PostgreSQL WAL gap checks took {:.1} s", started.elapsed().as_secs_f64());
 }
 

@@ -242,7 +242,16 @@ fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str) -> R {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::new(exit::ERROR, format!("cannot find the dedupe binary: {e}")))?;
         let mut words = vec![exe.display().to_string(), "--repo".into(), ctx.repo_arg()];
-        words.extend(restore_command_password(ctx)?);
+        let password = restore_command_password(ctx)?;
+        if password[0] == "--password-command" {
+            // A command may hold a secret itself (`echo …`): say where it goes.
+            eprintln!(
+                "dedupe: warning: the restore_command in {}/postgresql.auto.conf runs your --password-command \
+                 as written; whoever can read that directory can read the command",
+                target.display()
+            );
+        }
+        words.extend(password);
         words.extend(["wal".into(), "fetch".into(), "--name".into(), plan.name.clone()]);
         let settings = plan.recovery_settings(&restore_command(&words)).expect("a PostgreSQL plan");
         write_recovery_settings(target, &settings)?;

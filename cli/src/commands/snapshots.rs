@@ -33,7 +33,7 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
     if ctx.quiet {
         return fail.map_or(Ok(()), Err);
     }
-    outln!("{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
+    outln!("{:<10} {:<23} {:<16} {:>11} {:>11}  {:<10} position", "id", "time", "name", "size", "new", "kind");
     for (id, m) in &snaps {
         // Local time, as every time a person reads (`timeline`, `forget`, errors).
         let time = m.time.parse::<jiff::Timestamp>().map(dedupe_recovery::time::shown);
@@ -44,7 +44,7 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
             None => facts.format().to_string(),
         };
         outln!(
-            "{:<10} {:<20} {:<16} {:>11} {:>11}  {:<10} {}",
+            "{:<10} {:<23} {:<16} {:>11} {:>11}  {:<10} {}",
             short(id),
             time.unwrap_or_else(|_| m.time.clone()),
             m.name,
