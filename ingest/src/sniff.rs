@@ -127,6 +127,30 @@ pub fn sniff(head: &[u8]) -> Result<Format, Error> {
     }
 }
 
+/// What raw input looks like, for the producer's user: a compression's name
+/// (the usual reason a database stream is not recognised: `pg_basebackup
+/// -z`, `mysqldump | gzip`), else its first line or first bytes.
+pub fn describe(head: &[u8]) -> String {
+    const COMPRESSED: &[(&[u8], &str)] = &[
+        (b"\x1f\x8b", "gzip"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"BZh", "bzip2"),
+        (b"\x04\x22\x4d\x18", "lz4"),
+    ];
+    if let Some((_, name)) = COMPRESSED.iter().find(|(magic, _)| head.starts_with(magic)) {
+        return format!("{name}-compressed data: dedupe cannot look inside it nor deduplicate it across backups; drop the producer's compression (dedupe compresses)");
+    }
+    let first = &head[..head.len().min(60)];
+    let line = first.split(|&b| b == b'\n').next().unwrap_or_default();
+    match std::str::from_utf8(line) {
+        Ok(text) if !text.trim().is_empty() && !text.chars().any(|c| c.is_control() && c != '\t') => {
+            format!("text starting {text:?}")
+        }
+        _ => format!("bytes starting {}", first.iter().take(16).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")),
+    }
+}
+
 /// For the refusals that rest on a likeness: the way to store the bytes anyway.
 const RAW_HINT: &str = " (if it is not, --format raw stores it as it is)";
 
@@ -304,6 +328,14 @@ mod tests {
         assert_eq!(format(b"/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19"), Format::MysqlDump);
         assert_eq!(format(b"--\n-- PostgreSQL database dump\n--\n"), Format::PgDumpPlain);
         assert_eq!(format(&[1, 2, 3]), Format::Raw);
+    }
+
+    #[test]
+    fn raw_input_is_described_for_its_producer() {
+        assert!(describe(b"\x1f\x8b\x08\x00rest").starts_with("gzip-compressed data"));
+        assert!(describe(b"\x28\xb5\x2f\xfd\x04").starts_with("zstd-compressed data"));
+        assert_eq!(describe(b"rows\nmore"), "text starting \"rows\"");
+        assert_eq!(describe(b"\x00\x01\xff"), "bytes starting 00 01 ff");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     let chunking = repo.config.chunking;
     let mut facts = SnapshotFacts::default();
     let mut producer = None;
+    let mut notes: Vec<String> = Vec::new();
     let (src, description): (Box<dyn Source>, String) = match (&a.source, &a.command) {
         (Some(dir), None) if dir != "-" => {
             let abs = std::fs::canonicalize(dir)
@@ -97,6 +98,14 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             };
             let format = format.map_err(|e| refused(&e, producer.as_ref()))?;
             facts.format = Some(format.name().into());
+            // A producer is run to make a backup: raw output is worth a word.
+            if let (Some(c), Format::Raw, "auto", false) = (command, format, a.format.as_str(), head.is_empty()) {
+                let shown = dedupe_ingest::producer::masked(c);
+                notes.push(format!(
+                    "the output of `{shown}` is no xbstream, tar or dump ({}); it is stored as one raw file",
+                    sniff::describe(&head)
+                ));
+            }
             let src: Box<dyn Source> = match format {
                 Format::Xbstream => Box::new(XbstreamSource::new(input, chunking, a.allow_partial)),
                 Format::Tar => Box::new(TarSource::new(input, chunking)),
@@ -147,7 +156,8 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     crate::interrupt::say(format!("snapshot {} was committed", short(&result.snapshot_id)));
     let m = &result.manifest;
     let s = &m.stats;
-    for w in &result.warnings {
+    let warnings: Vec<&String> = notes.iter().chain(&result.warnings).collect();
+    for w in &warnings {
         eprintln!("dedupe: warning: {w}");
     }
     let ratios = dedupe_store::Ratios::new(s.bytes, s.new_bytes, s.new_bytes_stored);
@@ -169,7 +179,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             "compression_ratio": ratios.compression_ratio,
             "ratio": ratios.ratio,
             "seconds": s.seconds,
-            "warnings": result.warnings,
+            "warnings": warnings,
         });
         outln!("{out}");
     }
