@@ -191,7 +191,10 @@ fn text_and_random_bytes_are_still_stored_raw() {
     let out = repo.cmd(["backup", "--name", "gz", "--command", "echo rows | gzip"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("the output of `echo rows | gzip` is no xbstream, tar or dump (gzip-compressed data"), "{err}");
+    assert!(
+        err.contains("the output of `echo rows | gzip` is no xbstream, tar or dump (gzip-compressed data"),
+        "{err}"
+    );
     let out = repo.cmd(["--json", "backup", "--name", "text", "--command", "echo rows"]).output().unwrap();
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["warnings"][0].as_str().unwrap().contains("(text starting \"rows\")"), "{summary}");

@@ -147,7 +147,10 @@ pub fn describe(head: &[u8]) -> String {
         Ok(text) if !text.trim().is_empty() && !text.chars().any(|c| c.is_control() && c != '\t') => {
             format!("text starting {text:?}")
         }
-        _ => format!("bytes starting {}", first.iter().take(16).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")),
+        _ => format!(
+            "bytes starting {}",
+            first.iter().take(16).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+        ),
     }
 }
 
