@@ -227,12 +227,20 @@ fn a_damaged_index_object_is_named() {
 fn damaged_local_caches_rebuild_themselves() {
     let (repo, snaps) = filled();
     let cache_dir = std::fs::read_dir(&repo.cache).unwrap().next().unwrap().unwrap().path();
-    let index = cache_dir.join("index.bin");
     let catalogue = cache_dir.join("catalogue.sqlite");
     let mut rng = ChaCha8Rng::seed_from_u64(63);
     for round in 0..14 {
-        let len = std::fs::metadata(&index).unwrap().len() as usize;
-        flip(&index, rng.random_range(0..len));
+        // A segment of the index cache, or the list that names them.
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(cache_dir.join("index"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+            .collect();
+        files.sort();
+        files.push(cache_dir.join("index/segments"));
+        let index = &files[rng.random_range(0..files.len())];
+        let len = std::fs::metadata(index).unwrap().len() as usize;
+        flip(index, rng.random_range(0..len));
         let (id, data) = &snaps[round % snaps.len()];
         assert!(repo.ok(&["restore", id, "--stdout"]) == *data, "round {round}: restore with a damaged index cache");
     }

@@ -19,7 +19,7 @@ use dedupe_ingest::sniff;
 use dedupe_ingest::tar::TarSource;
 use dedupe_ingest::xbstream::XbstreamSource;
 use dedupe_store::internals::{
-    load_index_cache, open_chunk, open_index_object, open_manifest, read_entries, Keys, INDEX_AAD, LOG_MANIFEST_AAD,
+    load_index_segment, open_chunk, open_index_object, open_manifest, read_entries, Keys, INDEX_AAD, LOG_MANIFEST_AAD,
     MANIFEST_AAD, TRAILER_AAD,
 };
 use dedupe_store::{Chunking, Event, Source, Tree};
@@ -51,7 +51,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "pack", run: pack, about: "u32 LE body length, pack body, trailer plaintext" },
     Target { name: "chunk", run: chunk, about: "u32 LE raw length, flag byte, chunk data (open_chunk)" },
     Target { name: "index", run: index, about: "an index object's plaintext (open_index_object)" },
-    Target { name: "index_cache", run: index_cache, about: "a local index cache file (index.bin)" },
+    Target { name: "index_cache", run: index_cache, about: "a segment of the local index cache (index/seg-*.bin)" },
 ];
 
 pub fn find(name: &str) -> Option<&'static Target> {
@@ -314,7 +314,7 @@ pub fn index(data: &[u8]) {
     }
 }
 
-/// The local index cache, from a file (it is memory-mapped): loaded, looked up, listed.
+/// A segment of the local index cache, from a file (it is memory-mapped): loaded, looked up, listed.
 pub fn index_cache(data: &[u8]) {
     thread_local! {
         // In memory where there is a tmpfs: a file is written for every input.
@@ -325,9 +325,9 @@ pub fn index_cache(data: &[u8]) {
             .expect("a temporary directory");
     }
     DIR.with(|dir| {
-        let path = dir.path().join("index.bin");
-        std::fs::write(&path, data).expect("writing the cache file");
-        let Ok(Some(ix)) = load_index_cache(&path) else { return };
+        let path = dir.path().join("seg-0000000000000000.bin");
+        std::fs::write(&path, data).expect("writing the segment file");
+        let Ok(Some(ix)) = load_index_segment(&path) else { return };
         let mut ids = vec![[0u8; 32], [0xff; 32]];
         if data.len() >= 32 {
             ids.push(data[data.len() - 32..].try_into().expect("32"));

@@ -14,8 +14,8 @@ use dedupe_ingest::tar::TarSource;
 use dedupe_ingest::xbstream::{XbstreamSource, XbstreamWriter};
 use dedupe_store::backend::{LocalBackend, ObjectKind};
 use dedupe_store::internals::{
-    encode_records, load_index_cache, open_chunk, open_index_object, open_manifest, parse_id, read_entries, PackEntry,
-    INDEX_AAD, MANIFEST_AAD, TRAILER_AAD,
+    encode_records, load_index_segment, open_chunk, open_index_object, open_manifest, parse_id, read_entries,
+    PackEntry, INDEX_AAD, MANIFEST_AAD, TRAILER_AAD,
 };
 use dedupe_store::{Chunking, Manifest, Repository, Source, Tree};
 use std::io::Cursor;
@@ -99,8 +99,8 @@ fn every_target_has_seeds_that_its_parser_accepts() {
                 }
                 "index_cache" => {
                     let dir = tempfile::tempdir().unwrap();
-                    std::fs::write(dir.path().join("index.bin"), s).unwrap();
-                    let ix = load_index_cache(&dir.path().join("index.bin")).unwrap().expect("a cache file");
+                    std::fs::write(dir.path().join("seg.bin"), s).unwrap();
+                    let ix = load_index_segment(&dir.path().join("seg.bin")).unwrap().expect("a segment file");
                     assert!(ix.iter_ids().count() > 0, "{why}");
                 }
                 _ => {}
@@ -244,7 +244,12 @@ fn regenerate() {
     write("manifest", "list-records", &encode_records(&records[..records.len().min(8)]));
     let (index_name, _) = b.list(ObjectKind::Index).unwrap().into_iter().next().unwrap();
     write("index", "index-object", &k.open(INDEX_AAD, &b.get(&index_name).unwrap()).unwrap());
-    write("index_cache", "index.bin", &std::fs::read(cache_dir.join("index.bin")).unwrap());
+    let segment = std::fs::read_dir(cache_dir.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .expect("a segment of the index cache");
+    write("index_cache", "segment.bin", &std::fs::read(segment).unwrap());
 
     // A small pack: the repository's small chunks, re-packed; and chunk blobs' plaintexts.
     let (pack_name, _) = b.list(ObjectKind::Pack).unwrap().into_iter().next().unwrap();

@@ -8,31 +8,23 @@
 //! sealed with associated data `"dedupe index v1"`; the object name is the
 //! unkeyed BLAKE3 of the sealed bytes.
 //!
-//! The local cache merges every index object into one file of sorted,
-//! fixed-width records opened with memmap2, so a lookup is a binary search
-//! and memory does not grow with the repository. The file also names the
-//! index objects it holds; on open, only new objects are fetched and merged.
+//! The local cache (format-spec §16) holds every index object's records in
+//! a few segment files of sorted, fixed-width records opened with memmap2
+//! (`segment.rs`), so a lookup reads a filter block and a unit or two, and
+//! memory does not grow with the repository. New index objects become a
+//! new small segment: a command's work is proportional to what is new, not
+//! to the repository; segments of similar size are merged as they come.
 
 use crate::backend::{Backend, ObjectKind};
 use crate::crypto::{Id, Keys};
 use crate::error::{Error, Result};
 use crate::pack::{PackEntry, ENTRY_LEN};
-use memmap2::Mmap;
+use crate::segment::{Segment, SegmentWriter, REC};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub const INDEX_AAD: &[u8] = b"dedupe index v1";
-/// Version 2 ends with the BLAKE3 of everything before it: a damaged cache
-/// is rebuilt, never trusted (a flipped pack number reads the wrong blob).
-const CACHE_MAGIC: &[u8; 16] = b"dedupe idxcache2";
-const REC: usize = 48;
-/// New records are sorted and merged into the cache file in batches of this
-/// many, which bounds memory when a cache is first built for a big repository.
-const MERGE_BATCH: usize = 1 << 20;
-/// Index objects read at once.
-const READ_GROUP: usize = 16;
 
 /// Encodes and seals one index object; returns (name, bytes).
 pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String, Vec<u8>) {
@@ -78,32 +70,45 @@ pub struct Location {
     pub raw_len: u32,
 }
 
-/// The merged, memory-mapped index.
+/// The merged index: the cache's segments, oldest first, seen as one
+/// sequence of records (a record's position counts across segments) with
+/// one table of packs (a record's pack number is a position in it).
 pub struct Index {
-    map: Option<Mmap>,
-    names: HashSet<Id>,
+    segs: Vec<Segment>,
+    /// Position of each segment's first record; one more, the total.
+    starts: Vec<usize>,
+    /// Per segment: its pack numbers to the index's.
+    pack_nos: Vec<Vec<u32>>,
     packs: Vec<Id>,
-    records_at: usize,
-    count: usize,
+    names: HashSet<Id>,
     /// Index objects of the listing that failed verification and were left
     /// out (`sync_cache`): prune must not run while their packs look unindexed.
     pub(crate) damaged: Vec<String>,
 }
 
-fn rec_id(r: &[u8]) -> &[u8] {
-    &r[..32]
-}
-
 impl Index {
-    fn empty() -> Self {
-        Index { map: None, names: HashSet::new(), packs: Vec::new(), records_at: 0, count: 0, damaged: Vec::new() }
-    }
-
-    fn records(&self) -> &[u8] {
-        match &self.map {
-            Some(m) => &m[self.records_at..self.records_at + self.count * REC],
-            None => &[],
+    fn from_segments(segs: Vec<Segment>) -> Index {
+        let mut starts = vec![0];
+        let mut packs = Vec::new();
+        let mut pack_no: HashMap<Id, u32> = HashMap::new();
+        let mut pack_nos = Vec::new();
+        let mut names = HashSet::new();
+        for seg in &segs {
+            starts.push(starts.last().expect("one") + seg.len());
+            names.extend(seg.names.iter().copied());
+            pack_nos.push(
+                seg.packs
+                    .iter()
+                    .map(|p| {
+                        *pack_no.entry(*p).or_insert_with(|| {
+                            packs.push(*p);
+                            (packs.len() - 1) as u32
+                        })
+                    })
+                    .collect(),
+            );
         }
+        Index { segs, starts, pack_nos, packs, names, damaged: Vec::new() }
     }
 
     /// Every pack the index knows; a record names its pack by its
@@ -114,7 +119,7 @@ impl Index {
 
     /// How many records (chunk copies) the index holds.
     pub(crate) fn len(&self) -> usize {
-        self.count
+        *self.starts.last().expect("one")
     }
 
     /// Whether the index object `id` was merged into this index (a damaged
@@ -123,12 +128,26 @@ impl Index {
         self.names.contains(id)
     }
 
-    /// Record `pos`: chunk id, pack number and where in the pack.
-    pub(crate) fn record(&self, pos: usize) -> (Id, u32, Location) {
-        let r = &self.records()[pos * REC..(pos + 1) * REC];
+    /// Record `local` of segment `s`, its pack number made the index's;
+    /// `None` when its unit fails its checksum or its pack number is out of range.
+    fn decode(&self, s: usize, local: usize) -> Option<(Id, u32, Location)> {
+        let r = self.segs[s].record(local)?;
         let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
-        let pack = self.packs.get(u(32) as usize).copied().unwrap_or([0; 32]);
-        (r[..32].try_into().expect("32"), u(32), Location { pack, offset: u(36), length: u(40), raw_len: u(44) })
+        let no = *self.pack_nos[s].get(u(32) as usize)?;
+        let loc = Location { pack: self.packs[no as usize], offset: u(36), length: u(40), raw_len: u(44) };
+        Some((r[..32].try_into().expect("32"), no, loc))
+    }
+
+    /// Record `pos`: chunk id, pack number and where in the pack. A record
+    /// that fails its checksum reads as a chunk of no pack (pack number
+    /// past the table): no lookup returns it.
+    pub(crate) fn record(&self, pos: usize) -> (Id, u32, Location) {
+        let s = self.starts.partition_point(|&st| st <= pos) - 1;
+        self.decode(s, pos - self.starts[s]).unwrap_or((
+            [0; 32],
+            self.packs.len() as u32,
+            Location { pack: [0; 32], offset: 0, length: 0, raw_len: 0 },
+        ))
     }
 
     pub fn lookup(&self, id: &Id) -> Option<Location> {
@@ -139,97 +158,86 @@ impl Index {
     /// with its record position: a chunk stored twice (by two racing
     /// backups, or again after its pack was marked) has a record per copy.
     pub(crate) fn find(&self, id: &Id, allowed: impl Fn(u32) -> bool) -> Option<(usize, Location)> {
-        let recs = self.records();
-        // The first record not less than `id`.
-        let (mut lo, mut hi) = (0usize, self.count);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if rec_id(&recs[mid * REC..(mid + 1) * REC]) < &id[..] {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+        for (s, seg) in self.segs.iter().enumerate() {
+            for local in seg.find(id) {
+                if let Some((_, no, loc)) = self.decode(s, local) {
+                    if allowed(no) {
+                        return Some((self.starts[s] + local, loc));
+                    }
+                }
             }
-        }
-        let mut pos = lo;
-        while pos < self.count && rec_id(&recs[pos * REC..(pos + 1) * REC]) == &id[..] {
-            let (_, no, loc) = self.record(pos);
-            // A damaged cache can name a pack it does not list: not found, not a panic.
-            if (no as usize) < self.packs.len() && allowed(no) {
-                return Some((pos, loc));
-            }
-            pos += 1;
         }
         None
+    }
+
+    /// Every record, in no particular order (segment by segment).
+    fn all(&self) -> impl Iterator<Item = (Id, u32, Location)> + '_ {
+        self.segs.iter().enumerate().flat_map(move |(s, seg)| (0..seg.len()).filter_map(move |i| self.decode(s, i)))
     }
 
     /// Every pack the index names, with the end of its last blob: the least
     /// length the pack can have.
     pub fn pack_extents(&self) -> HashMap<Id, u64> {
         let mut out: HashMap<Id, u64> = HashMap::new();
-        for r in self.records().chunks_exact(REC) {
-            let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
-            let Some(pack) = self.packs.get(u(32) as usize) else { continue };
-            let end = u(36) as u64 + u(40) as u64;
-            let e = out.entry(*pack).or_insert(0);
-            *e = (*e).max(end);
+        for (_, _, loc) in self.all() {
+            let e = out.entry(loc.pack).or_insert(0);
+            *e = (*e).max(loc.offset as u64 + loc.length as u64);
         }
         out
     }
 
-    /// Every (chunk id, raw length) once, in id order.
+    /// Every (chunk id, raw length) once, in id order (the segments merged).
     pub fn iter_ids(&self) -> impl Iterator<Item = (Id, u32)> + '_ {
-        let mut last: Option<&[u8]> = None;
-        self.records().chunks_exact(REC).filter_map(move |r| {
-            if last == Some(rec_id(r)) {
-                return None;
+        let mut heads: Vec<(usize, usize)> = (0..self.segs.len()).map(|s| (s, 0)).collect();
+        let mut last: Option<Id> = None;
+        std::iter::from_fn(move || loop {
+            // The smallest head; segments are few, a scan is enough.
+            let mut best: Option<(usize, Id, u32)> = None;
+            for (h, &(s, i)) in heads.iter().enumerate() {
+                if i >= self.segs[s].len() {
+                    continue;
+                }
+                let Some(r) = self.segs[s].record(i) else { continue };
+                let id: Id = r[..32].try_into().expect("32");
+                if best.is_none_or(|(_, b, _)| id < b) {
+                    best = Some((h, id, u32::from_le_bytes(r[44..48].try_into().expect("4"))));
+                }
             }
-            last = Some(rec_id(r));
-            Some((r[..32].try_into().expect("32"), u32::from_le_bytes(r[44..48].try_into().expect("4"))))
+            let (h, id, raw) = best?;
+            heads[h].1 += 1;
+            if last != Some(id) {
+                last = Some(id);
+                return Some((id, raw));
+            }
         })
     }
 
-    pub(crate) fn load(path: &Path) -> Result<Option<Index>> {
-        let Ok(f) = File::open(path) else {
-            return Ok(None);
-        };
-        // SAFETY: cache files are only ever replaced by rename, never written in place.
-        let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-        // A damaged cache must read as "not a cache" (rebuilt from the
-        // repository), never as a huge record count: every size is checked.
-        let parse = || -> Option<Index> {
-            if map.len() < 16 || &map[..16] != CACHE_MAGIC {
-                return None;
-            }
-            let mut p = 16;
-            let u32at = |p: usize| map.get(p..p + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize);
-            let ids_at = |p: usize, n: usize| map.get(p..p.checked_add(n.checked_mul(32)?)?);
-            let n_names = u32at(p)?;
-            p += 4;
-            let names = ids_at(p, n_names)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
-            p += n_names * 32;
-            let n_packs = u32at(p)?;
-            p += 4;
-            let packs = ids_at(p, n_packs)?.chunks_exact(32).map(|c| c.try_into().expect("32")).collect();
-            p += n_packs * 32;
-            let count = usize::try_from(u64::from_le_bytes(map.get(p..p + 8)?.try_into().ok()?)).ok()?;
-            p += 8;
-            let body = count.checked_mul(REC).and_then(|n| n.checked_add(p))?;
-            if Some(map.len()) != body.checked_add(32) {
-                return None;
-            }
-            let mut h = blake3::Hasher::new();
-            h.update_rayon(&map[..body]);
-            if h.finalize().as_bytes() != &map[body..] {
-                return None;
-            }
-            Some(Index { map: None, names, packs, records_at: p, count, damaged: Vec::new() })
-        };
-        Ok(parse().map(|mut ix| {
-            ix.map = Some(map);
-            ix
-        }))
+    /// Checks every segment whole; false if one fails (its file is then
+    /// removed, and the next command merges its index objects again). For
+    /// prune, which must not decide on a damaged index.
+    pub(crate) fn check_all(&self) -> bool {
+        self.segs.iter().all(Segment::check_all)
+    }
+
+    /// One segment file as an index of its own (the fuzz target).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
+    pub(crate) fn load_segment(path: &Path) -> Result<Option<Index>> {
+        Ok(Segment::open(path)?.map(|s| Index::from_segments(vec![s])))
     }
 }
+
+/// Records per segment written from new index objects: sorted in memory
+/// (48 MiB), which bounds memory when a cache is first built.
+const MERGE_BATCH: usize = 1 << 20;
+/// Index objects read at once.
+const READ_GROUP: usize = 16;
+/// A command merges two segments when the newer is at least a quarter of
+/// the older and together they hold at most this many records, so that a
+/// command's merging stays proportional to what it added.
+const CHEAP_MERGE: usize = 1 << 22;
+/// Above this many segments a command merges the smallest neighbours,
+/// whatever their size: lookups visit every segment's filter.
+const MAX_SEGMENTS: usize = 32;
 
 /// Brings the local cache up to date with the repository's index objects
 /// (`listing`: as `Backend::list` gives them) and opens it.
@@ -253,6 +261,169 @@ pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing:
 /// How often `sync_cache` lists again when listed objects vanish.
 const RELIST: usize = 5;
 
+/// The cache's directory and its list of live segments.
+struct Cache {
+    dir: PathBuf,
+    /// An exclusive `flock`: one command at a time changes the segment list.
+    _lock: File,
+}
+
+impl Cache {
+    fn open(cache_dir: &Path) -> Result<Cache> {
+        let dir = cache_dir.join("index");
+        crate::private::create_dir(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
+        // The single-file cache of earlier versions: rebuilt as segments.
+        let _ = std::fs::remove_file(cache_dir.join("index.bin"));
+        let lock = File::create(dir.join("lock")).map_err(|e| Error::io(format!("locking {}", dir.display()), e))?;
+        // SAFETY: flock on a file we opened; released when it is closed.
+        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(format!("locking {}", dir.display()), std::io::Error::last_os_error()));
+        }
+        Ok(Cache { dir, _lock: lock })
+    }
+
+    /// The live segments, as the list names them; unreadable and damaged
+    /// ones (and the list itself, when damaged) are dropped.
+    fn segments(&self) -> Result<(Vec<Segment>, bool)> {
+        let text = std::fs::read_to_string(self.dir.join(SEGMENTS)).unwrap_or_default();
+        let mut lines: Vec<&str> = text.lines().collect();
+        let sum = lines.pop().and_then(|l| l.strip_prefix("blake3 ")).unwrap_or_default().to_string();
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut changed = false;
+        if lines.first() != Some(&SEGMENTS_HEADER) || blake3::hash(body.as_bytes()).to_hex().as_str() != sum {
+            lines.clear();
+            changed = !text.is_empty();
+        }
+        let mut segs = Vec::new();
+        for name in lines.iter().skip(1) {
+            match Segment::open(&self.dir.join(name))? {
+                Some(seg) => segs.push(seg),
+                None => changed = true,
+            }
+        }
+        Ok((segs, changed))
+    }
+
+    /// Writes the list of live segments, then deletes every segment file it does not name.
+    fn commit(&self, segs: &[Segment]) -> Result<()> {
+        let mut body = format!("{SEGMENTS_HEADER}\n");
+        for s in segs {
+            body.push_str(&s.name);
+            body.push('\n');
+        }
+        let sum = blake3::hash(body.as_bytes()).to_hex();
+        body.push_str(&format!("blake3 {sum}\n"));
+        let tmp = self.dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+        let ctx = |e| Error::io(format!("writing the index cache list in {}", self.dir.display()), e);
+        std::fs::write(&tmp, body).map_err(ctx)?;
+        std::fs::rename(&tmp, self.dir.join(SEGMENTS)).map_err(ctx)?;
+        let live: HashSet<&str> = segs.iter().map(|s| s.name.as_str()).collect();
+        for e in std::fs::read_dir(&self.dir).map_err(ctx)?.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            // Unnamed segments and temporary files left by a crash; other
+            // commands wait for the lock, so none is being written.
+            if (name.starts_with("seg-") && !live.contains(&*name)) || name.starts_with(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `records` (any order, pack numbers into `packs`) as a segment.
+    fn write(&self, mut records: Vec<[u8; REC]>, names: &[Id], packs: &[Id]) -> Result<Segment> {
+        records.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
+        let mut w = SegmentWriter::create(&self.dir, records.len() as u64)?;
+        for r in &records {
+            w.push(r)?;
+        }
+        self.reopen(w.finish(names, packs)?)
+    }
+
+    fn reopen(&self, name: String) -> Result<Segment> {
+        Segment::open(&self.dir.join(&name))?
+            .ok_or_else(|| Error::Invalid(format!("index cache segment {name} unreadable after writing")))
+    }
+
+    /// Merges adjacent segments `segs[range]` into one: records in id
+    /// order, a record met twice (same chunk, pack and offset) kept once.
+    /// A part that fails its checksums is dropped instead (false): its
+    /// index objects are then merged again.
+    fn merge(&self, segs: &mut Vec<Segment>, range: std::ops::Range<usize>) -> Result<bool> {
+        if let Some(bad) = range.clone().find(|&i| !segs[i].check_all()) {
+            segs.remove(bad);
+            return Ok(false);
+        }
+        let parts: Vec<Segment> = segs.drain(range.clone()).collect();
+        let ix = Index::from_segments(parts);
+        let mut w = SegmentWriter::create(&self.dir, ix.len() as u64)?;
+        let mut heads: Vec<usize> = vec![0; ix.segs.len()];
+        let mut last: Option<(Id, u32, u32)> = None;
+        loop {
+            let mut best: Option<(usize, Id, u32, Location)> = None;
+            for (s, &i) in heads.iter().enumerate() {
+                if i >= ix.segs[s].len() {
+                    continue;
+                }
+                let (id, no, loc) = ix
+                    .decode(s, i)
+                    .ok_or_else(|| Error::Invalid(format!("index cache segment {} is damaged", ix.segs[s].name)))?;
+                if best.as_ref().is_none_or(|(_, b, bno, bl)| (id, no, loc.offset) < (*b, *bno, bl.offset)) {
+                    best = Some((s, id, no, loc));
+                }
+            }
+            let Some((s, id, no, loc)) = best else { break };
+            heads[s] += 1;
+            if last == Some((id, no, loc.offset)) {
+                continue;
+            }
+            last = Some((id, no, loc.offset));
+            w.push(&encode(&id, no, &loc))?;
+        }
+        let names: Vec<Id> = ix.names.iter().copied().collect();
+        let seg = self.reopen(w.finish(&names, &ix.packs)?)?;
+        segs.insert(range.start, seg);
+        Ok(true)
+    }
+
+    /// The merges a command does itself: similar-sized neighbours at the
+    /// new end while they stay small, and the smallest neighbours while
+    /// there are too many segments. Returns whether the list changed, and
+    /// whether a damaged segment was dropped (its objects are to be merged again).
+    fn tidy(&self, segs: &mut Vec<Segment>) -> Result<(bool, bool)> {
+        let (mut changed, mut dropped) = (false, false);
+        loop {
+            let n = segs.len();
+            let pair = if n >= 2
+                && segs[n - 1].len() * 4 >= segs[n - 2].len()
+                && segs[n - 2].len() + segs[n - 1].len() <= CHEAP_MERGE
+            {
+                Some(n - 2)
+            } else if n > MAX_SEGMENTS {
+                (0..n - 1).min_by_key(|&i| segs[i].len() + segs[i + 1].len())
+            } else {
+                None
+            };
+            let Some(i) = pair else { return Ok((changed, dropped)) };
+            changed = true;
+            dropped |= !self.merge(segs, i..i + 2)?;
+        }
+    }
+}
+
+const SEGMENTS: &str = "segments";
+const SEGMENTS_HEADER: &str = "dedupe index segments v1";
+
+fn encode(id: &Id, pack: u32, loc: &Location) -> [u8; REC] {
+    let mut r = [0u8; REC];
+    r[..32].copy_from_slice(id);
+    r[32..36].copy_from_slice(&pack.to_le_bytes());
+    r[36..40].copy_from_slice(&loc.offset.to_le_bytes());
+    r[40..44].copy_from_slice(&loc.length.to_le_bytes());
+    r[44..48].copy_from_slice(&loc.raw_len.to_le_bytes());
+    r
+}
+
 /// `sync_cache` for one listing; true when a listed object had vanished.
 fn sync_listed(
     backend: &dyn Backend,
@@ -260,33 +431,61 @@ fn sync_listed(
     cache_dir: &Path,
     listing: Vec<(String, u64)>,
 ) -> Result<(Index, bool)> {
-    crate::private::create_dir(cache_dir)
-        .map_err(|e| Error::io(format!("creating cache {}", cache_dir.display()), e))?;
-    let path = cache_dir.join("index.bin");
+    let cache = Cache::open(cache_dir)?;
     let listed: Vec<(String, Id)> = listing
         .into_iter()
         .filter_map(|(n, _)| crate::crypto::parse_id(ObjectKind::Index.id_of(&n)).map(|id| (n, id)))
         .collect();
     let listed_ids: HashSet<Id> = listed.iter().map(|(_, id)| *id).collect();
-    let mut old = Index::load(&path)?.unwrap_or_else(Index::empty);
-    // An index object we merged has gone (`repair index` replaced it): start over.
-    if !old.names.is_subset(&listed_ids) {
-        old = Index::empty();
+    let (mut segs, mut changed) = cache.segments()?;
+    // An index object we merged has gone (`repair index` or `prune`
+    // replaced it): its packs may be gone too. Start over.
+    if !segs.iter().all(|s| s.names.iter().all(|n| listed_ids.contains(n))) {
+        segs.clear();
+        changed = true;
     }
-    let new: Vec<&(String, Id)> = listed.iter().filter(|(_, id)| !old.names.contains(id)).collect();
-    if new.is_empty() {
-        return Ok((old, false));
-    }
-    let mut cur = old;
     let mut damaged = Vec::new();
     let mut vanished = false;
-    let mut pending = new.into_iter().peekable();
+    // Twice at most: a segment found damaged while merging is dropped,
+    // and its index objects are fetched again.
+    for _ in 0..2 {
+        let merged: HashSet<Id> = segs.iter().flat_map(|s| s.names.iter().copied()).collect();
+        let pending = listed.iter().filter(|(_, id)| !merged.contains(id));
+        changed |= add_segments(&cache, &mut segs, backend, keys, pending, &mut damaged, &mut vanished)?;
+        let (tidied, dropped) = cache.tidy(&mut segs)?;
+        changed |= tidied;
+        if !dropped {
+            break;
+        }
+    }
+    if changed {
+        cache.commit(&segs)?;
+    }
+    let mut index = Index::from_segments(segs);
+    index.damaged = damaged;
+    Ok((index, vanished))
+}
+
+/// Fetches the `pending` index objects and writes their records as new
+/// segments; true if any was written. Damaged objects are named in
+/// `damaged`, vanished ones set `vanished`.
+fn add_segments<'a>(
+    cache: &Cache,
+    segs: &mut Vec<Segment>,
+    backend: &dyn Backend,
+    keys: &Keys,
+    pending: impl Iterator<Item = &'a (String, Id)>,
+    damaged: &mut Vec<String>,
+    vanished: &mut bool,
+) -> Result<bool> {
+    let mut pending = pending.peekable();
+    let mut added = false;
     while pending.peek().is_some() {
-        let mut pack_no: HashMap<Id, u32> = cur.packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
-        let mut packs = cur.packs.clone();
-        let mut names = cur.names.clone();
+        let mut pack_no: HashMap<Id, u32> = HashMap::new();
+        let mut packs: Vec<Id> = Vec::new();
+        let mut names: Vec<Id> = Vec::new();
         let mut recs: Vec<[u8; REC]> = Vec::new();
-        // Take index objects until a batch of records is full, then merge it in.
+        // Take index objects until a batch of records is full, then write it as a segment.
         while recs.len() < MERGE_BATCH {
             // A few at a time, read concurrently on a remote store.
             let group: Vec<&(String, Id)> = pending.by_ref().take(READ_GROUP).collect();
@@ -307,7 +506,7 @@ fn sync_listed(
                         continue;
                     }
                     Err(Error::Missing(_)) => {
-                        vanished = true;
+                        *vanished = true;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -318,92 +517,17 @@ fn sync_listed(
                         (packs.len() - 1) as u32
                     });
                     for e in entries {
-                        let mut r = [0u8; REC];
-                        r[..32].copy_from_slice(&e.id);
-                        r[32..36].copy_from_slice(&no.to_le_bytes());
-                        r[36..40].copy_from_slice(&e.offset.to_le_bytes());
-                        r[40..44].copy_from_slice(&e.length.to_le_bytes());
-                        r[44..48].copy_from_slice(&e.raw_len.to_le_bytes());
-                        recs.push(r);
+                        let loc = Location { pack, offset: e.offset, length: e.length, raw_len: e.raw_len };
+                        recs.push(encode(&e.id, no, &loc));
                     }
                 }
-                names.insert(*id);
+                names.push(*id);
             }
         }
-        recs.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
-        cur = write_cache(&path, &cur, &names, &packs, &recs)?;
-    }
-    cur.damaged = damaged;
-    Ok((cur, vanished))
-}
-
-/// Writes the merged cache and returns it, opened from the file written:
-/// not from `path` after the rename, where another command sharing the
-/// cache may already have put its own merge, which lacks ours.
-fn write_cache(path: &Path, old: &Index, names: &HashSet<Id>, packs: &[Id], new: &[[u8; REC]]) -> Result<Index> {
-    let dir = path.parent().expect("cache file has a parent");
-    let tmp = tempfile_in(dir)?;
-    let ctx = |e| Error::io(format!("writing index cache in {}", dir.display()), e);
-    {
-        let f = File::create(&tmp).map_err(ctx)?;
-        let mut w = Hashing { inner: BufWriter::with_capacity(1 << 20, f), hash: blake3::Hasher::new() };
-        w.write_all(CACHE_MAGIC).map_err(ctx)?;
-        w.write_all(&(names.len() as u32).to_le_bytes()).map_err(ctx)?;
-        for n in names {
-            w.write_all(n).map_err(ctx)?;
+        if !names.is_empty() {
+            segs.push(cache.write(recs, &names, &packs)?);
+            added = true;
         }
-        w.write_all(&(packs.len() as u32).to_le_bytes()).map_err(ctx)?;
-        for p in packs {
-            w.write_all(p).map_err(ctx)?;
-        }
-        w.write_all(&((old.count + new.len()) as u64).to_le_bytes()).map_err(ctx)?;
-        // Merge two sorted runs.
-        let olds = old.records();
-        let (mut i, mut j) = (0, 0);
-        while i < old.count || j < new.len() {
-            let take_old = j == new.len() || (i < old.count && olds[i * REC..i * REC + 32] <= new[j][..32]);
-            if take_old {
-                w.write_all(&olds[i * REC..(i + 1) * REC]).map_err(ctx)?;
-                i += 1;
-            } else {
-                w.write_all(&new[j]).map_err(ctx)?;
-                j += 1;
-            }
-        }
-        let sum = w.hash.finalize();
-        let mut w = w.inner;
-        w.write_all(sum.as_bytes()).map_err(ctx)?;
-        w.into_inner().map_err(|e| ctx(e.into_error()))?;
     }
-    let written = Index::load(&tmp).and_then(|ix| {
-        ix.ok_or_else(|| Error::Invalid(format!("index cache {} unreadable after writing", tmp.display())))
-    });
-    let renamed = written.and_then(|ix| std::fs::rename(&tmp, path).map(|()| ix).map_err(ctx));
-    if renamed.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    renamed
-}
-
-/// A writer that hashes what passes through it (the cache's checksum).
-struct Hashing<W: Write> {
-    inner: W,
-    hash: blake3::Hasher,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn tempfile_in(dir: &Path) -> Result<PathBuf> {
-    use rand::RngCore;
-    Ok(dir.join(format!(".tmp-{:016x}", rand::rng().next_u64())))
+    Ok(added)
 }

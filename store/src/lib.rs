@@ -36,6 +36,7 @@ mod progress;
 mod prune;
 mod repo;
 mod restore;
+mod segment;
 mod snapshot;
 mod upload;
 
@@ -72,9 +73,9 @@ pub mod internals {
         repo.index.packs().to_vec()
     }
 
-    /// Opens a local index cache file (`<cache>/index.bin`) as `sync_cache`
-    /// does; `None` when it is not one.
-    pub fn load_index_cache(path: &std::path::Path) -> crate::Result<Option<Index>> {
-        Index::load(path)
+    /// Opens one segment file of the local index cache (`<cache>/index/seg-*.bin`)
+    /// as the cache does, as an index of its own; `None` when it is not one.
+    pub fn load_index_segment(path: &std::path::Path) -> crate::Result<Option<Index>> {
+        Index::load_segment(path)
     }
 }

@@ -100,6 +100,10 @@ impl Indexed {
         if let Some(name) = self.index.damaged.first() {
             return Err(refuse(format!("index object {name} is damaged; run `dedupe repair index`")));
         }
+        // The local cache too: a damaged record would misplace a chunk.
+        if !self.index.check_all() {
+            return Err(refuse("the local index cache was damaged and is rebuilt by the next command".into()));
+        }
         let mut walked = CheckReport::default();
         let referenced = self.walk(&mut walked)?;
         if let Some(f) = walked.findings.iter().find(|f| f.severity != Severity::Note) {

@@ -1,0 +1,524 @@
+//! One segment of the local index cache (format-spec §16): index records
+//! sorted by chunk id in a file that is written once and never changed,
+//! with a filter that answers "surely not here" from one cache line, and a
+//! checksum per 64 KiB unit, checked the first time a unit is read.
+//!
+//! Why a filter of our own rather than a crate's xor or binary-fuse filter:
+//! those are built from all keys at once in memory (tens of bytes a key),
+//! and a segment of 10^8 records must be written in bounded memory. Chunk
+//! ids are keyed hashes, uniform, so a blocked Bloom filter whose block is
+//! picked by the id's first bytes fills its blocks in id order, as the
+//! sorted records are written: one block in memory at a time.
+//!
+//! Why checksums per unit rather than one for the file: a command must not
+//! read gigabytes to open the cache (a `wal push` touches a few hundred
+//! records), yet a damaged record must never be used (a flipped pack
+//! number points a backup at the wrong pack). Small segments are checked
+//! whole when opened; large ones unit by unit, before a unit is first used.
+
+use crate::crypto::Id;
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub(crate) const MAGIC: &[u8; 16] = b"dedupe idxseg v1";
+pub(crate) const REC: usize = 48;
+const BLOCK: usize = 64;
+/// Filter bits per record: about 1% of absent ids pass.
+const BITS_PER_RECORD: u64 = 10;
+const UNIT: usize = 64 << 10;
+const UNIT_HASH: usize = 16;
+const TAIL: usize = 8 + 16;
+/// Segments up to this size are checked whole when opened.
+const CHECK_WHOLE: usize = 64 << 20;
+
+/// The filter block of `id` among `blocks`: by its first eight bytes, so
+/// ascending ids give non-decreasing blocks.
+fn block_of(id: &[u8], blocks: u64) -> u64 {
+    let prefix = u64::from_be_bytes(id[..8].try_into().expect("8"));
+    ((prefix as u128 * blocks as u128) >> 64) as u64
+}
+
+/// The seven bits of `id` in its block: 9-bit positions from bytes 8..16.
+fn bits_of(id: &[u8]) -> impl Iterator<Item = usize> {
+    let v = u64::from_le_bytes(id[8..16].try_into().expect("8"));
+    (0..7).map(move |i| ((v >> (9 * i)) & 511) as usize)
+}
+
+/// Hashes a region unit by unit as it is written.
+struct Units {
+    hasher: blake3::Hasher,
+    filled: usize,
+    out: Vec<[u8; UNIT_HASH]>,
+}
+
+impl Units {
+    fn new() -> Units {
+        Units { hasher: blake3::Hasher::new(), filled: 0, out: Vec::new() }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = (UNIT - self.filled).min(data.len());
+            self.hasher.update(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == UNIT {
+                self.finish_unit();
+            }
+        }
+    }
+
+    fn finish_unit(&mut self) {
+        let h = self.hasher.finalize();
+        self.out.push(h.as_bytes()[..UNIT_HASH].try_into().expect("16"));
+        self.hasher = blake3::Hasher::new();
+        self.filled = 0;
+    }
+
+    fn finish(mut self) -> Vec<[u8; UNIT_HASH]> {
+        if self.filled > 0 {
+            self.finish_unit();
+        }
+        self.out
+    }
+}
+
+/// A region of the file written in order through a buffer.
+struct Region {
+    at: u64,
+    buf: Vec<u8>,
+    units: Units,
+}
+
+impl Region {
+    fn write(&mut self, file: &File, data: &[u8]) -> std::io::Result<()> {
+        self.units.update(data);
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 1 << 20 {
+            self.flush(file)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, file: &File) -> std::io::Result<()> {
+        file.write_all_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Writes one segment from records given in ascending id order.
+pub(crate) struct SegmentWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    file: File,
+    blocks: u64,
+    count: u64,
+    /// The block being filled, and the next block not yet written.
+    block: (u64, [u8; BLOCK]),
+    next_block: u64,
+    filter: Region,
+    records: Region,
+    last: Option<Id>,
+}
+
+impl SegmentWriter {
+    /// A writer for at most `capacity` records (the filter is sized for it).
+    pub(crate) fn create(dir: &Path, capacity: u64) -> Result<SegmentWriter> {
+        let tmp = dir.join(format!(".tmp-seg-{:016x}", rand::random::<u64>()));
+        let file = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        let blocks = (capacity * BITS_PER_RECORD).div_ceil(BLOCK as u64 * 8).max(1);
+        let region = |at| Region { at, buf: Vec::new(), units: Units::new() };
+        Ok(SegmentWriter {
+            dir: dir.to_path_buf(),
+            tmp,
+            file,
+            blocks,
+            count: 0,
+            block: (0, [0; BLOCK]),
+            next_block: 0,
+            filter: region(0),
+            records: region(blocks * BLOCK as u64),
+            last: None,
+        })
+    }
+
+    /// Writes filter blocks up to (not including) `upto`.
+    fn write_blocks(&mut self, upto: u64) -> Result<()> {
+        while self.next_block < upto {
+            let data = if self.next_block == self.block.0 { self.block.1 } else { [0; BLOCK] };
+            let file = &self.file;
+            self.filter.write(file, &data).map_err(|e| Error::io("writing an index cache segment", e))?;
+            self.next_block += 1;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push(&mut self, rec: &[u8; REC]) -> Result<()> {
+        let id: Id = rec[..32].try_into().expect("32");
+        debug_assert!(self.last.is_none_or(|l| l <= id), "records must come in id order");
+        self.last = Some(id);
+        let b = block_of(&id, self.blocks);
+        if b != self.block.0 {
+            self.write_blocks(b)?;
+            self.block = (b, [0; BLOCK]);
+        }
+        for bit in bits_of(&id) {
+            self.block.1[bit / 8] |= 1 << (bit % 8);
+        }
+        let file = &self.file;
+        self.records.write(file, rec).map_err(|e| Error::io("writing an index cache segment", e))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the footer and gives the segment its name; returns it.
+    pub(crate) fn finish(mut self, names: &[Id], packs: &[Id]) -> Result<String> {
+        self.write_blocks(self.blocks)?;
+        let tmp = self.tmp.clone();
+        let ctx = move |e| Error::io(format!("writing index cache segment {}", tmp.display()), e);
+        let file = &self.file;
+        self.filter.flush(file).map_err(&ctx)?;
+        self.records.flush(file).map_err(&ctx)?;
+        let end = self.records.at;
+        let mut footer = Vec::new();
+        footer.extend_from_slice(&self.count.to_le_bytes());
+        footer.extend_from_slice(&self.blocks.to_le_bytes());
+        footer.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        names.iter().for_each(|n| footer.extend_from_slice(n));
+        footer.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+        packs.iter().for_each(|p| footer.extend_from_slice(p));
+        let filter_units = std::mem::replace(&mut self.filter.units, Units::new()).finish();
+        let record_units = std::mem::replace(&mut self.records.units, Units::new()).finish();
+        for u in filter_units.iter().chain(&record_units) {
+            footer.extend_from_slice(u);
+        }
+        let sum = blake3::hash(&footer);
+        footer.extend_from_slice(sum.as_bytes());
+        let len = footer.len() as u64;
+        footer.extend_from_slice(&len.to_le_bytes());
+        footer.extend_from_slice(MAGIC);
+        file.write_all_at(&footer, end).map_err(&ctx)?;
+        let name = format!("seg-{:016x}.bin", rand::random::<u64>());
+        let path = self.dir.join(&name);
+        std::fs::rename(&self.tmp, &path).map_err(|e| Error::io(format!("naming {}", path.display()), e))?;
+        Ok(name)
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        // After `finish` the file has been renamed: this finds nothing.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// An open segment.
+pub(crate) struct Segment {
+    pub(crate) name: String,
+    path: PathBuf,
+    map: Mmap,
+    count: usize,
+    blocks: u64,
+    records_at: usize,
+    pub(crate) names: Vec<Id>,
+    pub(crate) packs: Vec<Id>,
+    units: Vec<[u8; UNIT_HASH]>,
+    filter_units: usize,
+    checked: Vec<AtomicU64>,
+    bad: AtomicBool,
+}
+
+impl Segment {
+    /// Opens `path`; `None` when it is not a whole segment (a damaged
+    /// footer, a unit that fails its checksum when checked whole, a file cut short).
+    pub(crate) fn open(path: &Path) -> Result<Option<Segment>> {
+        Segment::open_checking(path, CHECK_WHOLE)
+    }
+
+    /// `open`, checking the segment whole when it is at most `whole` bytes.
+    fn open_checking(path: &Path, whole: usize) -> Result<Option<Segment>> {
+        let f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        // SAFETY: segments are written under a temporary name and never changed after their rename.
+        let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        Ok(Segment::parse(path, map).filter(|seg| seg.map.len() > whole || seg.check_all()))
+    }
+
+    fn parse(path: &Path, map: Mmap) -> Option<Segment> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let len = map.len();
+        if len < TAIL || &map[len - 16..] != MAGIC {
+            return None;
+        }
+        let footer_len = usize::try_from(u64::from_le_bytes(map[len - TAIL..len - 16].try_into().ok()?)).ok()?;
+        let footer_at = (len - TAIL).checked_sub(footer_len)?;
+        let footer = &map[footer_at..len - TAIL];
+        let (body, sum) = footer.split_at(footer.len().checked_sub(32)?);
+        if blake3::hash(body).as_bytes() != sum {
+            return None;
+        }
+        let mut p = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = body.get(p..p.checked_add(n)?)?;
+            p += n;
+            Some(s)
+        };
+        let count = usize::try_from(u64::from_le_bytes(take(8)?.try_into().ok()?)).ok()?;
+        let blocks = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let ids = |b: &[u8]| -> Vec<Id> { b.chunks_exact(32).map(|c| c.try_into().expect("32")).collect() };
+        let n_names = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let names = ids(take(n_names.checked_mul(32)?)?);
+        let n_packs = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let packs = ids(take(n_packs.checked_mul(32)?)?);
+        let filter_len = usize::try_from(blocks).ok()?.checked_mul(BLOCK)?;
+        let records_len = count.checked_mul(REC)?;
+        if blocks == 0 || filter_len.checked_add(records_len)? != footer_at {
+            return None;
+        }
+        let filter_units = filter_len.div_ceil(UNIT);
+        let n_units = filter_units + records_len.div_ceil(UNIT);
+        let unit_bytes = take(n_units.checked_mul(UNIT_HASH)?)?;
+        if p != body.len() {
+            return None;
+        }
+        let units = unit_bytes.chunks_exact(UNIT_HASH).map(|c| c.try_into().expect("16")).collect();
+        // Every pack number a record holds is checked where it is used.
+        Some(Segment {
+            name,
+            path: path.to_path_buf(),
+            count,
+            blocks,
+            records_at: filter_len,
+            names,
+            packs,
+            units,
+            filter_units,
+            checked: (0..n_units.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            bad: AtomicBool::new(false),
+            map,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True once a unit failed its checksum: the segment is then treated
+    /// as empty, and dropped from the cache by the next sync.
+    pub(crate) fn is_bad(&self) -> bool {
+        self.bad.load(Ordering::Relaxed)
+    }
+
+    /// The bytes of unit `u` (filter units first, then record units).
+    fn unit_bytes(&self, u: usize) -> &[u8] {
+        if u < self.filter_units {
+            let end = ((u + 1) * UNIT).min(self.records_at);
+            &self.map[u * UNIT..end]
+        } else {
+            let r = u - self.filter_units;
+            let start = self.records_at + r * UNIT;
+            let end = (start + UNIT).min(self.records_at + self.count * REC);
+            &self.map[start..end]
+        }
+    }
+
+    /// Checks unit `u` unless already checked; false (and the segment bad) on a mismatch.
+    fn check_unit(&self, u: usize) -> bool {
+        let (w, bit) = (u / 64, 1u64 << (u % 64));
+        if self.checked[w].load(Ordering::Relaxed) & bit != 0 {
+            return true;
+        }
+        if blake3::hash(self.unit_bytes(u)).as_bytes()[..UNIT_HASH] != self.units[u] {
+            // Gone from the cache: the next command merges its index
+            // objects again (this one treats the segment as empty).
+            if !self.bad.swap(true, Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            return false;
+        }
+        self.checked[w].fetch_or(bit, Ordering::Relaxed);
+        true
+    }
+
+    /// Checks every unit (prune and check read everything anyway).
+    pub(crate) fn check_all(&self) -> bool {
+        use rayon::prelude::*;
+        (0..self.units.len()).into_par_iter().all(|u| self.check_unit(u)) && !self.is_bad()
+    }
+
+    /// The filter's answer: false when `id` is surely not in the segment.
+    fn may_contain(&self, id: &[u8]) -> bool {
+        let b = block_of(id, self.blocks) as usize;
+        if !self.check_unit(b * BLOCK / UNIT) {
+            return false;
+        }
+        let block = &self.map[b * BLOCK..(b + 1) * BLOCK];
+        bits_of(id).all(|bit| block[bit / 8] & (1 << (bit % 8)) != 0)
+    }
+
+    /// Record `i`, its unit checked first; `None` when that fails.
+    pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
+        let at = i * REC;
+        // A record may span two units (64 KiB is not a multiple of 48):
+        // check the units of its first and last byte.
+        let (u0, u1) = (at / UNIT, (at + REC - 1) / UNIT);
+        if !self.check_unit(self.filter_units + u0) || (u1 != u0 && !self.check_unit(self.filter_units + u1)) {
+            return None;
+        }
+        Some(&self.map[self.records_at + at..self.records_at + at + REC])
+    }
+
+    /// The positions of the records of `id`: found from where a uniform id
+    /// would be, so that a lookup reads one or two units, not a binary
+    /// search's twenty.
+    pub(crate) fn find(&self, id: &Id) -> std::ops::Range<usize> {
+        let n = self.count;
+        if n == 0 || self.is_bad() || !self.may_contain(id) {
+            return 0..0;
+        }
+        // `less(i)`: record i sorts before `id`; a record that fails its check ends the search.
+        let less = |i: usize| self.record(i).map(|r| r[..32] < id[..]);
+        let guess = ((u64::from_be_bytes(id[..8].try_into().expect("8")) as u128 * n as u128) >> 64) as usize;
+        // Bracket the first record not less than `id` in [lo, hi].
+        let (mut lo, mut hi, mut step) = (guess.saturating_sub(16), (guess + 16).min(n), 32usize);
+        loop {
+            match lo.checked_sub(1).map(less) {
+                Some(Some(false)) => {
+                    lo = lo.saturating_sub(step);
+                    step *= 2;
+                }
+                Some(None) => return 0..0,
+                _ => break,
+            }
+        }
+        loop {
+            match (hi < n).then(|| less(hi)) {
+                Some(Some(true)) => {
+                    hi = (hi + step).min(n);
+                    step *= 2;
+                }
+                Some(None) => return 0..0,
+                _ => break,
+            }
+        }
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match less(mid) {
+                Some(true) => lo = mid + 1,
+                Some(false) => hi = mid,
+                None => return 0..0,
+            }
+        }
+        let mut end = lo;
+        while end < n && self.record(end).is_some_and(|r| r[..32] == id[..]) {
+            end += 1;
+        }
+        lo..end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: Id, pack: u32) -> [u8; REC] {
+        let mut r = [0u8; REC];
+        r[..32].copy_from_slice(&id);
+        r[32..36].copy_from_slice(&pack.to_le_bytes());
+        r[36..40].copy_from_slice(&(pack * 7).to_le_bytes());
+        r
+    }
+
+    fn ids(n: usize, seed: u8) -> Vec<Id> {
+        let mut v: Vec<Id> =
+            (0..n as u64).map(|i| *blake3::keyed_hash(&[seed; 32], &i.to_le_bytes()).as_bytes()).collect();
+        v.sort();
+        v
+    }
+
+    fn write(dir: &Path, recs: &[[u8; REC]]) -> PathBuf {
+        let mut w = SegmentWriter::create(dir, recs.len() as u64).unwrap();
+        for r in recs {
+            w.push(r).unwrap();
+        }
+        dir.join(w.finish(&[[9; 32]], &[[1; 32], [2; 32]]).unwrap())
+    }
+
+    #[test]
+    fn every_record_is_found_and_absent_ids_mostly_stop_at_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = ids(100_000, 1);
+        // Every tenth id twice: two copies of a chunk.
+        let mut recs = Vec::new();
+        for (i, id) in present.iter().enumerate() {
+            recs.push(rec(*id, 0));
+            if i % 10 == 0 {
+                recs.push(rec(*id, 1));
+            }
+        }
+        let seg = Segment::open(&write(dir.path(), &recs)).unwrap().expect("a segment");
+        assert_eq!(seg.len(), recs.len());
+        assert_eq!((seg.names.clone(), seg.packs.clone()), (vec![[9; 32]], vec![[1; 32], [2; 32]]));
+        for (i, id) in present.iter().enumerate() {
+            let r = seg.find(id);
+            assert_eq!(r.len(), if i % 10 == 0 { 2 } else { 1 }, "record {i}");
+            assert!(r.clone().all(|p| seg.record(p).unwrap()[..32] == id[..]));
+        }
+        let absent = ids(100_000, 2);
+        let passed = absent.iter().filter(|id| seg.may_contain(&id[..])).count();
+        assert!(passed < 3_000, "{passed} of 100000 absent ids passed the filter");
+        assert!(absent.iter().all(|id| seg.find(id).is_empty()));
+        assert!(!seg.is_bad());
+    }
+
+    #[test]
+    fn empty_and_tiny_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::open(&write(dir.path(), &[])).unwrap().expect("an empty segment");
+        assert_eq!(seg.len(), 0);
+        assert!(seg.find(&[5; 32]).is_empty());
+        let one = ids(1, 3)[0];
+        let seg = Segment::open(&write(dir.path(), &[rec(one, 1)])).unwrap().expect("one record");
+        assert_eq!(seg.find(&one), 0..1);
+        assert!(seg.find(&[0; 32]).is_empty() && seg.find(&[0xff; 32]).is_empty());
+    }
+
+    #[test]
+    fn a_damaged_unit_is_never_used_and_the_segment_leaves_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let present = ids(20_000, 4);
+        let recs: Vec<_> = present.iter().map(|id| rec(*id, 1)).collect();
+        let path = write(dir.path(), &recs);
+        // Checked whole when opened: refused at once.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x10;
+        let damaged = dir.path().join("seg-damaged.bin");
+        std::fs::write(&damaged, &bytes).unwrap();
+        assert!(Segment::open(&damaged).unwrap().is_none());
+        // Checked unit by unit (a large segment): the record's unit fails when first used.
+        std::fs::write(&damaged, &bytes).unwrap();
+        let seg = Segment::open_checking(&damaged, 0).unwrap().expect("opened unchecked");
+        let blocks = seg.records_at;
+        let victim = (at - blocks) / REC;
+        assert!(seg.find(&present[victim]).is_empty(), "a record of the damaged unit");
+        assert!(seg.is_bad() && !damaged.exists(), "dropped from the cache");
+        assert!(seg.find(&present[0]).is_empty(), "and not used any more");
+        // A damaged footer or tail: not a segment.
+        for at in [bytes.len() - 1, bytes.len() - 30, bytes.len() - 60] {
+            let mut b = std::fs::read(&path).unwrap();
+            b[at] ^= 1;
+            std::fs::write(&damaged, &b).unwrap();
+            assert!(Segment::open_checking(&damaged, 0).unwrap().is_none(), "byte {at}");
+        }
+    }
+}
