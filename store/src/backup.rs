@@ -206,7 +206,11 @@ impl Indexed {
         let BackupOptions { name, source_description, force_read, compression_level, metadata, log, kind, origin } =
             opts;
         let parent = match kind {
-            crate::repo::Kind::Snapshot => self.previous_snapshot(&name)?,
+            crate::repo::Kind::Snapshot => {
+                // A backup runs long enough to tidy the index cache meanwhile.
+                crate::index::merge_in_background(&self.cache_dir(self.cache_base()));
+                self.previous_snapshot(&name)?
+            }
             crate::repo::Kind::Log => None,
         };
         // The parent's tree only spares reading unchanged files, so it is read

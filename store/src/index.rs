@@ -236,8 +236,9 @@ const READ_GROUP: usize = 16;
 /// command's merging stays proportional to what it added.
 const CHEAP_MERGE: usize = 1 << 22;
 /// Above this many segments a command merges the smallest neighbours,
-/// whatever their size: lookups visit every segment's filter.
-const MAX_SEGMENTS: usize = 32;
+/// whatever their size: lookups visit every segment's filter. Long
+/// commands merge further in the background (`merge_in_background`).
+const MAX_SEGMENTS: usize = 16;
 
 /// Brings the local cache up to date with the repository's index objects
 /// (`listing`: as `Backend::list` gives them) and opens it.
@@ -268,18 +269,33 @@ struct Cache {
     _lock: File,
 }
 
+/// An exclusive `flock` on `dir/name`: blocking, or `None` when held elsewhere.
+fn flock(dir: &Path, name: &str, wait: bool) -> Result<Option<File>> {
+    let f = File::create(dir.join(name)).map_err(|e| Error::io(format!("locking {}", dir.display()), e))?;
+    let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    // SAFETY: flock on a file we opened; released when it is closed.
+    if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&f), op) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        return Err(Error::io(format!("locking {}", dir.display()), e));
+    }
+    Ok(Some(f))
+}
+
 impl Cache {
     fn open(cache_dir: &Path) -> Result<Cache> {
         let dir = cache_dir.join("index");
         crate::private::create_dir(&dir).map_err(|e| Error::io(format!("creating cache {}", dir.display()), e))?;
         // The single-file cache of earlier versions: rebuilt as segments.
         let _ = std::fs::remove_file(cache_dir.join("index.bin"));
-        let lock = File::create(dir.join("lock")).map_err(|e| Error::io(format!("locking {}", dir.display()), e))?;
-        // SAFETY: flock on a file we opened; released when it is closed.
-        if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(format!("locking {}", dir.display()), std::io::Error::last_os_error()));
-        }
-        Ok(Cache { dir, _lock: lock })
+        Cache::lock(&dir)
+    }
+
+    fn lock(dir: &Path) -> Result<Cache> {
+        let lock = flock(dir, "lock", true)?.expect("a blocking lock");
+        Ok(Cache { dir: dir.to_path_buf(), _lock: lock })
     }
 
     /// The live segments, as the list names them; unreadable and damaged
@@ -318,12 +334,17 @@ impl Cache {
         std::fs::write(&tmp, body).map_err(ctx)?;
         std::fs::rename(&tmp, self.dir.join(SEGMENTS)).map_err(ctx)?;
         let live: HashSet<&str> = segs.iter().map(|s| s.name.as_str()).collect();
+        // A background merge writes outside the lock: its file stays while it runs.
+        let merging = flock(&self.dir, MERGE_LOCK, false)?.is_none();
         for e in std::fs::read_dir(&self.dir).map_err(ctx)?.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy();
             // Unnamed segments and temporary files left by a crash; other
             // commands wait for the lock, so none is being written.
-            if (name.starts_with("seg-") && !live.contains(&*name)) || name.starts_with(".tmp-") {
+            if (name.starts_with("seg-") && !live.contains(&*name))
+                || name.starts_with(".tmp-")
+                || (name.starts_with(BACKGROUND) && !merging)
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -354,32 +375,9 @@ impl Cache {
             segs.remove(bad);
             return Ok(false);
         }
-        let parts: Vec<Segment> = segs.drain(range.clone()).collect();
-        let ix = Index::from_segments(parts);
+        let ix = Index::from_segments(segs.drain(range.clone()).collect());
         let mut w = SegmentWriter::create(&self.dir, ix.len() as u64)?;
-        let mut heads: Vec<usize> = vec![0; ix.segs.len()];
-        let mut last: Option<(Id, u32, u32)> = None;
-        loop {
-            let mut best: Option<(usize, Id, u32, Location)> = None;
-            for (s, &i) in heads.iter().enumerate() {
-                if i >= ix.segs[s].len() {
-                    continue;
-                }
-                let (id, no, loc) = ix
-                    .decode(s, i)
-                    .ok_or_else(|| Error::Invalid(format!("index cache segment {} is damaged", ix.segs[s].name)))?;
-                if best.as_ref().is_none_or(|(_, b, bno, bl)| (id, no, loc.offset) < (*b, *bno, bl.offset)) {
-                    best = Some((s, id, no, loc));
-                }
-            }
-            let Some((s, id, no, loc)) = best else { break };
-            heads[s] += 1;
-            if last == Some((id, no, loc.offset)) {
-                continue;
-            }
-            last = Some((id, no, loc.offset));
-            w.push(&encode(&id, no, &loc))?;
-        }
+        merge_records(&ix, &mut w)?;
         let names: Vec<Id> = ix.names.iter().copied().collect();
         let seg = self.reopen(w.finish(&names, &ix.packs)?)?;
         segs.insert(range.start, seg);
@@ -408,6 +406,87 @@ impl Cache {
             changed = true;
             dropped |= !self.merge(segs, i..i + 2)?;
         }
+    }
+}
+
+/// The records of `ix` (segments already checked) into `w`, in id order;
+/// a record met twice (same chunk, pack and offset) written once.
+fn merge_records(ix: &Index, w: &mut SegmentWriter) -> Result<()> {
+    let mut heads: Vec<usize> = vec![0; ix.segs.len()];
+    let mut last: Option<(Id, u32, u32)> = None;
+    loop {
+        let mut best: Option<(usize, Id, u32, Location)> = None;
+        for (s, &i) in heads.iter().enumerate() {
+            if i >= ix.segs[s].len() {
+                continue;
+            }
+            let (id, no, loc) = ix
+                .decode(s, i)
+                .ok_or_else(|| Error::Invalid(format!("index cache segment {} is damaged", ix.segs[s].name)))?;
+            if best.as_ref().is_none_or(|(_, b, bno, bl)| (id, no, loc.offset) < (*b, *bno, bl.offset)) {
+                best = Some((s, id, no, loc));
+            }
+        }
+        let Some((s, id, no, loc)) = best else { return Ok(()) };
+        heads[s] += 1;
+        if last == Some((id, no, loc.offset)) {
+            continue;
+        }
+        last = Some((id, no, loc.offset));
+        w.push(&encode(&id, no, &loc))?;
+    }
+}
+
+/// Held by a background merge while it runs.
+const MERGE_LOCK: &str = "merge.lock";
+/// A background merge's file until it joins the list.
+const BACKGROUND: &str = "bg-";
+/// Background merges stop at this many segments.
+const BACKGROUND_TARGET: usize = 2;
+
+/// Merges the cache's segments down to a few on a thread of its own, for
+/// a command that runs a while (a backup): the merges too large for a
+/// command to do in passing (a `wal push` must not rewrite gigabytes). The
+/// lock is held only to choose two segments and to swap in their merge;
+/// one merge runs at a time per cache. When the process ends first, the
+/// unfinished file is deleted by a later command.
+pub(crate) fn merge_in_background(cache_dir: &Path) {
+    let dir = cache_dir.join("index");
+    let Ok(Some(held)) = flock(&dir, MERGE_LOCK, false) else { return };
+    std::thread::spawn(move || {
+        let _held = held;
+        let _ = background_merges(&dir);
+    });
+}
+
+fn background_merges(dir: &Path) -> Result<()> {
+    loop {
+        let (ix, names) = {
+            let cache = Cache::lock(dir)?;
+            let (mut segs, _) = cache.segments()?;
+            if segs.len() <= BACKGROUND_TARGET {
+                return Ok(());
+            }
+            let i = (0..segs.len() - 1).min_by_key(|&i| segs[i].len() + segs[i + 1].len()).expect("two");
+            let names = (segs[i].name.clone(), segs[i + 1].name.clone());
+            (Index::from_segments(segs.drain(i..i + 2).collect()), names)
+        };
+        if !ix.check_all() {
+            // Dropped by the next sync, which merges its objects again.
+            return Ok(());
+        }
+        let mut w = SegmentWriter::create_as(dir, ix.len() as u64, BACKGROUND)?;
+        merge_records(&ix, &mut w)?;
+        let cache = Cache::lock(dir)?;
+        let (mut segs, _) = cache.segments()?;
+        // Swapped in only where the two still stand side by side.
+        let Some(i) = segs.windows(2).position(|p| p[0].name == names.0 && p[1].name == names.1) else {
+            return Ok(());
+        };
+        let merged: Vec<Id> = ix.names.iter().copied().collect();
+        let seg = cache.reopen(w.finish(&merged, &ix.packs)?)?;
+        segs.splice(i..i + 2, [seg]);
+        cache.commit(&segs)?;
     }
 }
 
@@ -530,4 +609,87 @@ fn add_segments<'a>(
         }
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u64, seed: u64) -> Vec<Id> {
+        (0..n).map(|i| *blake3::keyed_hash(&[seed as u8; 32], &i.to_le_bytes()).as_bytes()).collect()
+    }
+
+    fn loc(pack: Id, i: usize) -> Location {
+        Location { pack, offset: i as u32 * 100, length: 100, raw_len: 90 }
+    }
+
+    /// A segment of `ids`, all in one pack, as merging index object `name` would write it.
+    fn segment(cache: &Cache, ids: &[Id], name: u8, pack: Id) -> Segment {
+        let recs = ids.iter().enumerate().map(|(i, id)| encode(id, 0, &loc(pack, i))).collect();
+        cache.write(recs, &[[name; 32]], &[pack]).unwrap()
+    }
+
+    #[test]
+    fn segments_merge_as_they_come_and_in_the_background_and_every_record_stays_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            let mut segs = Vec::new();
+            for s in 0..40u8 {
+                let batch = ids(1000 + s as u64 * 50, s as u64);
+                segs.push(segment(&cache, &batch, s, [s; 32]));
+                all.extend(batch.into_iter().map(|id| (id, s)));
+                if s < 36 {
+                    cache.tidy(&mut segs).unwrap();
+                    assert!(segs.len() <= MAX_SEGMENTS);
+                }
+            }
+            // The last four left as they came: more than a background merge leaves.
+            cache.commit(&segs).unwrap();
+        }
+        let check = |what: &str| {
+            let cache = Cache::open(dir.path()).unwrap();
+            let (segs, changed) = cache.segments().unwrap();
+            assert!(!changed, "{what}: the list is whole");
+            let n = segs.len();
+            let ix = Index::from_segments(segs);
+            assert_eq!(ix.len(), all.len(), "{what}");
+            for (i, (id, s)) in all.iter().enumerate().step_by(7) {
+                let found = ix.lookup(id).unwrap_or_else(|| panic!("{what}: record {i}"));
+                assert_eq!(found.pack, [*s; 32]);
+            }
+            assert_eq!(ix.iter_ids().count(), all.len(), "{what}");
+            assert!((0..40u8).all(|s| ix.merged(&[s; 32])));
+            n
+        };
+        let before = check("merged as they came");
+        assert!(before > BACKGROUND_TARGET, "{before} segments");
+        // A merge running elsewhere keeps its file through another command's commit.
+        let bg = dir.path().join("index").join(format!("{BACKGROUND}0000"));
+        std::fs::write(&bg, b"being written").unwrap();
+        let held = flock(&dir.path().join("index"), MERGE_LOCK, false).unwrap().expect("free");
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            let (segs, _) = cache.segments().unwrap();
+            cache.commit(&segs).unwrap();
+        }
+        assert!(bg.exists());
+        drop(held);
+        background_merges(&dir.path().join("index")).unwrap();
+        assert_eq!(check("merged in the background"), BACKGROUND_TARGET);
+        assert!(!bg.exists(), "an abandoned background file is removed");
+    }
+
+    #[test]
+    fn a_record_merged_twice_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let same = ids(500, 9);
+        let mut segs = vec![segment(&cache, &same, 1, [3; 32]), segment(&cache, &same, 2, [3; 32])];
+        assert!(cache.merge(&mut segs, 0..2).unwrap());
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].len(), 500);
+        assert_eq!(segs[0].names.len(), 2);
+    }
 }

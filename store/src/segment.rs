@@ -130,7 +130,12 @@ pub(crate) struct SegmentWriter {
 impl SegmentWriter {
     /// A writer for at most `capacity` records (the filter is sized for it).
     pub(crate) fn create(dir: &Path, capacity: u64) -> Result<SegmentWriter> {
-        let tmp = dir.join(format!(".tmp-seg-{:016x}", rand::random::<u64>()));
+        SegmentWriter::create_as(dir, capacity, ".tmp-seg-")
+    }
+
+    /// `create`, the file named `<prefix><16 hex digits>` until `finish`.
+    pub(crate) fn create_as(dir: &Path, capacity: u64, prefix: &str) -> Result<SegmentWriter> {
+        let tmp = dir.join(format!("{prefix}{:016x}", rand::random::<u64>()));
         let file = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         let blocks = (capacity * BITS_PER_RECORD).div_ceil(BLOCK as u64 * 8).max(1);
         let region = |at| Region { at, buf: Vec::new(), units: Units::new() };
@@ -232,7 +237,12 @@ pub(crate) struct Segment {
     filter_units: usize,
     checked: Vec<AtomicU64>,
     bad: AtomicBool,
+    /// Records and filter blocks read since the pages were last given back.
+    touched: AtomicU64,
 }
+
+/// Reads between two `release`s of a segment's pages.
+const RELEASE_EVERY: u64 = 1 << 14;
 
 impl Segment {
     /// Opens `path`; `None` when it is not a whole segment (a damaged
@@ -304,6 +314,7 @@ impl Segment {
             filter_units,
             checked: (0..n_units.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             bad: AtomicBool::new(false),
+            touched: AtomicU64::new(0),
             map,
         })
     }
@@ -316,6 +327,22 @@ impl Segment {
     /// as empty, and dropped from the cache by the next sync.
     pub(crate) fn is_bad(&self) -> bool {
         self.bad.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read; every so many, gives the mapped pages back.
+    ///
+    /// Why: the pages of a mapped file that a process has read count in its
+    /// resident memory until unmapped, though they are the kernel's page
+    /// cache and can be dropped at any time. A scan of a large segment, or
+    /// lookups spread over its filter, would otherwise show as gigabytes of
+    /// "memory". `MADV_DONTNEED` on a read-only file mapping drops them from
+    /// this process only; the next read maps them again from the page cache.
+    fn touch(&self) {
+        if self.touched.fetch_add(1, Ordering::Relaxed) % RELEASE_EVERY == RELEASE_EVERY - 1 {
+            // SAFETY: the mapping is read-only and its file never changes, so
+            // the pages read again are the same bytes.
+            let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 
     /// The bytes of unit `u` (filter units first, then record units).
@@ -352,11 +379,20 @@ impl Segment {
     /// Checks every unit (prune and check read everything anyway).
     pub(crate) fn check_all(&self) -> bool {
         use rayon::prelude::*;
-        (0..self.units.len()).into_par_iter().all(|u| self.check_unit(u)) && !self.is_bad()
+        // 256 units (16 MiB) at a time, their pages given back after each.
+        for part in (0..self.units.len()).collect::<Vec<_>>().chunks(256) {
+            if !part.par_iter().all(|&u| self.check_unit(u)) {
+                return false;
+            }
+            // SAFETY: as in `touch`.
+            let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+        !self.is_bad()
     }
 
     /// The filter's answer: false when `id` is surely not in the segment.
     fn may_contain(&self, id: &[u8]) -> bool {
+        self.touch();
         let b = block_of(id, self.blocks) as usize;
         if !self.check_unit(b * BLOCK / UNIT) {
             return false;
@@ -367,6 +403,7 @@ impl Segment {
 
     /// Record `i`, its unit checked first; `None` when that fails.
     pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
+        self.touch();
         let at = i * REC;
         // A record may span two units (64 KiB is not a multiple of 48):
         // check the units of its first and last byte.
