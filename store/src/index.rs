@@ -229,8 +229,10 @@ impl Index {
 /// Records per segment written from new index objects: sorted in memory
 /// (48 MiB), which bounds memory when a cache is first built.
 const MERGE_BATCH: usize = 1 << 20;
-/// Index objects read at once.
+/// Index objects read at once, and at most this many bytes of them (a
+/// compacted object is 11 MiB).
 const READ_GROUP: usize = 16;
+const READ_BYTES: u64 = 32 << 20;
 /// A command merges two segments when the newer is at least a quarter of
 /// the older and together they hold at most this many records, so that a
 /// command's merging stays proportional to what it added.
@@ -511,11 +513,11 @@ fn sync_listed(
     listing: Vec<(String, u64)>,
 ) -> Result<(Index, bool)> {
     let cache = Cache::open(cache_dir)?;
-    let listed: Vec<(String, Id)> = listing
+    let listed: Vec<(String, Id, u64)> = listing
         .into_iter()
-        .filter_map(|(n, _)| crate::crypto::parse_id(ObjectKind::Index.id_of(&n)).map(|id| (n, id)))
+        .filter_map(|(n, size)| crate::crypto::parse_id(ObjectKind::Index.id_of(&n)).map(|id| (n, id, size)))
         .collect();
-    let listed_ids: HashSet<Id> = listed.iter().map(|(_, id)| *id).collect();
+    let listed_ids: HashSet<Id> = listed.iter().map(|(_, id, _)| *id).collect();
     let (mut segs, mut changed) = cache.segments()?;
     // An index object we merged has gone (`repair index` or `prune`
     // replaced it): its packs may be gone too. Start over.
@@ -529,7 +531,7 @@ fn sync_listed(
     // and its index objects are fetched again.
     for _ in 0..2 {
         let merged: HashSet<Id> = segs.iter().flat_map(|s| s.names.iter().copied()).collect();
-        let pending = listed.iter().filter(|(_, id)| !merged.contains(id));
+        let pending = listed.iter().filter(|(_, id, _)| !merged.contains(id));
         changed |= add_segments(&cache, &mut segs, backend, keys, pending, &mut damaged, &mut vanished)?;
         let (tidied, dropped) = cache.tidy(&mut segs)?;
         changed |= tidied;
@@ -553,7 +555,7 @@ fn add_segments<'a>(
     segs: &mut Vec<Segment>,
     backend: &dyn Backend,
     keys: &Keys,
-    pending: impl Iterator<Item = &'a (String, Id)>,
+    pending: impl Iterator<Item = &'a (String, Id, u64)>,
     damaged: &mut Vec<String>,
     vanished: &mut bool,
 ) -> Result<bool> {
@@ -567,12 +569,19 @@ fn add_segments<'a>(
         // Take index objects until a batch of records is full, then write it as a segment.
         while recs.len() < MERGE_BATCH {
             // A few at a time, read concurrently on a remote store.
-            let group: Vec<&(String, Id)> = pending.by_ref().take(READ_GROUP).collect();
+            let mut group: Vec<&(String, Id, u64)> = Vec::new();
+            let mut bytes = 0;
+            while let Some(next) =
+                pending.next_if(|o| group.is_empty() || (group.len() < READ_GROUP && bytes + o.2 <= READ_BYTES))
+            {
+                bytes += next.2;
+                group.push(next);
+            }
             if group.is_empty() {
                 break;
             }
-            let to_get: Vec<String> = group.iter().map(|(n, _)| n.clone()).collect();
-            for ((name, id), sealed) in group.into_iter().zip(backend.get_many(&to_get)) {
+            let to_get: Vec<String> = group.iter().map(|(n, _, _)| n.clone()).collect();
+            for ((name, id, _), sealed) in group.into_iter().zip(backend.get_many(&to_get)) {
                 // A damaged (or vanished) index object is left out and not
                 // recorded, so it is tried again next time: its chunks merely look
                 // unknown (a backup stores them again; `repair index` rebuilds it

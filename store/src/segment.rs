@@ -125,6 +125,7 @@ pub(crate) struct SegmentWriter {
     filter: Region,
     records: Region,
     last: Option<Id>,
+    fence: Vec<u8>,
 }
 
 impl SegmentWriter {
@@ -150,6 +151,7 @@ impl SegmentWriter {
             filter: region(0),
             records: region(blocks * BLOCK as u64),
             last: None,
+            fence: Vec::new(),
         })
     }
 
@@ -175,6 +177,9 @@ impl SegmentWriter {
         }
         for bit in bits_of(&id) {
             self.block.1[bit / 8] |= 1 << (bit % 8);
+        }
+        if self.count.is_multiple_of(FENCE as u64) {
+            self.fence.extend_from_slice(&id[..8]);
         }
         let file = &self.file;
         self.records.write(file, rec).map_err(|e| Error::io("writing an index cache segment", e))?;
@@ -203,6 +208,7 @@ impl SegmentWriter {
         for u in filter_units.iter().chain(&record_units) {
             footer.extend_from_slice(u);
         }
+        footer.extend_from_slice(&self.fence);
         let sum = blake3::hash(&footer);
         footer.extend_from_slice(sum.as_bytes());
         let len = footer.len() as u64;
@@ -235,14 +241,20 @@ pub(crate) struct Segment {
     pub(crate) packs: Vec<Id>,
     units: Vec<[u8; UNIT_HASH]>,
     filter_units: usize,
+    /// The first 8 bytes of every `FENCE`th record's id (big-endian).
+    fence: Vec<u64>,
     checked: Vec<AtomicU64>,
     bad: AtomicBool,
     /// Records and filter blocks read since the pages were last given back.
     touched: AtomicU64,
 }
 
-/// Reads between two `release`s of a segment's pages.
-const RELEASE_EVERY: u64 = 1 << 14;
+/// Reads (lookups, or records of a scan) between two releases of a
+/// segment's pages: a lookup reads a filter page and about three record
+/// pages, so a segment shows at most about 16 MiB as resident.
+const RELEASE_EVERY: u64 = 1 << 10;
+/// Records per stretch of the fence.
+const FENCE: usize = 256;
 
 impl Segment {
     /// Opens `path`; `None` when it is not a whole segment (a damaged
@@ -260,6 +272,8 @@ impl Segment {
         };
         // SAFETY: segments are written under a temporary name and never changed after their rename.
         let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        // Lookups land anywhere: no read-ahead around them.
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(Segment::parse(path, map).filter(|seg| seg.map.len() > whole || seg.check_all()))
     }
 
@@ -297,7 +311,13 @@ impl Segment {
         let filter_units = filter_len.div_ceil(UNIT);
         let n_units = filter_units + records_len.div_ceil(UNIT);
         let unit_bytes = take(n_units.checked_mul(UNIT_HASH)?)?;
+        let fence_bytes = take(count.div_ceil(FENCE).checked_mul(8)?)?;
         if p != body.len() {
+            return None;
+        }
+        let fence: Vec<u64> =
+            fence_bytes.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("8"))).collect();
+        if fence.windows(2).any(|w| w[0] > w[1]) {
             return None;
         }
         let units = unit_bytes.chunks_exact(UNIT_HASH).map(|c| c.try_into().expect("16")).collect();
@@ -312,6 +332,7 @@ impl Segment {
             packs,
             units,
             filter_units,
+            fence,
             checked: (0..n_units.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             bad: AtomicBool::new(false),
             touched: AtomicU64::new(0),
@@ -392,7 +413,6 @@ impl Segment {
 
     /// The filter's answer: false when `id` is surely not in the segment.
     fn may_contain(&self, id: &[u8]) -> bool {
-        self.touch();
         let b = block_of(id, self.blocks) as usize;
         if !self.check_unit(b * BLOCK / UNIT) {
             return false;
@@ -401,9 +421,14 @@ impl Segment {
         bits_of(id).all(|bit| block[bit / 8] & (1 << (bit % 8)) != 0)
     }
 
-    /// Record `i`, its unit checked first; `None` when that fails.
+    /// Record `i`, its unit checked first; `None` when that fails. Counted
+    /// as a read (for scans; a lookup counts once).
     pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
         self.touch();
+        self.record_at(i)
+    }
+
+    fn record_at(&self, i: usize) -> Option<&[u8]> {
         let at = i * REC;
         // A record may span two units (64 KiB is not a multiple of 48):
         // check the units of its first and last byte.
@@ -414,39 +439,22 @@ impl Segment {
         Some(&self.map[self.records_at + at..self.records_at + at + REC])
     }
 
-    /// The positions of the records of `id`: found from where a uniform id
-    /// would be, so that a lookup reads one or two units, not a binary
-    /// search's twenty.
+    /// The positions of the records of `id`: the fence narrows the search
+    /// to one stretch of `FENCE` records (three pages), searched there.
     pub(crate) fn find(&self, id: &Id) -> std::ops::Range<usize> {
         let n = self.count;
+        self.touch();
         if n == 0 || self.is_bad() || !self.may_contain(id) {
             return 0..0;
         }
+        let key = u64::from_be_bytes(id[..8].try_into().expect("8"));
+        // Stretches whose first id's prefix is below `key` may end with it;
+        // from the first stretch that starts above `key`, none holds it.
+        let b = self.fence.partition_point(|&p| p < key);
+        let c = self.fence.partition_point(|&p| p <= key);
+        let (mut lo, mut hi) = (b.saturating_sub(1) * FENCE, (c * FENCE).min(n));
         // `less(i)`: record i sorts before `id`; a record that fails its check ends the search.
-        let less = |i: usize| self.record(i).map(|r| r[..32] < id[..]);
-        let guess = ((u64::from_be_bytes(id[..8].try_into().expect("8")) as u128 * n as u128) >> 64) as usize;
-        // Bracket the first record not less than `id` in [lo, hi].
-        let (mut lo, mut hi, mut step) = (guess.saturating_sub(16), (guess + 16).min(n), 32usize);
-        loop {
-            match lo.checked_sub(1).map(less) {
-                Some(Some(false)) => {
-                    lo = lo.saturating_sub(step);
-                    step *= 2;
-                }
-                Some(None) => return 0..0,
-                _ => break,
-            }
-        }
-        loop {
-            match (hi < n).then(|| less(hi)) {
-                Some(Some(true)) => {
-                    hi = (hi + step).min(n);
-                    step *= 2;
-                }
-                Some(None) => return 0..0,
-                _ => break,
-            }
-        }
+        let less = |i: usize| self.record_at(i).map(|r| r[..32] < id[..]);
         while lo < hi {
             let mid = (lo + hi) / 2;
             match less(mid) {
@@ -456,7 +464,7 @@ impl Segment {
             }
         }
         let mut end = lo;
-        while end < n && self.record(end).is_some_and(|r| r[..32] == id[..]) {
+        while end < n && self.record_at(end).is_some_and(|r| r[..32] == id[..]) {
             end += 1;
         }
         lo..end
