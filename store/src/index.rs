@@ -615,6 +615,11 @@ fn add_segments<'a>(
         if !names.is_empty() {
             segs.push(cache.write(recs, &names, &packs)?);
             added = true;
+            // Merged as they come, and the list written, so that the files
+            // merged away are deleted now: a first sync of a large index
+            // would otherwise hold every intermediate segment on disk.
+            cache.tidy(segs)?;
+            cache.commit(segs)?;
         }
     }
     Ok(added)
