@@ -9,9 +9,9 @@
 //! unkeyed BLAKE3 of the sealed bytes.
 //!
 //! The local cache (format-spec §16) holds every index object's records in
-//! a few segment files of sorted, fixed-width records opened with memmap2
-//! (`segment.rs`), so a lookup reads a filter block and a unit or two, and
-//! memory does not grow with the repository. New index objects become a
+//! a few segment files of sorted, fixed-width records (`segment.rs`), so a
+//! lookup reads a filter block and a stretch of records, and memory does
+//! not grow with the repository. New index objects become a
 //! new small segment: a command's work is proportional to what is new, not
 //! to the repository; segments of similar size are merged as they come.
 
@@ -131,7 +131,11 @@ impl Index {
     /// Record `local` of segment `s`, its pack number made the index's;
     /// `None` when its unit fails its checksum or its pack number is out of range.
     fn decode(&self, s: usize, local: usize) -> Option<(Id, u32, Location)> {
-        let r = self.segs[s].record(local)?;
+        self.decode_bytes(s, &self.segs[s].record(local)?)
+    }
+
+    /// A record of segment `s` as read, its pack number made the index's.
+    fn decode_bytes(&self, s: usize, r: &[u8; REC]) -> Option<(Id, u32, Location)> {
         let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
         let no = *self.pack_nos[s].get(u(32) as usize)?;
         let loc = Location { pack: self.packs[no as usize], offset: u(36), length: u(40), raw_len: u(44) };
@@ -159,8 +163,8 @@ impl Index {
     /// backups, or again after its pack was marked) has a record per copy.
     pub(crate) fn find(&self, id: &Id, allowed: impl Fn(u32) -> bool) -> Option<(usize, Location)> {
         for (s, seg) in self.segs.iter().enumerate() {
-            for local in seg.find(id) {
-                if let Some((_, no, loc)) = self.decode(s, local) {
+            for (local, r) in seg.find(id) {
+                if let Some((_, no, loc)) = self.decode_bytes(s, &r) {
                     if allowed(no) {
                         return Some((self.starts[s] + local, loc));
                     }
@@ -172,7 +176,14 @@ impl Index {
 
     /// Every record, in no particular order (segment by segment).
     fn all(&self) -> impl Iterator<Item = (Id, u32, Location)> + '_ {
-        self.segs.iter().enumerate().flat_map(move |(s, seg)| (0..seg.len()).filter_map(move |i| self.decode(s, i)))
+        self.segs.iter().enumerate().flat_map(move |(s, seg)| seg.scan().filter_map(move |r| self.decode_bytes(s, &r)))
+    }
+
+    /// Each segment's records in order, decoded, side by side: for merging.
+    fn heads(&self) -> Vec<std::iter::Peekable<impl Iterator<Item = (Id, u32, Location)> + '_>> {
+        (0..self.segs.len())
+            .map(|s| self.segs[s].scan().filter_map(move |r| self.decode_bytes(s, &r)).peekable())
+            .collect()
     }
 
     /// Every pack the index names, with the end of its last blob: the least
@@ -188,26 +199,15 @@ impl Index {
 
     /// Every (chunk id, raw length) once, in id order (the segments merged).
     pub fn iter_ids(&self) -> impl Iterator<Item = (Id, u32)> + '_ {
-        let mut heads: Vec<(usize, usize)> = (0..self.segs.len()).map(|s| (s, 0)).collect();
+        let mut heads = self.heads();
         let mut last: Option<Id> = None;
         std::iter::from_fn(move || loop {
             // The smallest head; segments are few, a scan is enough.
-            let mut best: Option<(usize, Id, u32)> = None;
-            for (h, &(s, i)) in heads.iter().enumerate() {
-                if i >= self.segs[s].len() {
-                    continue;
-                }
-                let Some(r) = self.segs[s].record(i) else { continue };
-                let id: Id = r[..32].try_into().expect("32");
-                if best.is_none_or(|(_, b, _)| id < b) {
-                    best = Some((h, id, u32::from_le_bytes(r[44..48].try_into().expect("4"))));
-                }
-            }
-            let (h, id, raw) = best?;
-            heads[h].1 += 1;
+            let h = (0..heads.len()).filter_map(|h| heads[h].peek().map(|r| (r.0, h))).min().map(|(_, h)| h)?;
+            let (id, _, loc) = heads[h].next().expect("peeked");
             if last != Some(id) {
                 last = Some(id);
-                return Some((id, raw));
+                return Some((id, loc.raw_len));
             }
         })
     }
@@ -373,13 +373,14 @@ impl Cache {
     /// A part that fails its checksums is dropped instead (false): its
     /// index objects are then merged again.
     fn merge(&self, segs: &mut Vec<Segment>, range: std::ops::Range<usize>) -> Result<bool> {
-        if let Some(bad) = range.clone().find(|&i| !segs[i].check_all()) {
-            segs.remove(bad);
-            return Ok(false);
-        }
         let ix = Index::from_segments(segs.drain(range.clone()).collect());
         let mut w = SegmentWriter::create(&self.dir, ix.len() as u64)?;
-        merge_records(&ix, &mut w)?;
+        if merge_records(&ix, &mut w).is_err() && ix.segs.iter().any(Segment::is_bad) {
+            // The good parts go back; the bad one is gone (its file removed).
+            let good: Vec<Segment> = ix.segs.into_iter().filter(|s| !s.is_bad()).collect();
+            segs.splice(range.start..range.start, good);
+            return Ok(false);
+        }
         let names: Vec<Id> = ix.names.iter().copied().collect();
         let seg = self.reopen(w.finish(&names, &ix.packs)?)?;
         segs.insert(range.start, seg);
@@ -411,31 +412,26 @@ impl Cache {
     }
 }
 
-/// The records of `ix` (segments already checked) into `w`, in id order;
-/// a record met twice (same chunk, pack and offset) written once.
+/// The records of `ix` into `w`, in id order; a record met twice (same
+/// chunk, pack and offset) written once. Fails when a part turns out
+/// damaged on the way (it is then bad, and dropped by the caller).
 fn merge_records(ix: &Index, w: &mut SegmentWriter) -> Result<()> {
-    let mut heads: Vec<usize> = vec![0; ix.segs.len()];
+    let mut heads = ix.heads();
     let mut last: Option<(Id, u32, u32)> = None;
     loop {
-        let mut best: Option<(usize, Id, u32, Location)> = None;
-        for (s, &i) in heads.iter().enumerate() {
-            if i >= ix.segs[s].len() {
-                continue;
-            }
-            let (id, no, loc) = ix
-                .decode(s, i)
-                .ok_or_else(|| Error::Invalid(format!("index cache segment {} is damaged", ix.segs[s].name)))?;
-            if best.as_ref().is_none_or(|(_, b, bno, bl)| (id, no, loc.offset) < (*b, *bno, bl.offset)) {
-                best = Some((s, id, no, loc));
-            }
-        }
-        let Some((s, id, no, loc)) = best else { return Ok(()) };
-        heads[s] += 1;
-        if last == Some((id, no, loc.offset)) {
+        let best =
+            (0..heads.len()).filter_map(|h| heads[h].peek().map(|(id, no, loc)| ((*id, *no, loc.offset), h))).min();
+        let Some((key, h)) = best else { break };
+        let (id, no, loc) = heads[h].next().expect("peeked");
+        if last == Some(key) {
             continue;
         }
-        last = Some((id, no, loc.offset));
+        last = Some(key);
         w.push(&encode(&id, no, &loc))?;
+    }
+    match ix.segs.iter().find(|s| s.is_bad()) {
+        Some(bad) => Err(Error::Invalid(format!("index cache segment {} is damaged", bad.name))),
+        None => Ok(()),
     }
 }
 
@@ -473,11 +469,8 @@ fn background_merges(dir: &Path) -> Result<()> {
             let names = (segs[i].name.clone(), segs[i + 1].name.clone());
             (Index::from_segments(segs.drain(i..i + 2).collect()), names)
         };
-        if !ix.check_all() {
-            // Dropped by the next sync, which merges its objects again.
-            return Ok(());
-        }
         let mut w = SegmentWriter::create_as(dir, ix.len() as u64, BACKGROUND)?;
+        // A damaged part ends it: the next sync drops it and merges its objects again.
         merge_records(&ix, &mut w)?;
         let cache = Cache::lock(dir)?;
         let (mut segs, _) = cache.segments()?;

@@ -1,7 +1,7 @@
 //! One segment of the local index cache (format-spec §16): index records
 //! sorted by chunk id in a file that is written once and never changed,
-//! with a filter that answers "surely not here" from one cache line, and a
-//! checksum per 64 KiB unit, checked the first time a unit is read.
+//! with a filter that answers "surely not here" from one 64-byte block, and
+//! a checksum per 64 KiB unit, checked the first time a unit is read.
 //!
 //! Why a filter of our own rather than a crate's xor or binary-fuse filter:
 //! those are built from all keys at once in memory (tens of bytes a key),
@@ -18,7 +18,6 @@
 
 use crate::crypto::Id;
 use crate::error::{Error, Result};
-use memmap2::Mmap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -229,14 +228,15 @@ impl Drop for SegmentWriter {
     }
 }
 
-/// An open segment.
+/// An open segment, read with `pread` (below, why not a mapping).
 pub(crate) struct Segment {
     pub(crate) name: String,
     path: PathBuf,
-    map: Mmap,
+    file: File,
     count: usize,
     blocks: u64,
-    records_at: usize,
+    /// Where the records start: the filter's length.
+    records_at: u64,
     pub(crate) names: Vec<Id>,
     pub(crate) packs: Vec<Id>,
     units: Vec<[u8; UNIT_HASH]>,
@@ -245,47 +245,54 @@ pub(crate) struct Segment {
     fence: Vec<u64>,
     checked: Vec<AtomicU64>,
     bad: AtomicBool,
-    /// Records and filter blocks read since the pages were last given back.
-    touched: AtomicU64,
 }
 
-/// Reads (lookups, or records of a scan) between two releases of a
-/// segment's pages: a lookup reads a filter page and about three record
-/// pages, so a segment shows at most about 16 MiB as resident.
-const RELEASE_EVERY: u64 = 1 << 10;
 /// Records per stretch of the fence.
 const FENCE: usize = 256;
+/// Units read at once by a scan (1 MiB).
+const SCAN_UNITS: usize = 16;
 
 impl Segment {
     /// Opens `path`; `None` when it is not a whole segment (a damaged
     /// footer, a unit that fails its checksum when checked whole, a file cut short).
+    ///
+    /// Why `pread` rather than memmap2, as the first cache had: the pages of
+    /// a mapped file a process has read count in its resident memory until
+    /// unmapped, and the kernel maps 64 KiB around every page fault, so
+    /// lookups spread over a 5 GB cache showed as hundreds of MiB of
+    /// "memory" (measured: 794 MiB for a million lookups at 10^8 records).
+    /// A lookup reads one 64-byte filter block and one stretch of at most
+    /// 257 records: two small reads from the page cache, nothing resident.
     pub(crate) fn open(path: &Path) -> Result<Option<Segment>> {
         Segment::open_checking(path, CHECK_WHOLE)
     }
 
     /// `open`, checking the segment whole when it is at most `whole` bytes.
     fn open_checking(path: &Path, whole: usize) -> Result<Option<Segment>> {
-        let f = match File::open(path) {
+        let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         };
-        // SAFETY: segments are written under a temporary name and never changed after their rename.
-        let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-        // Lookups land anywhere: no read-ahead around them.
-        let _ = map.advise(memmap2::Advice::Random);
-        Ok(Segment::parse(path, map).filter(|seg| seg.map.len() > whole || seg.check_all()))
+        let len = file.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
+        Ok(Segment::parse(path, file, len).filter(|seg| len as usize > whole || seg.check_all()))
     }
 
-    fn parse(path: &Path, map: Mmap) -> Option<Segment> {
+    fn parse(path: &Path, file: File, len: u64) -> Option<Segment> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let len = map.len();
-        if len < TAIL || &map[len - 16..] != MAGIC {
+        let len = usize::try_from(len).ok()?;
+        if len < TAIL {
             return None;
         }
-        let footer_len = usize::try_from(u64::from_le_bytes(map[len - TAIL..len - 16].try_into().ok()?)).ok()?;
+        let mut tail = [0u8; TAIL];
+        file.read_exact_at(&mut tail, (len - TAIL) as u64).ok()?;
+        if &tail[8..] != MAGIC {
+            return None;
+        }
+        let footer_len = usize::try_from(u64::from_le_bytes(tail[..8].try_into().ok()?)).ok()?;
         let footer_at = (len - TAIL).checked_sub(footer_len)?;
-        let footer = &map[footer_at..len - TAIL];
+        let mut footer = vec![0u8; footer_len];
+        file.read_exact_at(&mut footer, footer_at as u64).ok()?;
         let (body, sum) = footer.split_at(footer.len().checked_sub(32)?);
         if blake3::hash(body).as_bytes() != sum {
             return None;
@@ -325,9 +332,10 @@ impl Segment {
         Some(Segment {
             name,
             path: path.to_path_buf(),
+            file,
             count,
             blocks,
-            records_at: filter_len,
+            records_at: filter_len as u64,
             names,
             packs,
             units,
@@ -335,8 +343,6 @@ impl Segment {
             fence,
             checked: (0..n_units.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             bad: AtomicBool::new(false),
-            touched: AtomicU64::new(0),
-            map,
         })
     }
 
@@ -344,71 +350,94 @@ impl Segment {
         self.count
     }
 
-    /// True once a unit failed its checksum: the segment is then treated
-    /// as empty, and dropped from the cache by the next sync.
+    /// True once a unit failed its checksum (or could not be read): the
+    /// segment is then treated as empty, and dropped from the cache.
     pub(crate) fn is_bad(&self) -> bool {
         self.bad.load(Ordering::Relaxed)
     }
 
-    /// Counts a read; every so many, gives the mapped pages back.
-    ///
-    /// Why: the pages of a mapped file that a process has read count in its
-    /// resident memory until unmapped, though they are the kernel's page
-    /// cache and can be dropped at any time. A scan of a large segment, or
-    /// lookups spread over its filter, would otherwise show as gigabytes of
-    /// "memory". `MADV_DONTNEED` on a read-only file mapping drops them from
-    /// this process only; the next read maps them again from the page cache.
-    fn touch(&self) {
-        if self.touched.fetch_add(1, Ordering::Relaxed) % RELEASE_EVERY == RELEASE_EVERY - 1 {
-            // SAFETY: the mapping is read-only and its file never changes, so
-            // the pages read again are the same bytes.
-            let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+    /// Marks the segment bad and removes its file: the next command merges
+    /// its index objects again (this one treats the segment as empty).
+    fn fail(&self) -> bool {
+        if !self.bad.swap(true, Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&self.path);
         }
+        false
     }
 
-    /// The bytes of unit `u` (filter units first, then record units).
-    fn unit_bytes(&self, u: usize) -> &[u8] {
+    /// Where unit `u` is (filter units first, then record units) and its length.
+    fn unit_span(&self, u: usize) -> (u64, usize) {
         if u < self.filter_units {
-            let end = ((u + 1) * UNIT).min(self.records_at);
-            &self.map[u * UNIT..end]
+            let start = (u * UNIT) as u64;
+            (start, (self.records_at - start).min(UNIT as u64) as usize)
         } else {
-            let r = u - self.filter_units;
-            let start = self.records_at + r * UNIT;
-            let end = (start + UNIT).min(self.records_at + self.count * REC);
-            &self.map[start..end]
+            let start = ((u - self.filter_units) * UNIT) as u64;
+            let records_len = (self.count * REC) as u64;
+            (self.records_at + start, (records_len - start).min(UNIT as u64) as usize)
         }
     }
 
-    /// Checks unit `u` unless already checked; false (and the segment bad) on a mismatch.
-    fn check_unit(&self, u: usize) -> bool {
-        let (w, bit) = (u / 64, 1u64 << (u % 64));
-        if self.checked[w].load(Ordering::Relaxed) & bit != 0 {
+    fn is_checked(&self, u: usize) -> bool {
+        self.checked[u / 64].load(Ordering::Relaxed) & (1 << (u % 64)) != 0
+    }
+
+    /// Checks unit `u` against `bytes` (all of it); false, and the segment bad, on a mismatch.
+    fn check_bytes(&self, u: usize, bytes: &[u8]) -> bool {
+        if self.is_checked(u) {
             return true;
         }
-        if blake3::hash(self.unit_bytes(u)).as_bytes()[..UNIT_HASH] != self.units[u] {
-            // Gone from the cache: the next command merges its index
-            // objects again (this one treats the segment as empty).
-            if !self.bad.swap(true, Ordering::Relaxed) {
-                let _ = std::fs::remove_file(&self.path);
-            }
-            return false;
+        if blake3::hash(bytes).as_bytes()[..UNIT_HASH] != self.units[u] {
+            return self.fail();
         }
-        self.checked[w].fetch_or(bit, Ordering::Relaxed);
+        self.checked[u / 64].fetch_or(1 << (u % 64), Ordering::Relaxed);
         true
     }
 
-    /// Checks every unit (prune and check read everything anyway).
+    /// Checks unit `u` unless already checked, reading it.
+    fn check_unit(&self, u: usize) -> bool {
+        if self.is_checked(u) {
+            return !self.is_bad();
+        }
+        let (at, len) = self.unit_span(u);
+        let mut buf = vec![0u8; len];
+        if self.file.read_exact_at(&mut buf, at).is_err() {
+            return self.fail();
+        }
+        self.check_bytes(u, &buf)
+    }
+
+    /// Reads `len` bytes at `at`; `None` (and the segment bad) if the file
+    /// is shorter than its footer says.
+    fn read(&self, at: u64, len: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        match self.file.read_exact_at(&mut buf, at) {
+            Ok(()) => Some(buf),
+            Err(_) => {
+                self.fail();
+                None
+            }
+        }
+    }
+
+    /// Checks every unit (prune and check read everything anyway), a
+    /// mebibyte at a time.
     pub(crate) fn check_all(&self) -> bool {
         use rayon::prelude::*;
-        // 256 units (16 MiB) at a time, their pages given back after each.
-        for part in (0..self.units.len()).collect::<Vec<_>>().chunks(256) {
-            if !part.par_iter().all(|&u| self.check_unit(u)) {
+        let n = self.units.len();
+        let mut u = 0;
+        while u < n {
+            let group: Vec<usize> = (u..(u + SCAN_UNITS).min(n)).collect();
+            if !group.par_iter().all(|&u| self.check_unit(u)) {
                 return false;
             }
-            // SAFETY: as in `touch`.
-            let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            u += SCAN_UNITS;
         }
         !self.is_bad()
+    }
+
+    /// The records' units covering bytes `[start, end)` of the records region, checked.
+    fn check_records(&self, start: u64, end: u64) -> bool {
+        (start as usize / UNIT..=(end as usize - 1) / UNIT).all(|u| self.check_unit(self.filter_units + u))
     }
 
     /// The filter's answer: false when `id` is surely not in the segment.
@@ -417,57 +446,109 @@ impl Segment {
         if !self.check_unit(b * BLOCK / UNIT) {
             return false;
         }
-        let block = &self.map[b * BLOCK..(b + 1) * BLOCK];
+        let mut block = [0u8; BLOCK];
+        if self.file.read_exact_at(&mut block, (b * BLOCK) as u64).is_err() {
+            return self.fail();
+        }
         bits_of(id).all(|bit| block[bit / 8] & (1 << (bit % 8)) != 0)
     }
 
-    /// Record `i`, its unit checked first; `None` when that fails. Counted
-    /// as a read (for scans; a lookup counts once).
-    pub(crate) fn record(&self, i: usize) -> Option<&[u8]> {
-        self.touch();
-        self.record_at(i)
-    }
-
-    fn record_at(&self, i: usize) -> Option<&[u8]> {
-        let at = i * REC;
-        // A record may span two units (64 KiB is not a multiple of 48):
-        // check the units of its first and last byte.
-        let (u0, u1) = (at / UNIT, (at + REC - 1) / UNIT);
-        if !self.check_unit(self.filter_units + u0) || (u1 != u0 && !self.check_unit(self.filter_units + u1)) {
+    /// Record `i`, its units checked first; `None` when that fails.
+    pub(crate) fn record(&self, i: usize) -> Option<[u8; REC]> {
+        let at = (i * REC) as u64;
+        if i >= self.count || !self.check_records(at, at + REC as u64) {
             return None;
         }
-        Some(&self.map[self.records_at + at..self.records_at + at + REC])
+        self.read(self.records_at + at, REC).map(|b| b.try_into().expect("48"))
     }
 
-    /// The positions of the records of `id`: the fence narrows the search
-    /// to one stretch of `FENCE` records (three pages), searched there.
-    pub(crate) fn find(&self, id: &Id) -> std::ops::Range<usize> {
+    /// The records of `id`, with their positions: the fence narrows the
+    /// search to one stretch of `FENCE` records, read at once.
+    pub(crate) fn find(&self, id: &Id) -> Vec<(usize, [u8; REC])> {
         let n = self.count;
-        self.touch();
         if n == 0 || self.is_bad() || !self.may_contain(id) {
-            return 0..0;
+            return Vec::new();
         }
         let key = u64::from_be_bytes(id[..8].try_into().expect("8"));
         // Stretches whose first id's prefix is below `key` may end with it;
         // from the first stretch that starts above `key`, none holds it.
         let b = self.fence.partition_point(|&p| p < key);
         let c = self.fence.partition_point(|&p| p <= key);
-        let (mut lo, mut hi) = (b.saturating_sub(1) * FENCE, (c * FENCE).min(n));
-        // `less(i)`: record i sorts before `id`; a record that fails its check ends the search.
-        let less = |i: usize| self.record_at(i).map(|r| r[..32] < id[..]);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match less(mid) {
-                Some(true) => lo = mid + 1,
-                Some(false) => hi = mid,
-                None => return 0..0,
+        let (lo, hi) = (b.saturating_sub(1) * FENCE, (c * FENCE).min(n));
+        let (start, end) = ((lo * REC) as u64, (hi * REC) as u64);
+        if lo >= hi || !self.check_records(start, end) {
+            return Vec::new();
+        }
+        let Some(stretch) = self.read(self.records_at + start, (end - start) as usize) else { return Vec::new() };
+        let recs: Vec<&[u8]> = stretch.chunks_exact(REC).collect();
+        let first = recs.partition_point(|r| r[..32] < id[..]);
+        // The stretch may end inside a run of equal ids (two copies of a chunk at a fence).
+        let mut out: Vec<(usize, [u8; REC])> = recs[first..]
+            .iter()
+            .take_while(|r| r[..32] == id[..])
+            .enumerate()
+            .map(|(k, r)| (lo + first + k, r.to_vec().try_into().expect("48")))
+            .collect();
+        let mut next = lo + first + out.len();
+        if next == hi {
+            while let Some(r) = self.record(next).filter(|r| r[..32] == id[..]) {
+                out.push((next, r));
+                next += 1;
             }
         }
-        let mut end = lo;
-        while end < n && self.record_at(end).is_some_and(|r| r[..32] == id[..]) {
-            end += 1;
+        out
+    }
+
+    /// Every record in order, read a mebibyte at a time and checked as it
+    /// comes; a unit that fails ends the scan and makes the segment bad
+    /// (callers look at `is_bad` after).
+    pub(crate) fn scan(&self) -> Scan<'_> {
+        Scan { seg: self, unit: 0, buf: Vec::new(), pos: 0, left: self.count }
+    }
+}
+
+/// A segment's records in order (`Segment::scan`).
+pub(crate) struct Scan<'a> {
+    seg: &'a Segment,
+    /// The next record unit to read.
+    unit: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    left: usize,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = [u8; REC];
+
+    fn next(&mut self) -> Option<[u8; REC]> {
+        if self.left == 0 || self.seg.is_bad() {
+            return None;
         }
-        lo..end
+        while self.buf.len() - self.pos < REC {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            let record_units = (self.seg.count * REC).div_ceil(UNIT);
+            let units = self.unit..(self.unit + SCAN_UNITS).min(record_units);
+            if units.is_empty() {
+                self.seg.fail();
+                return None;
+            }
+            let (at, _) = self.seg.unit_span(self.seg.filter_units + units.start);
+            let len: usize = units.clone().map(|u| self.seg.unit_span(self.seg.filter_units + u).1).sum();
+            let bytes = self.seg.read(at, len)?;
+            for (k, u) in units.clone().enumerate() {
+                let piece = &bytes[k * UNIT..(k * UNIT + UNIT).min(len)];
+                if !self.seg.check_bytes(self.seg.filter_units + u, piece) {
+                    return None;
+                }
+            }
+            self.buf.extend_from_slice(&bytes);
+            self.unit = units.end;
+        }
+        let r: [u8; REC] = self.buf[self.pos..self.pos + REC].try_into().expect("48");
+        self.pos += REC;
+        self.left -= 1;
+        Some(r)
     }
 }
 
@@ -516,13 +597,35 @@ mod tests {
         for (i, id) in present.iter().enumerate() {
             let r = seg.find(id);
             assert_eq!(r.len(), if i % 10 == 0 { 2 } else { 1 }, "record {i}");
-            assert!(r.clone().all(|p| seg.record(p).unwrap()[..32] == id[..]));
+            assert!(r.iter().all(|(p, rec)| rec[..32] == id[..] && seg.record(*p) == Some(*rec)));
         }
+        assert!(seg.scan().eq(recs.iter().copied()), "a scan gives every record in order");
         let absent = ids(100_000, 2);
         let passed = absent.iter().filter(|id| seg.may_contain(&id[..])).count();
         assert!(passed < 3_000, "{passed} of 100000 absent ids passed the filter");
         assert!(absent.iter().all(|id| seg.find(id).is_empty()));
         assert!(!seg.is_bad());
+    }
+
+    #[test]
+    fn ids_sharing_their_first_bytes_across_fence_stretches_are_all_found() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1500 ids with one 8-byte prefix (six stretches), between others.
+        let mut all = ids(3000, 5);
+        all.extend((0..1500u64).map(|i| {
+            let mut id = [0x80u8; 32];
+            id[8..16].copy_from_slice(&i.to_be_bytes());
+            id
+        }));
+        all.sort();
+        let recs: Vec<_> = all.iter().map(|id| rec(*id, 0)).collect();
+        let seg = Segment::open(&write(dir.path(), &recs)).unwrap().expect("a segment");
+        for (i, id) in all.iter().enumerate() {
+            assert_eq!(seg.find(id).iter().map(|f| f.0).collect::<Vec<_>>(), vec![i], "record {i}");
+        }
+        let mut absent = [0x80u8; 32];
+        absent[8..16].copy_from_slice(&5000u64.to_be_bytes());
+        assert!(seg.find(&absent).is_empty());
     }
 
     #[test]
@@ -533,7 +636,7 @@ mod tests {
         assert!(seg.find(&[5; 32]).is_empty());
         let one = ids(1, 3)[0];
         let seg = Segment::open(&write(dir.path(), &[rec(one, 1)])).unwrap().expect("one record");
-        assert_eq!(seg.find(&one), 0..1);
+        assert_eq!(seg.find(&one), vec![(0, rec(one, 1))]);
         assert!(seg.find(&[0; 32]).is_empty() && seg.find(&[0xff; 32]).is_empty());
     }
 
@@ -553,8 +656,7 @@ mod tests {
         // Checked unit by unit (a large segment): the record's unit fails when first used.
         std::fs::write(&damaged, &bytes).unwrap();
         let seg = Segment::open_checking(&damaged, 0).unwrap().expect("opened unchecked");
-        let blocks = seg.records_at;
-        let victim = (at - blocks) / REC;
+        let victim = (at - seg.records_at as usize) / REC;
         assert!(seg.find(&present[victim]).is_empty(), "a record of the damaged unit");
         assert!(seg.is_bad() && !damaged.exists(), "dropped from the cache");
         assert!(seg.find(&present[0]).is_empty(), "and not used any more");
