@@ -453,8 +453,21 @@ pub(crate) fn merge_in_background(cache_dir: &Path) {
     let Ok(Some(held)) = flock(&dir, MERGE_LOCK, false) else { return };
     std::thread::spawn(move || {
         let _held = held;
+        lowest_priority();
         let _ = background_merges(&dir);
     });
+}
+
+/// This thread yields the CPU and the disk to the rest of the process (a
+/// backup on a small machine): nice 19, idle I/O class. Best effort.
+fn lowest_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        // ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0))
+        libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13);
+    }
 }
 
 fn background_merges(dir: &Path) -> Result<()> {
