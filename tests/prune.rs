@@ -504,6 +504,45 @@ fn a_backup_running_when_its_packs_are_marked_stores_those_chunks_again() {
     assert!(repo.ok(&["restore", v["snapshot"].as_str().unwrap(), "--stdout"]) == [data, tail].concat());
 }
 
+/// A backup whose listings of the marks stalled (here `marks/` cannot be
+/// listed for a few seconds) checks, before it commits, that every pack it
+/// depends on exists: once its own packs are uploaded, so a pack still on
+/// its way is not taken for one a prune deleted (found at 10^7 index
+/// records, where loading the index alone is such a gap).
+#[test]
+fn a_backup_after_a_stall_in_listing_the_marks_still_commits() {
+    let repo = Repo::new();
+    let mut prng = Prng::new(37);
+    let old = prng.bytes(8 << 20);
+    repo.backup_bytes("db", &old);
+    let mut child = repo.spawn_backup("db");
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    stdin.write_all(&old).unwrap();
+    // Listing `marks/` fails while a file stands in its place.
+    let marks = repo.path.join("marks");
+    let away = repo.path.join("marks.away");
+    let had = marks.exists();
+    if had {
+        std::fs::rename(&marks, &away).unwrap();
+    }
+    std::fs::write(&marks, b"not a folder").unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    std::fs::remove_file(&marks).unwrap();
+    if had {
+        std::fs::rename(&away, &marks).unwrap();
+    }
+    // Then a burst: packs still uploading when the backup looks one last time.
+    let burst = prng.bytes(96 << 20);
+    stdin.write_all(&burst).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", one_line_error(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(repo.ok(&["restore", v["snapshot"].as_str().unwrap(), "--stdout"]) == [old, burst].concat());
+    check_whole(&repo);
+}
+
 /// The same for what a directory backup takes from its parent without
 /// reading it (unchanged files' list chunks, and the data they name): the
 /// parent is forgotten and its packs marked while the backup runs.

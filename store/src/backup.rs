@@ -309,6 +309,12 @@ impl Indexed {
             uploads = more;
             tree = Ok(ids);
         };
+        // After a gap in the listings of the marks, every pack this backup
+        // depends on must still exist: checked once all its own packs are
+        // uploaded (one still in flight is not missing).
+        if w.guard.had_gap() {
+            w.guard.verify_packs_exist()?;
+        }
 
         let mut stats = w.stats;
         stats.bytes_read = bytes_read.load(Ordering::Relaxed);
@@ -727,9 +733,6 @@ impl Writer<'_> {
     /// at the last look. True when something was stored again.
     fn recheck(&mut self, now: bool, full: bool) -> Result<bool> {
         let new = self.guard.refresh(now)?;
-        if now && self.guard.had_gap() {
-            self.guard.verify_packs_exist()?;
-        }
         if !(new || full) || !self.guard.any_marks() {
             return Ok(false);
         }
