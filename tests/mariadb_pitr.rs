@@ -5,27 +5,9 @@ use dedupe_suite::mariadb::{serial, Server};
 use dedupe_suite::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const NOT_RESTORABLE: i32 = 16;
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// Sleeps until `frac` seconds into the next whole second; returns that second.
-fn next_second(frac: f64) -> i64 {
-    let t = now_secs();
-    let next = t.floor() + 1.0;
-    std::thread::sleep(Duration::from_secs_f64(next + frac - t));
-    next as i64
-}
-
-/// A unix second as local "YYYY-MM-DD HH:MM:SS" (what a DBA types).
-fn local(secs: i64) -> String {
-    let out = Command::new("date").arg("-d").arg(format!("@{secs}")).arg("+%Y-%m-%d %H:%M:%S").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn push(repo: &Repo, s: &Server) -> serde_json::Value {
     repo.json(&[
@@ -83,7 +65,7 @@ fn pitr_stops_before_the_drop() {
     assert!(last >= utc, "{last} {utc}");
 
     // Restore to the end of second T-1: the base, prepared, then the binlogs replayed.
-    let until = local(t - 1);
+    let until = local_time(t - 1);
     let target = work.join("restored");
     let copy = restore_until(&repo, &until, &target, &work.join("copy"));
     assert_eq!(rows(&copy), committed, "exactly the rows committed before the DROP");
@@ -245,8 +227,11 @@ fn a_missing_binlog_is_named_and_the_catalogue_rebuilds_the_same() {
     std::fs::remove_file(repo.path.join("logs").join(gone["id"].as_str().unwrap())).unwrap();
     let missing = gone["file"].as_str().unwrap();
 
-    let out =
-        repo.cmd(["restore", "--until", &local(end), "--name", "m", "--target"]).arg(work.join("r")).output().unwrap();
+    let out = repo
+        .cmd(["restore", "--until", &local_time(end), "--name", "m", "--target"])
+        .arg(work.join("r"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(NOT_RESTORABLE), "{}", String::from_utf8_lossy(&out.stderr));
     let err = one_line_error(&out);
     assert!(err.contains(missing), "the error names {missing}: {err}");
@@ -337,7 +322,7 @@ fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
         push(&repo, &src);
         for _ in 0..4 {
             let out = repo
-                .cmd(["backup", "--name", "m", "--time", &local(now - night * 86_400), "-"])
+                .cmd(["backup", "--name", "m", "--time", &local_time(now - night * 86_400), "-"])
                 .stdin(std::fs::File::open(&stream).unwrap())
                 .output()
                 .unwrap();
@@ -383,7 +368,7 @@ fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
     assert!(repo.size() < before, "prune gave space back: {before} -> {}", repo.size());
     assert_eq!(repo.json(&["check", "--read-data"])["whole"], true);
 
-    let copy = restore_until(&repo, &local(t - 1), &work.join("restored"), &work.join("copy"));
+    let copy = restore_until(&repo, &local_time(t - 1), &work.join("restored"), &work.join("copy"));
     assert_eq!(rows(&copy), committed, "exactly the rows committed before second T, after forget and prune");
     assert_eq!(copy.sql("SELECT COUNT(*) FROM shop.bulk").trim(), "10000");
 }

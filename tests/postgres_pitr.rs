@@ -226,26 +226,6 @@ impl Drop for Setup {
     }
 }
 
-/// Unix seconds as local time, "YYYY-MM-DD HH:MM:SS" (what `--until` takes).
-fn local(secs: i64) -> String {
-    let t: libc::time_t = secs;
-    // SAFETY: localtime_r fills the zeroed tm it is given.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        assert!(!libc::localtime_r(&t, &mut tm).is_null());
-        tm
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
-}
-
 /// Unix seconds of an RFC 3339 UTC time ("2026-11-21T06:00:01.5Z"), truncated.
 fn rfc3339_secs(s: &str) -> i64 {
     let n = |r: std::ops::Range<usize>| s[r].parse::<i32>().unwrap_or_else(|_| panic!("time {s:?}"));
@@ -342,16 +322,16 @@ fn pitr_stops_before_the_destructive_statement() {
     // WAL ends first does not start. WAL archived later, without a commit
     // (`quiet_segment`), does not reach it either.
     for t in [quiet, now_secs() + 3600] {
-        let out = s.restore_until(&local(t), &target, true);
+        let out = s.restore_until(&local_time(t), &target, true);
         let err = refused(&out, NOT_RESTORABLE, &target);
         assert!(
-            err.contains(&format!("no commit after {}", local(deleted))),
+            err.contains(&format!("no commit after {}", local_time(deleted))),
             "--until {} ({quiet_segment} archived since, without commits): {err}",
-            local(t)
+            local_time(t)
         );
     }
 
-    let until = local(t);
+    let until = local_time(t);
     let out = s.restore_until(&until, &target, true);
     assert!(
         out.status.success(),
@@ -456,19 +436,19 @@ fn a_missing_wal_segment_is_named_and_fetch_fails() {
 
     let target = s.dir.join("restored");
     // Past the gap: refused, naming the missing segment.
-    let out = s.restore_until(&local(c4.div_euclid(1_000_000)), &target, true);
+    let out = s.restore_until(&local_time(c4.div_euclid(1_000_000)), &target, true);
     let err = refused(&out, NOT_RESTORABLE, &target);
     assert!(err.contains(&b) && err.contains("missing"), "{err}");
 
     // Before the oldest base: refused, naming the earliest restorable time.
     let out = s.restore_until("2000-01-01 00:00:00", &target, true);
     let err = refused(&out, NOT_RESTORABLE, &target);
-    assert!(err.contains("earliest restorable time") && err.contains(&local(base_time)), "{err}");
+    assert!(err.contains("earliest restorable time") && err.contains(&local_time(base_time)), "{err}");
 
     // Before the gap the archive reaches, but a server's restore_command needs
     // the password from somewhere other than the environment: refused before
     // anything is restored.
-    let until = local(c1.div_euclid(1_000_000));
+    let until = local_time(c1.div_euclid(1_000_000));
     let out = s.restore_until(&until, &target, false);
     let err = refused(&out, USAGE, &target);
     assert!(err.contains("--password-file"), "{err}");
@@ -526,7 +506,7 @@ fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
         for _ in 0..4 {
             let mut c = s.dedupe_as_postgres();
             let cat = format!("cat {}", stream.display());
-            c.args(["backup", "--name", "pg", "--time", &local(now - night * 86_400), "--command", &cat]);
+            c.args(["backup", "--name", "pg", "--time", &local_time(now - night * 86_400), "--command", &cat]);
             ok(c, "dedupe backup");
             night -= 1;
         }
@@ -562,7 +542,7 @@ fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
     assert_eq!(s.repo.json(&["check", "--read-data"])["whole"], true);
 
     let target = s.dir.join("restored");
-    let out = s.restore_until(&local(t), &target, true);
+    let out = s.restore_until(&local_time(t), &target, true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let copy = s.start_promoted(&target);
     assert_eq!(copy.rows().iter().map(|r| r.0).collect::<Vec<_>>(), want, "after forget and prune");

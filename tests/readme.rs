@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const README: &str = include_str!("../README.md");
 
@@ -58,24 +58,6 @@ fn find(blocks: &[Block], key: &str) -> usize {
     let found: Vec<usize> = (0..blocks.len()).filter(|&i| blocks[i].text.contains(key)).collect();
     assert_eq!(found.len(), 1, "README.md should have exactly one block with {key:?}");
     found[0]
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// Sleeps until `frac` seconds into the next whole second; returns that second.
-fn next_second(frac: f64) -> i64 {
-    let t = now_secs();
-    let next = t.floor() + 1.0;
-    std::thread::sleep(Duration::from_secs_f64(next + frac - t));
-    next as i64
-}
-
-/// A unix second as local "YYYY-MM-DD HH:MM:SS", what a DBA types.
-fn local(secs: i64) -> String {
-    let out = Command::new("date").arg("-d").arg(format!("@{secs}")).arg("+%Y-%m-%d %H:%M:%S").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// The uid and gid of a system user.
@@ -378,7 +360,7 @@ fn every_walkthrough_runs_as_written() {
              echo ${{PIPESTATUS[0]}}",
             walk.exports,
             t.join("mysql-restore").display(),
-            local(until),
+            local_time(until),
             t.join("replay.err").display()
         ),
         "",
@@ -388,9 +370,9 @@ fn every_walkthrough_runs_as_written() {
     assert!(["141", "0"].contains(&cut.trim()), "binlog replay | head: exit {cut}");
     assert_eq!(fs::read_to_string(t.join("replay.err")).unwrap(), "", "binlog replay | head says nothing");
     let stop = StopMariadb(run_mysqld.join("pitr.sock"));
-    walk.sh("mariadb-admin --socket=/run/mysqld/pitr.sock", &[("2026-11-21 12:54:23", local(until))], "");
+    walk.sh("mariadb-admin --socket=/run/mysqld/pitr.sock", &[("2026-11-21 12:54:23", local_time(until))], "");
     let restored = checksum(&run_mysqld.join("pitr.sock"));
-    assert_eq!(restored, before_drop, "the table as it was at the end of {}", local(until));
+    assert_eq!(restored, before_drop, "the table as it was at the end of {}", local_time(until));
     drop(stop);
 
     // PostgreSQL point in time: archiving set up as the README says.
@@ -424,14 +406,23 @@ fn every_walkthrough_runs_as_written() {
     }
     chown_postgres(&t.join("pg-logs"));
     let _stop = StopPostgres(t.join("pg-pitr"));
-    walk.sh("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl", &[("2026-11-21 12:54:23", local(until))], "");
+    walk.sh(
+        "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl",
+        &[("2026-11-21 12:54:23", local_time(until))],
+        "",
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let copy_sock = Path::new("/var/run/postgresql");
     while psql(copy_sock, pg_port, "SELECT pg_is_in_recovery()") != "f" {
         assert!(Instant::now() < deadline, "the copy is still recovering after 60 s");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(psql(copy_sock, pg_port, "SELECT sum(balance) FROM accounts"), good, "the rows at {}", local(until));
+    assert_eq!(
+        psql(copy_sock, pg_port, "SELECT sum(balance) FROM accounts"),
+        good,
+        "the rows at {}",
+        local_time(until)
+    );
 
     // Object storage, the offsite copy, retention, check and repair, help.
     walk.sh("export DEDUPE_REPO=s3://backups/db1", &[], "");

@@ -316,3 +316,36 @@ pub fn run_with_stdin(mut cmd: Command, data: &[u8]) -> Output {
         out
     })
 }
+
+/// Seconds since the epoch, with their fraction.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Sleeps until `frac` seconds into the next whole second; returns that second.
+pub fn next_second(frac: f64) -> i64 {
+    let t = now_secs();
+    let next = t.floor() + 1.0;
+    std::thread::sleep(std::time::Duration::from_secs_f64(next + frac - t));
+    next as i64
+}
+
+/// Unix seconds as local time, "YYYY-MM-DD HH:MM:SS": what a DBA types for `--until`.
+pub fn local_time(secs: i64) -> String {
+    let t: libc::time_t = secs;
+    // SAFETY: localtime_r fills the zeroed tm it is given.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        assert!(!libc::localtime_r(&t, &mut tm).is_null());
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
