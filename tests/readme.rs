@@ -15,7 +15,7 @@ use dedupe_suite::postgres::{self, as_postgres, chown_postgres, is_root, ok, pg_
 use dedupe_suite::*;
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -332,7 +332,8 @@ fn every_walkthrough_runs_as_written() {
     // Restore.
     walk.sh("--target /var/lib/mysql-restore --prepare", &[], "");
     assert!(t.join("mysql-restore/ibdata1").is_file() && t.join("mysql-restore/sbtest/sbtest1.ibd").is_file());
-    assert_eq!(fs::metadata(t.join("mysql-restore/ibdata1")).unwrap().uid_gid(), user("mysql"));
+    let owner = fs::metadata(t.join("mysql-restore/ibdata1")).unwrap();
+    assert_eq!((owner.uid(), owner.gid()), user("mysql"));
     assert!(t.join("pg-restore/PG_VERSION").is_file() && t.join("pg-restore/global/pg_control").is_file());
     assert!(t.join("one-table/sbtest/sbtest1.ibd").is_file() || t.join("one-table/sbtest1.ibd").is_file());
     assert!(t.join("stream-restore/xtrabackup_checkpoints").is_file());
@@ -449,17 +450,6 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-trait UidGid {
-    fn uid_gid(&self) -> (u32, u32);
-}
-
-impl UidGid for fs::Metadata {
-    fn uid_gid(&self) -> (u32, u32) {
-        use std::os::unix::fs::MetadataExt;
-        (self.uid(), self.gid())
     }
 }
 

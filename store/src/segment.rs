@@ -482,21 +482,13 @@ impl Segment {
         let Some(stretch) = self.read(self.records_at + start, (end - start) as usize) else { return Vec::new() };
         let recs: Vec<&[u8]> = stretch.chunks_exact(REC).collect();
         let first = recs.partition_point(|r| r[..32] < id[..]);
-        // The stretch may end inside a run of equal ids (two copies of a chunk at a fence).
-        let mut out: Vec<(usize, [u8; REC])> = recs[first..]
+        // Every record of `id` is in the stretch: the next one starts above its prefix.
+        recs[first..]
             .iter()
             .take_while(|r| r[..32] == id[..])
             .enumerate()
             .map(|(k, r)| (lo + first + k, r.to_vec().try_into().expect("48")))
-            .collect();
-        let mut next = lo + first + out.len();
-        if next == hi {
-            while let Some(r) = self.record(next).filter(|r| r[..32] == id[..]) {
-                out.push((next, r));
-                next += 1;
-            }
-        }
-        out
+            .collect()
     }
 
     /// Every record in order, read a mebibyte at a time and checked as it
