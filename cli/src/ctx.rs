@@ -86,6 +86,12 @@ impl Ctx {
         Ok(self.listed_for(Reads::Chunks)?.indexed()?)
     }
 
+    /// The same with `index/` listed whole (`prune`), so no index object
+    /// is missed whatever clock stamped it.
+    pub(crate) fn indexed_whole(&self) -> R<Indexed> {
+        Ok(self.listed_for(Reads::Chunks)?.indexed_whole()?)
+    }
+
     /// The same, for commands that use archived logs only (`Unlocked::list_for_logs`).
     pub(crate) fn indexed_for_logs(&self) -> R<Indexed> {
         Ok(self.listed_for(Reads::LogChunks)?.indexed()?)

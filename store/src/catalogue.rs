@@ -76,7 +76,7 @@ impl Catalogue {
     /// Repository commands get it through `Unlocked::list`.
     pub(crate) fn open(repo: &Unlocked, cache_base: &Path, recheck: bool) -> Result<(Catalogue, Vec<(Kind, Error)>)> {
         let (mut c, known) = Catalogue::prepare(&repo.cache_dir(cache_base))?;
-        let listed = crate::repo::Prelisted::list(repo.backend(), false)?;
+        let listed = crate::repo::Prelisted::list(repo.backend(), None)?;
         let damaged = c.refresh(repo, recheck, (listed.snapshots, listed.logs), known)?;
         Ok((c, damaged))
     }

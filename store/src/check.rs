@@ -127,6 +127,16 @@ impl Indexed {
                 }
             }
         }
+        let records: Vec<String> = self.backend().list(ObjectKind::Compaction)?.into_iter().map(|(n, _)| n).collect();
+        for name in crate::compaction::read(self.backend(), self.keys(), &records)?.1 {
+            report.findings.push(Finding {
+                severity: Severity::Damaged,
+                object: name,
+                problem:
+                    "fails verification: every index cache rebuilds itself until it is gone; run `dedupe repair index`"
+                        .into(),
+            });
+        }
         Ok(())
     }
 

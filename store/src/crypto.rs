@@ -92,7 +92,7 @@ pub(crate) fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -
 /// checks `bytes` against the name `object`, so damage is caught before
 /// anything else looks at them.
 pub(crate) fn check_content_name(object: &str, bytes: &[u8]) -> crate::error::Result<()> {
-    if blake3::hash(bytes).to_hex().as_str() != object.rsplit('/').next().unwrap_or_default() {
+    if blake3::hash(bytes).to_hex().as_str() != crate::backend::content_hash_of(object) {
         return Err(crate::error::Error::corrupt(object, "its content does not match its name"));
     }
     Ok(())

@@ -1,12 +1,13 @@
 //! Where each chunk is: repository index objects and the local index cache.
 //!
-//! Index objects (`index/<id>`) are written next to every pack, so chunks of
-//! an interrupted backup are found by the next one. Plaintext:
+//! Index objects (`index/<stamp>-<id>`, format-spec §10) are written next
+//! to every pack, so chunks of an interrupted backup are found by the next
+//! one. Plaintext:
 //! ```text
 //! repeated: pack id (32) || count (u32 LE) || count x pack entry (44, see pack.rs)
 //! ```
-//! sealed with associated data `"dedupe index v1"`; the object name is the
-//! unkeyed BLAKE3 of the sealed bytes.
+//! sealed with associated data `"dedupe index v1"`; the object's id is the
+//! unkeyed BLAKE3 of the sealed bytes, and its stamp the writer's clock.
 //!
 //! The local cache (format-spec §16) holds every index object's records in
 //! a few segment files of sorted, fixed-width records (`segment.rs`), so a
@@ -14,20 +15,28 @@
 //! not grow with the repository. New index objects become a
 //! new small segment: a command's work is proportional to what is new, not
 //! to the repository; segments of similar size are merged as they come.
+//!
+//! Nor does listing grow: names sort by their stamps, so a command lists
+//! only the objects stamped since shortly before the newest it has seen
+//! (`list_index`), and learns what a prune deleted or rewrote from its
+//! compaction record (`compaction.rs`) instead of by seeing objects vanish.
 
-use crate::backend::{Backend, ObjectKind};
-use crate::crypto::{Id, Keys};
+use crate::backend::{stamp_of, Backend, ObjectKind};
+use crate::compaction::Compaction;
+use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
 use crate::pack::{PackEntry, ENTRY_LEN};
 use crate::segment::{Segment, SegmentWriter, REC};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 pub const INDEX_AAD: &[u8] = b"dedupe index v1";
 
-/// Encodes and seals one index object; returns (name, bytes).
-pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String, Vec<u8>) {
+/// Encodes and seals one index object; returns (name, bytes). Its name
+/// is stamped `at` (a writer's clock; a compaction's, its newest part's).
+pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)], at: SystemTime) -> (String, Vec<u8>) {
     let mut plain = Vec::new();
     for (pack, entries) in packs {
         plain.extend_from_slice(pack);
@@ -37,7 +46,7 @@ pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)]) -> (String
         }
     }
     let sealed = keys.seal(INDEX_AAD, &plain);
-    (ObjectKind::Index.name(&blake3::hash(&sealed).to_hex()), sealed)
+    (crate::backend::index_object_name(at, &blake3::hash(&sealed).to_hex()), sealed)
 }
 
 pub fn open_index_object(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
@@ -80,19 +89,26 @@ pub struct Index {
     /// Per segment: its pack numbers to the index's.
     pack_nos: Vec<Vec<u32>>,
     packs: Vec<Id>,
+    /// Per pack number: deleted by a prune (its records are skipped).
+    dead: Vec<bool>,
     names: HashSet<Id>,
     /// Index objects of the listing that failed verification and were left
     /// out (`sync_cache`): prune must not run while their packs look unindexed.
     pub(crate) damaged: Vec<String>,
+    /// Whether `index/` was listed whole for it; if not, a chunk a manifest
+    /// names may be in an object stamped too early to be listed.
+    pub(crate) listed_whole: bool,
 }
 
 impl Index {
-    fn from_segments(segs: Vec<Segment>) -> Index {
+    /// The segments as one index; records of the `dead` packs are skipped,
+    /// and `adopted` index objects count as merged (format-spec §16).
+    fn from_segments(segs: Vec<Segment>, dead: &HashSet<Id>, adopted: &[Id]) -> Index {
         let mut starts = vec![0];
         let mut packs = Vec::new();
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
         let mut pack_nos = Vec::new();
-        let mut names = HashSet::new();
+        let mut names: HashSet<Id> = adopted.iter().copied().collect();
         for seg in &segs {
             starts.push(starts.last().expect("one") + seg.len());
             names.extend(seg.names.iter().copied());
@@ -108,7 +124,8 @@ impl Index {
                     .collect(),
             );
         }
-        Index { segs, starts, pack_nos, packs, names, damaged: Vec::new() }
+        let dead = packs.iter().map(|p| dead.contains(p)).collect();
+        Index { segs, starts, pack_nos, packs, dead, names, damaged: Vec::new(), listed_whole: false }
     }
 
     /// Every pack the index knows; a record names its pack by its
@@ -134,10 +151,14 @@ impl Index {
         self.decode_bytes(s, &self.segs[s].record(local)?)
     }
 
-    /// A record of segment `s` as read, its pack number made the index's.
+    /// A record of segment `s` as read, its pack number made the index's;
+    /// `None` for a record of a deleted pack.
     fn decode_bytes(&self, s: usize, r: &[u8; REC]) -> Option<(Id, u32, Location)> {
         let u = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().expect("4"));
         let no = *self.pack_nos[s].get(u(32) as usize)?;
+        if self.dead[no as usize] {
+            return None;
+        }
         let loc = Location { pack: self.packs[no as usize], offset: u(36), length: u(40), raw_len: u(44) };
         Some((r[..32].try_into().expect("32"), no, loc))
     }
@@ -222,7 +243,7 @@ impl Index {
     /// One segment file as an index of its own (the fuzz target).
     #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub(crate) fn load_segment(path: &Path) -> Result<Option<Index>> {
-        Ok(Segment::open(path)?.map(|s| Index::from_segments(vec![s])))
+        Ok(Segment::open(path)?.map(|s| Index::from_segments(vec![s], &HashSet::new(), &[])))
     }
 }
 
@@ -242,31 +263,116 @@ const CHEAP_MERGE: usize = 1 << 22;
 /// commands merge further in the background (`merge_in_background`).
 const MAX_SEGMENTS: usize = 16;
 
+/// What `list_index` found: the index objects (all of them, or those
+/// stamped since shortly before the newest the cache has seen) and every
+/// compaction record.
+pub(crate) struct IndexListing {
+    objects: Vec<(String, u64)>,
+    /// `None`: `index/` was listed whole; else the name listed after.
+    after: Option<String>,
+    compactions: Vec<String>,
+}
+
+/// How long before the newest stamp a cache has seen its next listing
+/// starts: an object stamped earlier that landed later (a slow upload, a
+/// writer whose clock is behind) is still found within this margin.
+const MARGIN: u64 = 3600;
+/// `index/` is listed whole at least this often, which also finds what a
+/// writer whose clock was further behind than `MARGIN` stamped too early.
+const WHOLE_EVERY: u64 = 86_400;
+
+/// Lists the index objects (whole when `whole`, or when the cache has not
+/// listed whole for a day; otherwise from the cache's newest stamp less
+/// `MARGIN`) and, at the same time, the compaction records.
+pub(crate) fn list_index(backend: &dyn Backend, cache_dir: &Path, whole: bool) -> Result<IndexListing> {
+    let now = unix(SystemTime::now());
+    let state = if whole { None } else { State::read(&cache_dir.join("index")) };
+    let after = state.and_then(|s| match s.seen {
+        Some(seen) if now < s.whole_at + WHOLE_EVERY => Some(format!("index/{:010}", seen.saturating_sub(MARGIN))),
+        _ => None,
+    });
+    let (objects, compactions) = std::thread::scope(|sc| {
+        let compactions = sc.spawn(|| backend.list(ObjectKind::Compaction));
+        let objects = match &after {
+            Some(a) => backend.list_after(ObjectKind::Index, a),
+            None => backend.list(ObjectKind::Index),
+        };
+        (objects, compactions.join().expect("listing thread"))
+    });
+    Ok(IndexListing { objects: objects?, after, compactions: compactions?.into_iter().map(|(n, _)| n).collect() })
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Brings the local cache up to date with the repository's index objects
-/// (`listing`: as `Backend::list` gives them) and opens it.
+/// (`listing`, from `list_index`) and opens it.
 ///
 /// A listed object that is gone when it is read was replaced by a prune,
-/// which writes the compacted objects before it deletes the old ones: the
-/// index objects are listed again and the new ones merged, or the chunks
-/// of the replaced objects would look unknown.
-pub fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: Vec<(String, u64)>) -> Result<Index> {
+/// which writes the compacted objects and its record before it deletes
+/// the old ones: the index objects are listed again and the new ones
+/// merged, or the chunks of the replaced objects would look unknown. A
+/// cache that cannot follow the records (it missed one, or a `repair
+/// index` reset them) starts over from a whole listing.
+pub(crate) fn sync_cache(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: IndexListing) -> Result<Index> {
     let mut listing = listing;
-    for _ in 0..RELIST {
-        let (index, vanished) = sync_listed(backend, keys, cache_dir, listing)?;
-        if !vanished {
-            return Ok(index);
+    for attempt in 0..=RELIST {
+        let whole = listing.after.is_none();
+        match sync_listed(backend, keys, cache_dir, &listing)? {
+            Synced::Done(index) => return Ok(index),
+            Synced::Vanished(index) if attempt == RELIST => return Ok(index),
+            Synced::Vanished(_) => listing = list_index(backend, cache_dir, whole)?,
+            Synced::NeedsWhole => listing = list_index(backend, cache_dir, true)?,
         }
-        listing = backend.list(ObjectKind::Index)?;
     }
-    Ok(sync_listed(backend, keys, cache_dir, listing)?.0)
+    unreachable!("the last attempt returns")
 }
 
 /// How often `sync_cache` lists again when listed objects vanish.
 const RELIST: usize = 5;
 
+enum Synced {
+    Done(Index),
+    /// A listed object had vanished when it was fetched.
+    Vanished(Index),
+    /// The cache starts over, which a partial listing cannot feed.
+    NeedsWhole,
+}
+
+/// What the cache knows beside its segments (`state`, JSON): where the
+/// next listing starts, and which compaction records it has followed.
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+struct State {
+    /// The newest stamp listed (Unix seconds), from a stamp not in the future.
+    seen: Option<u64>,
+    /// When `index/` was last listed whole (Unix seconds).
+    whole_at: u64,
+    /// The greatest compaction sequence followed (0: none).
+    sequence: u64,
+    /// The compaction records followed that were still listed.
+    records: Vec<String>,
+    /// Index objects (hex ids) taken as merged from a compaction record:
+    /// their records were already here, under the objects they replaced.
+    adopted: Vec<String>,
+}
+
+impl State {
+    fn read(dir: &Path) -> Option<State> {
+        serde_json::from_slice(&std::fs::read(dir.join(STATE)).ok()?).ok()
+    }
+}
+
+const STATE: &str = "state";
+/// Packs compaction records name as deleted: 32 bytes each, then the
+/// BLAKE3 of them.
+const DEAD: &str = "dead";
+
 /// The cache's directory and its list of live segments.
 struct Cache {
     dir: PathBuf,
+    /// Packs deleted by a prune; their records are dropped from lookups and merges.
+    dead: HashSet<Id>,
     /// An exclusive `flock`: one command at a time changes the segment list.
     _lock: File,
 }
@@ -297,7 +403,35 @@ impl Cache {
 
     fn lock(dir: &Path) -> Result<Cache> {
         let lock = flock(dir, "lock", true)?.expect("a blocking lock");
-        Ok(Cache { dir: dir.to_path_buf(), _lock: lock })
+        let dead = Cache::read_dead(dir).unwrap_or_default();
+        Ok(Cache { dir: dir.to_path_buf(), dead, _lock: lock })
+    }
+
+    /// The dead packs; `None` when the file is missing or damaged.
+    fn read_dead(dir: &Path) -> Option<HashSet<Id>> {
+        let bytes = std::fs::read(dir.join(DEAD)).ok()?;
+        let (ids, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+        if blake3::hash(ids).as_bytes() != sum || ids.len() % 32 != 0 {
+            return None;
+        }
+        Some(ids.chunks_exact(32).map(|c| c.try_into().expect("32")).collect())
+    }
+
+    /// Writes `state` and `dead` (each to a temporary file, renamed into place).
+    fn write_state(&self, state: &State) -> Result<()> {
+        let mut ids: Vec<u8> = self.dead.iter().flatten().copied().collect();
+        let sum = blake3::hash(&ids);
+        ids.extend_from_slice(sum.as_bytes());
+        self.replace(DEAD, &ids)?;
+        self.replace(STATE, &serde_json::to_vec(state).expect("state serializes"))
+    }
+
+    /// Writes `bytes` as `name` through a temporary file.
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let tmp = self.dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+        let ctx = |e| Error::io(format!("writing the index cache's {name} in {}", self.dir.display()), e);
+        std::fs::write(&tmp, bytes).map_err(ctx)?;
+        std::fs::rename(&tmp, self.dir.join(name)).map_err(ctx)
     }
 
     /// The live segments, as the list names them; unreadable and damaged
@@ -331,10 +465,8 @@ impl Cache {
         }
         let sum = blake3::hash(body.as_bytes()).to_hex();
         body.push_str(&format!("blake3 {sum}\n"));
-        let tmp = self.dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+        self.replace(SEGMENTS, body.as_bytes())?;
         let ctx = |e| Error::io(format!("writing the index cache list in {}", self.dir.display()), e);
-        std::fs::write(&tmp, body).map_err(ctx)?;
-        std::fs::rename(&tmp, self.dir.join(SEGMENTS)).map_err(ctx)?;
         let live: HashSet<&str> = segs.iter().map(|s| s.name.as_str()).collect();
         // A background merge writes outside the lock: its file stays while it runs.
         let merging = flock(&self.dir, MERGE_LOCK, false)?.is_none();
@@ -373,7 +505,7 @@ impl Cache {
     /// A part that fails its checksums is dropped instead (false): its
     /// index objects are then merged again.
     fn merge(&self, segs: &mut Vec<Segment>, range: std::ops::Range<usize>) -> Result<bool> {
-        let ix = Index::from_segments(segs.drain(range.clone()).collect());
+        let ix = Index::from_segments(segs.drain(range.clone()).collect(), &self.dead, &[]);
         let mut w = SegmentWriter::create(&self.dir, ix.len() as u64)?;
         if merge_records(&ix, &mut w).is_err() && ix.segs.iter().any(Segment::is_bad) {
             // The good parts go back; the bad one is gone (its file removed).
@@ -480,7 +612,7 @@ fn background_merges(dir: &Path) -> Result<()> {
             }
             let i = (0..segs.len() - 1).min_by_key(|&i| segs[i].len() + segs[i + 1].len()).expect("two");
             let names = (segs[i].name.clone(), segs[i + 1].name.clone());
-            (Index::from_segments(segs.drain(i..i + 2).collect()), names)
+            (Index::from_segments(segs.drain(i..i + 2).collect(), &cache.dead, &[]), names)
         };
         let mut w = SegmentWriter::create_as(dir, ix.len() as u64, BACKGROUND)?;
         // A damaged part ends it: the next sync drops it and merges its objects again.
@@ -511,46 +643,128 @@ fn encode(id: &Id, pack: u32, loc: &Location) -> [u8; REC] {
     r
 }
 
-/// `sync_cache` for one listing; true when a listed object had vanished.
-fn sync_listed(
-    backend: &dyn Backend,
-    keys: &Keys,
-    cache_dir: &Path,
-    listing: Vec<(String, u64)>,
-) -> Result<(Index, bool)> {
-    let cache = Cache::open(cache_dir)?;
-    let listed: Vec<(String, Id, u64)> = listing
-        .into_iter()
-        .filter_map(|(n, size)| crate::crypto::parse_id(ObjectKind::Index.id_of(&n)).map(|id| (n, id, size)))
-        .collect();
-    let listed_ids: HashSet<Id> = listed.iter().map(|(_, id, _)| *id).collect();
+/// `sync_cache` for one listing.
+fn sync_listed(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: &IndexListing) -> Result<Synced> {
+    let mut cache = Cache::open(cache_dir)?;
     let (mut segs, mut changed) = cache.segments()?;
-    // An index object we merged has gone (`repair index` or `prune`
-    // replaced it): its packs may be gone too. Start over.
-    if !segs.iter().all(|s| s.names.iter().all(|n| listed_ids.contains(n))) {
+    let known = State::read(&cache.dir).zip(Cache::read_dead(&cache.dir));
+    // Without its state the cache cannot tell which packs were deleted: start over.
+    if known.is_none() && !segs.is_empty() {
         segs.clear();
         changed = true;
     }
+    let (mut state, dead) = known.unwrap_or_default();
+    cache.dead = dead;
+    let followed: HashSet<&str> = state.records.iter().map(String::as_str).collect();
+    let unread: Vec<String> = listing.compactions.iter().filter(|n| !followed.contains(n.as_str())).cloned().collect();
+    let (records, unreadable) = crate::compaction::read(backend, keys, &unread)?;
+    let mut fresh = segs.is_empty() && state.adopted.is_empty();
+    // A record missed (removed before this cache saw it) or unreadable
+    // (its deleted packs unknown), or a `repair index`: start over.
+    let missed = !fresh
+        && (!unreadable.is_empty()
+            || records.iter().find(|r| r.sequence > state.sequence).is_some_and(|r| r.sequence > state.sequence + 1));
+    if missed || records.iter().any(|r| r.reset && r.sequence > state.sequence) {
+        segs.clear();
+        state = State::default();
+        cache.dead.clear();
+        changed = true;
+        fresh = true;
+    }
+    if fresh && listing.after.is_some() {
+        return Ok(Synced::NeedsWhole);
+    }
+    let mut merged: HashSet<Id> = segs.iter().flat_map(|s| s.names.iter().copied()).collect();
+    merged.extend(state.adopted.iter().filter_map(|h| parse_id(h)));
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut state_changed = changed || !unread.is_empty();
+    for r in &records {
+        follow(r, &mut cache.dead, &mut merged, &mut state, &mut pending);
+    }
+    let now = unix(SystemTime::now());
+    let mut listed_ids = HashSet::new();
+    for (name, size) in &listing.objects {
+        let Some(id) = parse_id(ObjectKind::Index.id_of(name)) else { continue };
+        listed_ids.insert(id);
+        if let Some(t) = stamp_of(name).filter(|&t| t <= now + MARGIN) {
+            state_changed |= state.seen.is_none_or(|s| t > s);
+            state.seen = Some(state.seen.map_or(t, |s| s.max(t)));
+        }
+        if !merged.contains(&id) {
+            pending.push(Pending { name: name.clone(), id, size: *size, listed: true });
+        }
+    }
+    let mut seen_ids = HashSet::new();
+    pending.retain(|p| !merged.contains(&p.id) && seen_ids.insert(p.id));
+    if listing.after.is_none() {
+        // A whole listing is the truth: adopted objects no longer listed were replaced.
+        state.adopted.retain(|h| parse_id(h).is_some_and(|id| listed_ids.contains(&id)));
+        state.whole_at = now;
+        state_changed = true;
+    }
+    state.records = listing.compactions.clone();
     let mut damaged = Vec::new();
     let mut vanished = false;
     // Twice at most: a segment found damaged while merging is dropped,
     // and its index objects are fetched again.
     for _ in 0..2 {
         let merged: HashSet<Id> = segs.iter().flat_map(|s| s.names.iter().copied()).collect();
-        let pending = listed.iter().filter(|(_, id, _)| !merged.contains(id));
-        changed |= add_segments(&cache, &mut segs, backend, keys, pending, &mut damaged, &mut vanished)?;
+        let todo = pending.iter().filter(|p| !merged.contains(&p.id));
+        changed |= add_segments(&cache, &mut segs, backend, keys, todo, &mut damaged, &mut vanished)?;
         let (tidied, dropped) = cache.tidy(&mut segs)?;
         changed |= tidied;
         if !dropped {
             break;
         }
     }
+    // The state first: segments merged from objects a record deleted packs of
+    // must never be listed without the dead packs beside them.
+    if state_changed || changed {
+        cache.write_state(&state)?;
+    }
     if changed {
         cache.commit(&segs)?;
     }
-    let mut index = Index::from_segments(segs);
+    let adopted: Vec<Id> = state.adopted.iter().filter_map(|h| parse_id(h)).collect();
+    let mut index = Index::from_segments(segs, &cache.dead, &adopted);
     index.damaged = damaged;
-    Ok((index, vanished))
+    index.listed_whole = listing.after.is_none();
+    Ok(if vanished { Synced::Vanished(index) } else { Synced::Done(index) })
+}
+
+/// An index object to fetch: listed, or named by a compaction record.
+struct Pending {
+    name: String,
+    id: Id,
+    size: u64,
+    /// Listed (its absence means a prune replaced it since), not only named by a record.
+    listed: bool,
+}
+
+/// Follows one compaction record: its deleted packs become dead, and each
+/// object it wrote is adopted when every object it came from was merged
+/// here, or else fetched.
+fn follow(
+    r: &Compaction,
+    dead: &mut HashSet<Id>,
+    merged: &mut HashSet<Id>,
+    state: &mut State,
+    pending: &mut Vec<Pending>,
+) {
+    dead.extend(r.deleted_packs.iter().copied());
+    for (name, from) in &r.objects {
+        let Some(id) = parse_id(ObjectKind::Index.id_of(name)) else { continue };
+        if merged.contains(&id) {
+            continue;
+        }
+        if !from.is_empty() && from.iter().all(|f| merged.contains(f)) {
+            state.adopted.push(hex_id(&id));
+            merged.insert(id);
+        } else {
+            pending.push(Pending { name: name.clone(), id, size: 0, listed: false });
+        }
+    }
+    state.sequence = state.sequence.max(r.sequence);
 }
 
 /// Fetches the `pending` index objects and writes their records as new
@@ -561,7 +775,7 @@ fn add_segments<'a>(
     segs: &mut Vec<Segment>,
     backend: &dyn Backend,
     keys: &Keys,
-    pending: impl Iterator<Item = &'a (String, Id, u64)>,
+    pending: impl Iterator<Item = &'a Pending>,
     damaged: &mut Vec<String>,
     vanished: &mut bool,
 ) -> Result<bool> {
@@ -575,19 +789,19 @@ fn add_segments<'a>(
         // Take index objects until a batch of records is full, then write it as a segment.
         while recs.len() < MERGE_BATCH {
             // A few at a time, read concurrently on a remote store.
-            let mut group: Vec<&(String, Id, u64)> = Vec::new();
+            let mut group: Vec<&Pending> = Vec::new();
             let mut bytes = 0;
             while let Some(next) =
-                pending.next_if(|o| group.is_empty() || (group.len() < READ_GROUP && bytes + o.2 <= READ_BYTES))
+                pending.next_if(|o| group.is_empty() || (group.len() < READ_GROUP && bytes + o.size <= READ_BYTES))
             {
-                bytes += next.2;
+                bytes += next.size;
                 group.push(next);
             }
             if group.is_empty() {
                 break;
             }
-            let to_get: Vec<String> = group.iter().map(|(n, _, _)| n.clone()).collect();
-            for ((name, id, _), sealed) in group.into_iter().zip(backend.get_many(&to_get)) {
+            let to_get: Vec<String> = group.iter().map(|p| p.name.clone()).collect();
+            for (Pending { name, id, listed, .. }, sealed) in group.into_iter().zip(backend.get_many(&to_get)) {
                 // A damaged (or vanished) index object is left out and not
                 // recorded, so it is tried again next time: its chunks merely look
                 // unknown (a backup stores them again; `repair index` rebuilds it
@@ -599,6 +813,8 @@ fn add_segments<'a>(
                         damaged.push(name.clone());
                         continue;
                     }
+                    // Replaced by a later prune: its record names the successor.
+                    Err(Error::Missing(_)) if !listed => continue,
                     Err(Error::Missing(_)) => {
                         *vanished = true;
                         continue;
@@ -673,7 +889,7 @@ mod tests {
             let (segs, changed) = cache.segments().unwrap();
             assert!(!changed, "{what}: the list is whole");
             let n = segs.len();
-            let ix = Index::from_segments(segs);
+            let ix = Index::from_segments(segs, &HashSet::new(), &[]);
             assert_eq!(ix.len(), all.len(), "{what}");
             for (i, (id, s)) in all.iter().enumerate().step_by(7) {
                 let found = ix.lookup(id).unwrap_or_else(|| panic!("{what}: record {i}"));

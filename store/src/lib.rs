@@ -23,6 +23,7 @@ mod catalogue;
 mod check;
 mod chunker;
 mod claims;
+mod compaction;
 mod crypto;
 mod error;
 mod guard;

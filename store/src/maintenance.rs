@@ -93,7 +93,7 @@ impl Unlocked {
                 }
             }
             if !entries.is_empty() {
-                written.push(seal_index_object(&self.keys, &entries));
+                written.push(seal_index_object(&self.keys, &entries, std::time::SystemTime::now()));
             }
         }
         // Packs the old index named that are gone.
@@ -123,6 +123,17 @@ impl Unlocked {
             new_names.push(name);
         }
         self.backend.flush()?;
+        // Every cache starts over from the new objects (format-spec §10.6).
+        let names: Vec<String> = self.backend.list(ObjectKind::Compaction)?.into_iter().map(|(n, _)| n).collect();
+        let (records, damaged) = crate::compaction::read(&*self.backend, &self.keys, &names)?;
+        let (sequence, _) = crate::compaction::next_sequence(&records, std::time::SystemTime::now());
+        let reset = crate::compaction::Compaction { sequence, reset: true, ..Default::default() };
+        let (name, sealed) = reset.seal(&self.keys);
+        self.backend.put(&name, sealed.into())?;
+        self.backend.flush()?;
+        for name in damaged {
+            self.backend.delete(&name)?;
+        }
         let mut removed = 0;
         for (name, _) in &old_index {
             if !new_names.contains(name) {

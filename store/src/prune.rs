@@ -25,6 +25,7 @@
 
 use crate::backend::ObjectKind;
 use crate::check::{CheckReport, Severity};
+use crate::compaction::Compaction;
 use crate::crypto::{hex_id, parse_id, Id};
 use crate::error::{Error, Result};
 use crate::index::seal_index_object;
@@ -78,6 +79,51 @@ pub struct PruneReport {
 
 /// Records per compacted index object (about 11 MiB of plaintext).
 const RECORDS_PER_INDEX: usize = 1 << 18;
+/// An index object smaller than this (half a compacted one) is compacted
+/// with others; a larger one only when it names a pack to delete.
+const SMALL_INDEX_OBJECT: u64 = (RECORDS_PER_INDEX as u64 / 2) * crate::pack::ENTRY_LEN as u64;
+
+/// The compacted index object being filled: whole old objects, in turn.
+#[derive(Default)]
+struct Compacting {
+    packs: Vec<(Id, Vec<PackEntry>)>,
+    seen: HashSet<Id>,
+    records: usize,
+    from: Vec<Id>,
+    /// The newest stamp of the objects it holds: it sorts among them.
+    stamp: u64,
+}
+
+impl Compacting {
+    fn add(&mut self, name: &str, packs: Vec<(Id, Vec<PackEntry>)>, records: usize) {
+        for (pack, entries) in packs {
+            // A pack two old objects named (a journal recovered twice) is listed once.
+            if self.seen.insert(pack) {
+                self.packs.push((pack, entries));
+            }
+        }
+        self.records += records;
+        self.from.extend(parse_id(ObjectKind::Index.id_of(name)));
+        self.stamp = self.stamp.max(crate::backend::stamp_of(name).unwrap_or(0));
+    }
+
+    /// Writes what it holds as one index object (none if it holds no
+    /// record) and starts afresh; returns its name and what it came from.
+    fn write(
+        &mut self,
+        keys: &crate::crypto::Keys,
+        backend: &dyn crate::backend::Backend,
+    ) -> Result<Option<(String, Vec<Id>)>> {
+        let done = std::mem::take(self);
+        if done.packs.is_empty() {
+            return Ok(None);
+        }
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(done.stamp);
+        let (name, sealed) = seal_index_object(keys, &done.packs, at);
+        backend.put(&name, sealed.into())?;
+        Ok(Some((name, done.from)))
+    }
+}
 
 impl Indexed {
     pub fn prune(&self, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
@@ -206,7 +252,7 @@ impl Indexed {
             backend.flush()?;
         }
         report.packs_marked = to_mark.len() as u64;
-        let merged_objects = self.compact_index(&to_delete, &mut report)?;
+        let merged_objects = self.compact_index(&to_delete)?;
         for name in &merged_objects {
             backend.delete(name)?;
         }
@@ -214,6 +260,7 @@ impl Indexed {
             backend.delete(&pack_name(pack))?;
         }
         self.settle_marks(&to_delete, &recovered, &stored, &mut report)?;
+        self.drop_old_records()?;
         report.temporaries_removed = backend.remove_stale_temporaries(now - opts.keep_delete)?;
         report.index_objects_after = backend.list(ObjectKind::Index)?.len() as u64;
         Ok(report)
@@ -300,53 +347,80 @@ impl Indexed {
         Ok(emptied)
     }
 
-    /// Writes the whole index, less the packs to delete, as a few large
-    /// index objects; returns the old ones to delete (those this index
-    /// merged and did not just write again).
-    fn compact_index(&self, deleting: &HashSet<Id>, report: &mut PruneReport) -> Result<Vec<String>> {
+    /// Rewrites the index objects that name a pack to delete, and the
+    /// small ones, one after another into objects of whole packs of up to
+    /// `RECORDS_PER_INDEX` records, then writes the compaction record that
+    /// says so (format-spec §10.6); returns the old objects to delete.
+    /// Large objects naming no pack to delete stay as they are, so a
+    /// prune's writes and every cache's reads follow what changed, not the
+    /// repository's size. One read group of old objects and one new object
+    /// are held at a time.
+    fn compact_index(&self, deleting: &HashSet<Id>) -> Result<Vec<String>> {
         let backend = self.backend();
-        let listed: Vec<String> = backend.list(ObjectKind::Index)?.into_iter().map(|(n, _)| n).collect();
-        let merged: Vec<String> = listed
+        let (listed, records) = std::thread::scope(|s| {
+            let records = s.spawn(|| backend.list(ObjectKind::Compaction));
+            (backend.list(ObjectKind::Index), records.join().expect("listing thread"))
+        });
+        let merged: Vec<(String, u64)> = listed?
             .into_iter()
-            .filter(|n| parse_id(ObjectKind::Index.id_of(n)).is_some_and(|id| self.index.merged(&id)))
+            .filter(|(n, _)| parse_id(ObjectKind::Index.id_of(n)).is_some_and(|id| self.index.merged(&id)))
             .collect();
-        // Nothing to drop and already as few objects as compacting makes: leave it.
-        if deleting.is_empty() && merged.len() <= self.index.len().div_ceil(RECORDS_PER_INDEX).max(1) {
+        let small = |size: u64| size < SMALL_INDEX_OBJECT;
+        // Nothing to drop and at most one small object: leave it.
+        if deleting.is_empty() && merged.iter().filter(|(_, size)| small(*size)).count() <= 1 {
             return Ok(Vec::new());
         }
-        let packs = self.index.packs();
-        let mut records: Vec<(u32, PackEntry)> = (0..self.index.len())
-            .map(|pos| self.index.record(pos))
-            .filter(|(_, no, _)| (*no as usize) < packs.len() && !deleting.contains(&packs[*no as usize]))
-            .map(|(id, no, loc)| (no, PackEntry { id, offset: loc.offset, length: loc.length, raw_len: loc.raw_len }))
-            .collect();
-        records.sort_unstable_by_key(|(no, e)| (*no, e.offset));
-        records.dedup_by_key(|(no, e)| (*no, e.offset));
-        let mut written = HashSet::new();
-        let mut start = 0;
-        while start < records.len() {
-            // Whole packs per object: an index object lists each of its packs once.
-            let mut end = (start + RECORDS_PER_INDEX).min(records.len());
-            while end < records.len() && records[end].0 == records[end - 1].0 {
-                end += 1;
-            }
-            let mut groups: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-            for (no, e) in &records[start..end] {
-                let pack = packs[*no as usize];
-                match groups.last_mut() {
-                    Some((p, v)) if *p == pack => v.push(*e),
-                    _ => groups.push((pack, vec![*e])),
+        let to_read: Vec<&(String, u64)> =
+            merged.iter().filter(|(_, size)| small(*size) || !deleting.is_empty()).collect();
+        let mut out = Compacting::default();
+        let mut written: Vec<(String, Vec<Id>)> = Vec::new();
+        let mut rewritten = Vec::new();
+        for group in to_read.chunks(16) {
+            let names: Vec<String> = group.iter().map(|(n, _)| n.clone()).collect();
+            for ((name, size), sealed) in group.iter().zip(backend.get_many(&names)) {
+                let objects = crate::index::open_index_object(self.keys(), name, &sealed?)?;
+                if !small(*size) && !objects.iter().any(|(p, _)| deleting.contains(p)) {
+                    continue;
                 }
+                let kept: Vec<(Id, Vec<PackEntry>)> =
+                    objects.into_iter().filter(|(p, _)| !deleting.contains(p)).collect();
+                let n: usize = kept.iter().map(|(_, e)| e.len()).sum();
+                if out.records > 0 && out.records + n > RECORDS_PER_INDEX {
+                    written.extend(out.write(self.keys(), backend)?);
+                }
+                out.add(name, kept, n);
+                rewritten.push(name.clone());
             }
-            let (name, sealed) = seal_index_object(self.keys(), &groups);
-            backend.put(&name, sealed.into())?;
-            written.insert(name);
-            start = end;
         }
-        // Every compacted object is durable before any old one goes.
+        written.extend(out.write(self.keys(), backend)?);
+        // Every compacted object is durable before the record that names it,
+        // and the record before any old object or pack goes.
         backend.flush()?;
-        report.index_objects_after = written.len() as u64;
-        Ok(merged.into_iter().filter(|n| !written.contains(n)).collect())
+        let names: Vec<String> = records?.into_iter().map(|(n, _)| n).collect();
+        let (existing, _) = crate::compaction::read(backend, self.keys(), &names)?;
+        let (sequence, _) = crate::compaction::next_sequence(&existing, SystemTime::now());
+        let record = Compaction {
+            sequence,
+            deleted_packs: deleting.iter().copied().collect(),
+            objects: written,
+            ..Default::default()
+        };
+        let (name, sealed) = record.seal(self.keys());
+        backend.put(&name, sealed.into())?;
+        backend.flush()?;
+        Ok(rewritten)
+    }
+
+    /// Deletes the compaction records a cache no longer needs: older than
+    /// `KEEP_RECORDS`, and never the newest.
+    fn drop_old_records(&self) -> Result<()> {
+        let backend = self.backend();
+        let names: Vec<String> = backend.list(ObjectKind::Compaction)?.into_iter().map(|(n, _)| n).collect();
+        let (records, _) = crate::compaction::read(backend, self.keys(), &names)?;
+        for name in crate::compaction::next_sequence(&records, SystemTime::now()).1 {
+            backend.delete(&name)?;
+        }
+        Ok(())
     }
 
     /// Rewrites the marks: drops the packs deleted or recovered (and those

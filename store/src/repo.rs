@@ -140,28 +140,28 @@ pub enum Reads {
 pub(crate) struct Prelisted {
     pub(crate) snapshots: Vec<String>,
     pub(crate) logs: Vec<String>,
-    index: Option<Vec<(String, u64)>>,
+    index: Option<crate::index::IndexListing>,
     /// The marks (`marks/`), listed beside the manifests when the index is.
     marks: Option<Vec<String>>,
 }
 
 impl Prelisted {
-    /// Snapshot and log manifests listed concurrently; then, if asked, the
-    /// index objects, started only once both manifest listings have ended
-    /// (the order of format-spec §14.4).
-    pub(crate) fn list(backend: &dyn Backend, index: bool) -> Result<Prelisted> {
+    /// Snapshot and log manifests listed concurrently; then, if asked (the
+    /// cache directory given), the index objects, started only once both
+    /// manifest listings have ended (the order of format-spec §14.4).
+    pub(crate) fn list(backend: &dyn Backend, index: Option<&Path>) -> Result<Prelisted> {
         let (snapshots, logs, marks) = std::thread::scope(|s| {
             let logs = s.spawn(|| manifest_names(backend, Kind::Log));
             let marks = s.spawn(|| {
                 index
-                    .then(|| backend.list(ObjectKind::Mark).map(|l| l.into_iter().map(|(n, _)| n).collect()))
+                    .map(|_| backend.list(ObjectKind::Mark).map(|l| l.into_iter().map(|(n, _)| n).collect()))
                     .transpose()
             });
             let snapshots = manifest_names(backend, Kind::Snapshot);
             (snapshots, logs.join().expect("listing thread"), marks.join().expect("listing thread"))
         });
         let (snapshots, logs, marks) = (snapshots?, logs?, marks?);
-        let index = if index { Some(backend.list(ObjectKind::Index)?) } else { None };
+        let index = index.map(|cache| crate::index::list_index(backend, cache, false)).transpose()?;
         Ok(Prelisted { snapshots, logs, index, marks })
     }
 }
@@ -248,7 +248,8 @@ impl Repository {
         // The catalogue's rows are read before anything is listed (see `Catalogue::prepare`).
         let (mut catalogue, known) = Catalogue::prepare(&cache_base.join(&self.config.id))?;
         let (unlocked, listed) = std::thread::scope(|s| {
-            let listing = s.spawn(|| Prelisted::list(&*backend, reads != Reads::Manifests));
+            let cache = cache_base.join(&self.config.id);
+            let listing = s.spawn(move || Prelisted::list(&*backend, (reads != Reads::Manifests).then_some(&*cache)));
             (self.unlock(password), listing.join().expect("listing thread"))
         });
         let (unlocked, listed) = (unlocked?, listed?);
@@ -472,7 +473,7 @@ pub struct Listed {
     damaged: Vec<(Kind, Error)>,
     cache_base: PathBuf,
     /// The index objects, when listed ahead (`Repository::unlock_and_list`).
-    index: Option<Vec<(String, u64)>>,
+    index: Option<crate::index::IndexListing>,
     /// The marks, when listed ahead.
     marks: Option<Vec<String>>,
     /// When the manifests' listing started: a prune deletes only packs
@@ -491,7 +492,17 @@ impl std::ops::Deref for Listed {
 
 impl Listed {
     /// Loads (and updates) the local index cache.
-    pub fn indexed(mut self) -> Result<Indexed> {
+    pub fn indexed(self) -> Result<Indexed> {
+        self.indexed_listing(false)
+    }
+
+    /// `indexed`, after listing `index/` whole (`prune`, `check`): every
+    /// index object is found, whenever and by whatever clock it was stamped.
+    pub fn indexed_whole(self) -> Result<Indexed> {
+        self.indexed_listing(true)
+    }
+
+    fn indexed_listing(mut self, whole: bool) -> Result<Indexed> {
         let cache = self.repo.cache_dir(&self.cache_base);
         let backend = &*self.repo.backend;
         let marks = match self.marks.take() {
@@ -504,8 +515,8 @@ impl Listed {
         let recovered = crate::upload::recover(backend, &self.repo.keys, &cache, &marks).unwrap_or(0);
         // A listing made ahead misses the index objects just recovered.
         let listing = match self.index.take() {
-            Some(l) if recovered == 0 => l,
-            _ => self.repo.backend.list(ObjectKind::Index)?,
+            Some(l) if recovered == 0 && !whole => l,
+            _ => index::list_index(backend, &cache, whole)?,
         };
         let index = index::sync_cache(&*self.repo.backend, &self.repo.keys, &cache, listing)?;
         let marked = marked_packs(&index, &marks);
@@ -515,7 +526,7 @@ impl Listed {
                 marked.set(no);
             }
         }
-        Ok(Indexed { listed: self, index, marks, marked })
+        Ok(Indexed { listed: self, index, marks, marked, whole: std::sync::OnceLock::new() })
     }
 
     /// The catalogue of every manifest listed (snapshots and archived logs).
@@ -588,6 +599,9 @@ pub struct Indexed {
     /// The index's pack numbers that are marked: readers prefer other
     /// copies, writers never deduplicate against them.
     pub(crate) marked: Bits,
+    /// The index after a whole listing of `index/`, made when a chunk is not
+    /// found in `index` and that was made from a partial one (format-spec §16).
+    whole: std::sync::OnceLock<Option<Index>>,
 }
 
 /// The pack numbers of `index` that `marks` names.
@@ -616,17 +630,33 @@ impl Indexed {
     pub fn refresh_index(&mut self) -> Result<()> {
         let cache = self.listed.repo.cache_dir(&self.listed.cache_base);
         let backend = &*self.listed.repo.backend;
-        self.index = index::sync_cache(backend, &self.listed.repo.keys, &cache, backend.list(ObjectKind::Index)?)?;
+        let listing = index::list_index(backend, &cache, false)?;
+        self.index = index::sync_cache(backend, &self.listed.repo.keys, &cache, listing)?;
         self.marked = marked_packs(&self.index, &self.marks);
+        self.whole = std::sync::OnceLock::new();
         Ok(())
     }
 
     pub fn locate(&self, id: &Id) -> Result<Location> {
         // A copy in a marked pack is read only when there is no other: it may be deleted soon.
         let live = self.index.find(id, |no| !self.marked.get(no as usize));
-        live.or_else(|| self.index.find(id, |_| true))
-            .map(|(_, loc)| loc)
-            .ok_or_else(|| Error::UnknownChunk(hex_id(id)))
+        if let Some((_, loc)) = live.or_else(|| self.index.find(id, |_| true)) {
+            return Ok(loc);
+        }
+        // Stamped before the cache's listing started (a writer's clock far
+        // behind): a whole listing finds it. Once per command.
+        if !self.index.listed_whole {
+            let whole = self.whole.get_or_init(|| {
+                let cache = self.listed.repo.cache_dir(&self.listed.cache_base);
+                let backend = &*self.listed.repo.backend;
+                let listing = index::list_index(backend, &cache, true).ok()?;
+                index::sync_cache(backend, &self.listed.repo.keys, &cache, listing).ok()
+            });
+            if let Some(loc) = whole.as_ref().and_then(|w| w.lookup(id)) {
+                return Ok(loc);
+            }
+        }
+        Err(Error::UnknownChunk(hex_id(id)))
     }
 
     /// Reads, authenticates and decompresses one chunk.

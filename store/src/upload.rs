@@ -183,7 +183,7 @@ fn upload(
         // journalled, however soon after the process dies (`recover` drops
         // entries whose pack never arrived).
         let entry = [(pack.id, pack.entries)];
-        let (_, sealed) = seal_index_object(keys, &entry);
+        let (_, sealed) = seal_index_object(keys, &entry, std::time::SystemTime::now());
         let path = journal.join(hex_id(&pack.id));
         std::fs::write(&path, sealed).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         let bytes = bytes::Bytes::from(pack.bytes);
@@ -205,7 +205,7 @@ fn write_index(backend: &dyn Backend, keys: &Keys, journal: &Path, done: Receive
             return Ok(());
         }
         backend.flush()?;
-        let (name, sealed) = seal_index_object(keys, batch);
+        let (name, sealed) = seal_index_object(keys, batch, std::time::SystemTime::now());
         backend.put(&name, sealed.into())?;
         for (id, _) in batch.drain(..) {
             let _ = std::fs::remove_file(journal.join(hex_id(&id)));
@@ -294,7 +294,7 @@ fn recover_writer(backend: &dyn Backend, keys: &Keys, dir: &Path, marks: &Marks)
     let names: Vec<String> = found.iter().map(|(_, (pack, _))| pack_name(pack)).collect();
     backend.sync(&names)?;
     let (paths, packs): (Vec<PathBuf>, Vec<(Id, Vec<PackEntry>)>) = found.into_iter().unzip();
-    let (name, sealed) = seal_index_object(keys, &packs);
+    let (name, sealed) = seal_index_object(keys, &packs, std::time::SystemTime::now());
     backend.put(&name, sealed.into())?;
     backend.flush()?;
     for path in &paths {

@@ -41,7 +41,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     };
     // Every manifest read again: damage on storage since it was catalogued is found.
     let repo = Repository::open(ctx.backend()?)?.unlock(ctx.password()?.as_bytes())?;
-    let repo = repo.list_afresh(ctx.cache_base())?.indexed()?;
+    let repo = repo.list_afresh(ctx.cache_base())?.indexed_whole()?;
     let bar = ctx.progress();
     let report = repo.check(subset, &bar)?;
     bar.finish();

@@ -35,7 +35,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         .ok()
         .filter(|p| (0.0..=100.0).contains(p))
         .ok_or_else(|| Failure::usage(format!("--max-unused {}: give a percentage from 0% to 100%", a.max_unused)))?;
-    let repo = ctx.indexed()?;
+    let repo = ctx.indexed_whole()?;
     crate::interrupt::say("prune was cut short: nothing is lost; run it again to finish");
     let bar = ctx.progress();
     let report = repo.prune(&PruneOptions { keep_delete, max_unused: max_unused / 100.0, dry_run: a.dry_run }, &bar)?;

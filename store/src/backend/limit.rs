@@ -104,6 +104,10 @@ impl Backend for Limited {
         self.inner.list(kind)
     }
 
+    fn list_after(&self, kind: ObjectKind, after: &str) -> Result<Vec<(String, u64)>> {
+        self.inner.list_after(kind, after)
+    }
+
     fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
         self.inner.list_dated(kind)
     }

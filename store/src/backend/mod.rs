@@ -48,10 +48,13 @@ pub enum ObjectKind {
     Log,
     /// `marks/<id>`: packs `prune` found unreferenced, and when.
     Mark,
+    /// `compactions/<id>`: what a `prune` or `repair index` replaced in
+    /// `index/`, so that caches follow without listing it whole.
+    Compaction,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -59,6 +62,7 @@ impl ObjectKind {
         ObjectKind::Snapshot,
         ObjectKind::Log,
         ObjectKind::Mark,
+        ObjectKind::Compaction,
     ];
 
     /// The folder objects of this kind live under (`config` has none).
@@ -71,6 +75,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Log => "logs/",
             ObjectKind::Mark => "marks/",
+            ObjectKind::Compaction => "compactions/",
         }
     }
 
@@ -85,9 +90,10 @@ impl ObjectKind {
         }
     }
 
-    /// The id part of an object name of this kind.
+    /// The id part of an object name of this kind: the leaf, less an index
+    /// object's time stamp (`index/<stamp>-<id>`).
     pub fn id_of(self, name: &str) -> &str {
-        name.rsplit('/').next().unwrap_or(name)
+        content_hash_of(name)
     }
 
     /// The kind of an object name, if it is one of the repository's.
@@ -97,6 +103,34 @@ impl ObjectKind {
         }
         ObjectKind::ALL.into_iter().skip(1).find(|k| name.starts_with(k.prefix()))
     }
+}
+
+/// The content hash in an object name: its leaf after the last `-`
+/// (`index/<stamp>-<hash>`), or the whole leaf.
+pub fn content_hash_of(name: &str) -> &str {
+    let leaf = name.rsplit('/').next().unwrap_or(name);
+    leaf.rsplit('-').next().unwrap_or(leaf)
+}
+
+/// Index objects are named `index/<stamp>-<hash>`, the stamp being the
+/// writer's clock in Unix seconds, ten decimal digits: names sort by when
+/// they were written, so a listing can start after what a reader has seen
+/// (`Backend::list_after`, format-spec §10.5).
+pub fn index_object_name(at: SystemTime, hash: &str) -> String {
+    format!("index/{}-{hash}", stamp(at))
+}
+
+/// Ten decimal digits of Unix seconds (0 before 1970).
+pub fn stamp(at: SystemTime) -> String {
+    format!("{:010}", at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+/// The stamp of an index object's name, in Unix seconds; `None` for a name
+/// written before stamps (`index/<hash>`).
+pub fn stamp_of(name: &str) -> Option<u64> {
+    let leaf = name.rsplit('/').next()?;
+    let (stamp, _) = leaf.split_once('-')?;
+    (stamp.len() == 10).then(|| stamp.parse().ok()).flatten()
 }
 
 pub trait Backend: Send + Sync {
@@ -118,6 +152,12 @@ pub trait Backend: Send + Sync {
     }
     /// Every object of a kind, with its size, sorted by name.
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
+    /// The objects of a kind whose names sort after `after` (a full name),
+    /// sorted by name. An object store asks for only those (S3's
+    /// `start-after`); a directory is read whole and filtered.
+    fn list_after(&self, kind: ObjectKind, after: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self.list(kind)?.into_iter().filter(|(n, _)| n.as_str() > after).collect())
+    }
     /// Like `list`, with when each object was last written, for `prune`'s
     /// rule that young packs are left alone. A store that cannot say
     /// reports every object as written now: it is then never old enough.
@@ -164,5 +204,12 @@ mod tests {
         }
         assert_eq!(ObjectKind::Pack.name(&id), format!("data/ab/{id}"));
         assert_eq!(ObjectKind::of("elsewhere/x"), None);
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_040_123);
+        let name = index_object_name(at, &id);
+        assert_eq!(name, format!("index/1796040123-{id}"));
+        assert_eq!(ObjectKind::Index.id_of(&name), id);
+        assert_eq!(stamp_of(&name), Some(1_796_040_123));
+        assert_eq!(stamp_of(&ObjectKind::Index.name(&id)), None);
+        assert!(index_object_name(at + std::time::Duration::from_secs(1), "0") > name);
     }
 }

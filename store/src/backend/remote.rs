@@ -170,6 +170,17 @@ impl Backend for ObjectStoreBackend {
         Ok(self.list_dated(kind)?.into_iter().map(|(n, s, _)| (n, s)).collect())
     }
 
+    fn list_after(&self, kind: ObjectKind, after: &str) -> Result<Vec<(String, u64)>> {
+        let path = ObjPath::from(kind.prefix().trim_end_matches('/'));
+        let listed: Vec<_> = self
+            .runtime
+            .block_on(self.store.list_with_offset(Some(&path), &ObjPath::from(after)).try_collect::<Vec<_>>())
+            .map_err(|e| self.err("listing", kind.prefix(), e))?;
+        let mut out: Vec<(String, u64)> = listed.into_iter().map(|m| (m.location.to_string(), m.size)).collect();
+        out.sort();
+        Ok(out)
+    }
+
     fn list_dated(&self, kind: ObjectKind) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
         let prefix = kind.prefix().trim_end_matches('/');
         let listed: Vec<_> = if kind == ObjectKind::Config {
