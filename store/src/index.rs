@@ -917,6 +917,143 @@ mod tests {
         assert!(!bg.exists(), "an abandoned background file is removed");
     }
 
+    /// A backend that counts the index objects fetched.
+    struct Counting {
+        inner: crate::backend::ObjectStoreBackend,
+        fetched: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Backend for Counting {
+        fn put(&self, name: &str, bytes: bytes::Bytes) -> Result<()> {
+            self.inner.put(name, bytes)
+        }
+        fn create(&self, name: &str, bytes: bytes::Bytes) -> Result<()> {
+            self.inner.create(name, bytes)
+        }
+        fn get(&self, name: &str) -> Result<bytes::Bytes> {
+            if name.starts_with("index/") {
+                self.fetched.lock().unwrap().push(name.to_string());
+            }
+            self.inner.get(name)
+        }
+        fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+            self.inner.get_range(name, range)
+        }
+        fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+            self.inner.list(kind)
+        }
+        fn list_after(&self, kind: ObjectKind, after: &str) -> Result<Vec<(String, u64)>> {
+            self.inner.list_after(kind, after)
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.inner.delete(name)
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+        fn connections(&self) -> usize {
+            1
+        }
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn days_ago(d: u64) -> SystemTime {
+        SystemTime::now() - std::time::Duration::from_secs(d * 86_400)
+    }
+
+    /// Stores an index object of `pack` holding `ids`, stamped `at`; returns its name.
+    fn put_object(b: &dyn Backend, keys: &Keys, pack: Id, ids: &[Id], at: SystemTime) -> String {
+        let entries = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| PackEntry { id: *id, offset: i as u32 * 100, length: 100, raw_len: 90 })
+            .collect();
+        let (name, sealed) = seal_index_object(keys, &[(pack, entries)], at);
+        b.put(&name, sealed.into()).unwrap();
+        name
+    }
+
+    fn hash(name: &str) -> Id {
+        parse_id(ObjectKind::Index.id_of(name)).unwrap()
+    }
+
+    #[test]
+    fn a_cache_lists_what_is_new_and_follows_a_compaction_without_fetching_it() {
+        let b = Counting { inner: crate::backend::ObjectStoreBackend::memory().unwrap(), fetched: Default::default() };
+        let keys = Keys::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let sync = |whole: bool| {
+            b.fetched.lock().unwrap().clear();
+            let listing = list_index(&b, dir.path(), whole).unwrap();
+            let after = listing.after.clone();
+            (sync_cache(&b, &keys, dir.path(), listing).unwrap(), after)
+        };
+        let (p1, p2, p3, p4) = ([1; 32], [2; 32], [3; 32], [4; 32]);
+        let (i1, i2, i3, i4) = (ids(50, 1), ids(50, 2), ids(50, 3), ids(50, 4));
+        let a = put_object(&b, &keys, p1, &i1, days_ago(10));
+        let o2 = put_object(&b, &keys, p2, &i2, days_ago(5));
+
+        // First: index/ listed whole, both merged.
+        let (ix, after) = sync(false);
+        assert_eq!(after, None);
+        assert!(ix.listed_whole && ix.lookup(&i1[0]).is_some() && ix.lookup(&i2[0]).is_some());
+
+        // A writer whose clock is six days behind, and one on time.
+        let late = put_object(&b, &keys, p3, &i3, days_ago(6));
+        let c = put_object(&b, &keys, p4, &i4, SystemTime::now());
+        let (ix, after) = sync(false);
+        let start = format!("index/{:010}", unix(days_ago(5)) - MARGIN);
+        assert_eq!(after.as_deref(), Some(start.as_str()), "listed from an hour before the newest stamp seen");
+        assert_eq!(*b.fetched.lock().unwrap(), vec![c.clone()], "only the new object is fetched");
+        assert!(!ix.listed_whole && ix.lookup(&i4[0]).is_some());
+        assert!(ix.lookup(&i3[0]).is_none(), "stamped before the listing's start: not seen yet");
+
+        // A prune deletes p1 and compacts a and o2 into x; its record says so.
+        let x = put_object(&b, &keys, p2, &i2, days_ago(5));
+        let record = Compaction {
+            sequence: 1,
+            deleted_packs: vec![p1],
+            objects: vec![(x.clone(), vec![hash(&a), hash(&o2)])],
+            ..Default::default()
+        };
+        let (rname, sealed) = record.seal(&keys);
+        b.put(&rname, sealed.into()).unwrap();
+        b.delete(&a).unwrap();
+        b.delete(&o2).unwrap();
+        let segments_before = std::fs::read_to_string(dir.path().join("index").join(SEGMENTS)).unwrap();
+        let (ix, _) = sync(false);
+        assert!(b.fetched.lock().unwrap().is_empty(), "x is adopted, not fetched");
+        assert_eq!(std::fs::read_to_string(dir.path().join("index").join(SEGMENTS)).unwrap(), segments_before);
+        assert!(ix.lookup(&i1[0]).is_none(), "the deleted pack's chunks are gone");
+        assert!(ix.lookup(&i2[0]).is_some() && ix.lookup(&i4[0]).is_some());
+        assert!(ix.merged(&hash(&x)));
+
+        // A whole listing (prune, check, a day later) finds the late object.
+        let (ix, _) = sync(true);
+        assert_eq!(*b.fetched.lock().unwrap(), vec![late.clone()]);
+        assert!(ix.listed_whole && ix.lookup(&i3[0]).is_some() && ix.lookup(&i1[0]).is_none());
+
+        // A record this cache never saw (sequence 2 removed): it starts over.
+        let (rname, sealed) = Compaction { sequence: 3, deleted_packs: vec![p3], ..Default::default() }.seal(&keys);
+        b.put(&rname, sealed.into()).unwrap();
+        let (ix, after) = sync(false);
+        assert_eq!(after, Some(format!("index/{:010}", stamp_of(&c).unwrap() - MARGIN)));
+        let mut fetched = b.fetched.lock().unwrap().clone();
+        fetched.sort();
+        let mut all = vec![x, late, c];
+        all.sort();
+        assert_eq!(fetched, all, "rebuilt from a whole listing");
+        assert!(ix.lookup(&i3[0]).is_none() && ix.lookup(&i2[0]).is_some() && ix.lookup(&i4[0]).is_some());
+
+        // A damaged state file: the cache starts over too.
+        std::fs::write(dir.path().join("index").join(STATE), b"{").unwrap();
+        let (ix, _) = sync(false);
+        assert_eq!(b.fetched.lock().unwrap().len(), 3);
+        assert!(ix.lookup(&i3[0]).is_none(), "the dead packs come back from the records");
+    }
+
     #[test]
     fn a_record_merged_twice_is_kept_once() {
         let dir = tempfile::tempdir().unwrap();
