@@ -9,6 +9,7 @@ use dedupe_store::internals::{
     indexed_packs, open_chunk, open_mark, pack_name, parse_id, read_entries, seal_chunk, seal_mark, Chunker, Keys,
     MARK_AAD,
 };
+use dedupe_store::internals::{open_index_object, seal_index_object, Compaction, PackEntry, COMPACTION_AAD, INDEX_AAD};
 use dedupe_store::{Chunking, Piece, Repository};
 use dedupe_suite::*;
 use serde_json::{json, Value};
@@ -161,6 +162,82 @@ fn write_mark_vector(dir: &Path, master: [u8; 32]) {
     std::fs::write(dir.join("mark.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
 }
 
+/// A stamped index object (format-spec §10.1, §10.5) and a compaction
+/// record (§10.6) naming it: names, sealed bytes and what they hold.
+#[test]
+fn a_stamped_index_object_and_a_compaction_record_open_to_their_fields() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("compaction.json")).unwrap()).unwrap();
+    let keys = Keys::from_master(key32(&load()["master_key"]));
+    let ix = &v["index_object"];
+    let (name, sealed) = (ix["name"].as_str().unwrap(), h(&ix["sealed"]));
+    let stamp = ix["stamp_unix"].as_u64().unwrap();
+    assert_eq!(name, format!("index/{stamp:010}-{}", blake3::hash(&sealed).to_hex()));
+    assert_eq!(keys.open(INDEX_AAD, &sealed).expect("opens"), h(&ix["plaintext"]));
+    let packs = open_index_object(&keys, name, &sealed).unwrap();
+    assert_eq!(packs.len(), 1);
+    assert_eq!(hex::encode(packs[0].0), ix["pack"].as_str().unwrap());
+    let entries: Vec<Value> =
+        packs[0].1.iter().map(|e| json!([hex::encode(e.id), e.offset, e.length, e.raw_len])).collect();
+    assert_eq!(Value::from(entries), ix["entries"]);
+
+    let r = &v["record"];
+    let (name, sealed) = (r["name"].as_str().unwrap(), h(&r["sealed"]));
+    assert_eq!(name, format!("compactions/{}", blake3::hash(&sealed).to_hex()));
+    let plain: Value = serde_json::from_slice(&keys.open(COMPACTION_AAD, &sealed).expect("opens")).unwrap();
+    assert_eq!(plain, r["plaintext"]);
+    let c = Compaction::open(&keys, name, &sealed).unwrap();
+    assert_eq!(c.sequence, plain["sequence"].as_u64().unwrap());
+    assert!(!c.reset);
+    assert_eq!(c.objects[0].0, ix["name"].as_str().unwrap());
+    let deleted: Vec<String> = c.deleted_packs.iter().map(hex::encode).collect();
+    assert_eq!(Value::from(deleted), plain["deleted_packs"]);
+    let mut bad = sealed.clone();
+    bad[40] ^= 1;
+    assert!(Compaction::open(&keys, name, &bad).is_err(), "a flipped bit is refused");
+}
+
+fn write_compaction_vector(dir: &Path, master: [u8; 32]) {
+    let keys = Keys::from_master(master);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_040_000);
+    let pack = [0x5cu8; 32];
+    let entries: Vec<PackEntry> = (0..2u32)
+        .map(|i| PackEntry { id: keys.chunk_id(&[i as u8]), offset: i * 60, length: 60, raw_len: 1 })
+        .collect();
+    let (name, sealed) = seal_index_object(&keys, &[(pack, entries.clone())], at);
+    let record = Compaction {
+        sequence: 7,
+        time: Some(at),
+        deleted_packs: vec![[0x11u8; 32]],
+        objects: vec![(name.clone(), vec![[0x21u8; 32], [0x22u8; 32]])],
+        ..Default::default()
+    };
+    let (rname, rsealed) = record.seal(&keys);
+    let v = json!({
+        "comment": "format-spec §10.1, §10.5, §10.6: a stamped index object and a compaction record sealed with the master key of vectors.json",
+        "index_object": {
+            "name": name,
+            "stamp_unix": 1_796_040_000u64,
+            "sealed": hex::encode(&sealed),
+            "plaintext": hex::encode(keys.open(INDEX_AAD, &sealed).unwrap()),
+            "pack": hex::encode(pack),
+            "entries": entries.iter().map(|e| json!([hex::encode(e.id), e.offset, e.length, e.raw_len])).collect::<Vec<_>>(),
+        },
+        "record": {
+            "name": rname,
+            "sealed": hex::encode(&rsealed),
+            "plaintext": serde_json::from_slice::<Value>(&keys.open(COMPACTION_AAD, &rsealed).unwrap()).unwrap(),
+        },
+    });
+    std::fs::write(dir.join("compaction.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
+
+/// Writes only format-spec/vectors/compaction.json (added after the others).
+#[test]
+#[ignore]
+fn regenerate_compaction() {
+    write_compaction_vector(&vectors_dir(), key32(&load()["master_key"]));
+}
+
 /// Writes only format-spec/vectors/mark.json (added after the others).
 #[test]
 #[ignore]
@@ -246,4 +323,5 @@ fn regenerate() {
     });
     std::fs::write(dir.join("vectors.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     write_mark_vector(&dir, master);
+    write_compaction_vector(&dir, master);
 }

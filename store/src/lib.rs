@@ -60,6 +60,7 @@ pub use snapshot::{Manifest, Node, NodeKind, Stats, Tree};
 pub mod internals {
     pub use crate::blob::{open_chunk, seal_chunk, OpenError};
     pub use crate::chunker::{split, Chunker};
+    pub use crate::compaction::{Compaction, COMPACTION_AAD};
     pub use crate::crypto::{hex_id, parse_id, Id, Keys};
     pub use crate::index::{open_index_object, seal_index_object, Index, Location, INDEX_AAD};
     pub use crate::marks::{open_mark, seal_mark, MARK_AAD};
