@@ -113,9 +113,10 @@ impl Indexed {
     /// Reads and verifies every index object again (the local cache holds
     /// what they said when they were merged, not what storage holds now).
     fn check_index_objects(&self, report: &mut CheckReport) -> Result<()> {
-        let names: Vec<String> = self.backend().list(ObjectKind::Index)?.into_iter().map(|(n, _)| n).collect();
-        for group in names.chunks(WALK_GROUP) {
-            for (name, got) in group.iter().zip(self.backend().get_many(group)) {
+        let listed = self.backend().list(ObjectKind::Index)?;
+        for group in crate::index::read_groups(&listed) {
+            let names: Vec<String> = group.iter().map(|(n, _)| n.clone()).collect();
+            for (name, got) in names.iter().zip(self.backend().get_many(&names)) {
                 match got.and_then(|b| crate::index::open_index_object(self.keys(), name, &b)) {
                     Ok(_) | Err(Error::Missing(_)) => {}
                     Err(Error::Corrupt { reason, .. }) => report.findings.push(Finding {

@@ -306,6 +306,25 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// `objects` (names with sizes) cut into groups to fetch at once: at most
+/// `READ_GROUP` objects and `READ_BYTES` together (one larger object alone),
+/// so memory stays bounded whatever the objects' sizes.
+pub(crate) fn read_groups(objects: &[(String, u64)]) -> Vec<&[(String, u64)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, size)) in objects.iter().enumerate() {
+        if i > start && (i - start == READ_GROUP || bytes + size > READ_BYTES) {
+            out.push(&objects[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < objects.len() {
+        out.push(&objects[start..]);
+    }
+    out
+}
+
 /// Brings the local cache up to date with the repository's index objects
 /// (`listing`, from `list_index`) and opens it.
 ///
@@ -1052,6 +1071,66 @@ mod tests {
         let (ix, _) = sync(false);
         assert_eq!(b.fetched.lock().unwrap().len(), 3);
         assert!(ix.lookup(&i3[0]).is_none(), "the dead packs come back from the records");
+    }
+
+    /// The child of `a_background_merge_killed_anywhere_leaves_a_usable_cache`:
+    /// merges the cache in `DEDUPE_TEST_MERGE_DIR` in the background, as a backup does.
+    #[test]
+    #[ignore]
+    fn background_merge_child() {
+        if let Some(dir) = std::env::var_os("DEDUPE_TEST_MERGE_DIR") {
+            background_merges(Path::new(&dir)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_background_merge_killed_anywhere_leaves_a_usable_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        {
+            let cache = Cache::open(dir.path()).unwrap();
+            let mut segs = Vec::new();
+            for s in 0..5u8 {
+                let batch = ids(200_000, s as u64 + 100);
+                segs.push(segment(&cache, &batch, s, [s; 32]));
+                all.extend(batch.into_iter().map(|id| (id, s)));
+            }
+            cache.commit(&segs).unwrap();
+        }
+        let index_dir = dir.path().join("index");
+        // Killed after 0 ms (before it starts) up to after it has finished.
+        for delay in [0u64, 30, 80, 150, 250, 400, 700, 1200, 5000] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "index::tests::background_merge_child", "--ignored", "--test-threads", "1"])
+                .env("DEDUPE_TEST_MERGE_DIR", &index_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            child.wait().unwrap();
+            let cache = Cache::open(dir.path()).unwrap();
+            let (segs, changed) = cache.segments().unwrap();
+            assert!(!changed, "after {delay} ms: the list and its segments are whole");
+            cache.commit(&segs).unwrap();
+            let ix = Index::from_segments(segs, &HashSet::new(), &[]);
+            assert_eq!(ix.len(), all.len(), "after {delay} ms");
+            for (id, s) in all.iter().step_by(997) {
+                assert_eq!(ix.lookup(id).map(|l| l.pack), Some([*s; 32]), "after {delay} ms");
+            }
+            let live: HashSet<String> = ix.segs.iter().map(|s| s.name.clone()).collect();
+            for e in std::fs::read_dir(&index_dir).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stray = (name.starts_with("seg-") && !live.contains(&name))
+                    || name.starts_with(BACKGROUND)
+                    || name.starts_with(".tmp-");
+                assert!(!stray, "after {delay} ms: {name} is left behind");
+            }
+        }
+        let (segs, _) = Cache::open(dir.path()).unwrap().segments().unwrap();
+        assert_eq!(segs.len(), BACKGROUND_TARGET, "the last child, not killed in time, finished");
     }
 
     #[test]

@@ -370,12 +370,12 @@ impl Indexed {
         if deleting.is_empty() && merged.iter().filter(|(_, size)| small(*size)).count() <= 1 {
             return Ok(Vec::new());
         }
-        let to_read: Vec<&(String, u64)> =
-            merged.iter().filter(|(_, size)| small(*size) || !deleting.is_empty()).collect();
+        let to_read: Vec<(String, u64)> =
+            merged.iter().filter(|(_, size)| small(*size) || !deleting.is_empty()).cloned().collect();
         let mut out = Compacting::default();
         let mut written: Vec<(String, Vec<Id>)> = Vec::new();
         let mut rewritten = Vec::new();
-        for group in to_read.chunks(16) {
+        for group in crate::index::read_groups(&to_read) {
             let names: Vec<String> = group.iter().map(|(n, _)| n.clone()).collect();
             for ((name, size), sealed) in group.iter().zip(backend.get_many(&names)) {
                 let objects = crate::index::open_index_object(self.keys(), name, &sealed?)?;
