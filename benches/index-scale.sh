@@ -12,7 +12,12 @@
 #   - the first command (builds the cache from every index object);
 #   - `wal push` of one 16 MiB segment, five times, warm cache;
 #   - opening the index and lookups per second, hits and misses;
-#   - a first backup of 1 GiB of new data, beside the same into an empty repository.
+#   - a first backup of 1 GiB of new data, beside the same into an empty repository;
+#   - prune (marking, then deleting that first backup's packs: every index
+#     object read, the small ones and those naming a deleted pack rewritten),
+#     then `wal push` after it (the cache follows the compaction record);
+#   - check (it reads every index object; the synthetic packs are missing, so
+#     it reports them and exits non-zero, which is expected here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES=${1:-100000000}
@@ -30,8 +35,11 @@ BIG=$WORK/repo EMPTY=$WORK/empty
 measure() {
   local label=$1; shift
   /usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-  read -r secs kib <"$WORK/time"
-  printf '%-44s %8.2f s %8d MiB\n' "$label:" "$secs" $((kib / 1024))
+  report "$label"
+}
+report() {
+  read -r secs kib < <(tail -1 "$WORK/time")   # after "Command exited with …" if it failed
+  printf '%-44s %8.2f s %8d MiB\n' "$1:" "$secs" $((kib / 1024))
 }
 
 "$BIN" --repo "$BIG" --cache-dir "$WORK/cache" init -q
@@ -66,4 +74,17 @@ for round in 1 2; do
     "'$BIN' --repo '$BIG' --cache-dir '$WORK/cache' backup --name x - <'$WORK/new'"
 done
 echo "  cache segments: $(grep -c '^seg-' "$WORK/cache"/*/index/segments 2>/dev/null || echo '-')"
+
+# Only the newest backup of x kept: the first one's packs are marked, then deleted.
+"$BIN" --repo "$BIG" --cache-dir "$WORK/cache" forget --name x --keep-last 1 >/dev/null
+sleep 6
+measure "prune (marks)" "$BIN" --repo "$BIG" --cache-dir "$WORK/cache" prune --keep-delete 5s
+sleep 6
+measure "prune (deletes, compacts)" "$BIN" --repo "$BIG" --cache-dir "$WORK/cache" --json prune --keep-delete 5s
+echo "  $(tr -d '\n ' <"$WORK/out" | grep -o '"packs_deleted":[0-9]*,"bytes_freed":[0-9]*'), compaction records: $(ls "$BIG/compactions" | wc -l)"
+seg=0000000100000000000000F0
+cp "$WORK/wal" "$WORK/$seg"; date +%N >>"$WORK/$seg"; truncate -s $((16 << 20)) "$WORK/$seg"
+measure "wal push after the prune" "$BIN" --repo "$BIG" --cache-dir "$WORK/cache" wal push --name pg "$WORK/$seg"
+/usr/bin/time -f "%e %M" -o "$WORK/time" "$BIN" --repo "$BIG" --cache-dir "$WORK/cache" check >"$WORK/out" 2>&1 || true
+report "check (synthetic packs reported missing)"
 [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"

@@ -666,6 +666,11 @@ fn encode(id: &Id, pack: u32, loc: &Location) -> [u8; REC] {
 fn sync_listed(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: &IndexListing) -> Result<Synced> {
     let mut cache = Cache::open(cache_dir)?;
     let (mut segs, mut changed) = cache.segments()?;
+    // A segment (or the list) was damaged and dropped: its index objects
+    // are fetched again, and a partial listing may not name them.
+    if changed && listing.after.is_some() {
+        return Ok(Synced::NeedsWhole);
+    }
     let known = State::read(&cache.dir).zip(Cache::read_dead(&cache.dir));
     // Without its state the cache cannot tell which packs were deleted: start over.
     if known.is_none() && !segs.is_empty() {
@@ -734,6 +739,9 @@ fn sync_listed(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: &I
         changed |= tidied;
         if !dropped {
             break;
+        }
+        if listing.after.is_some() {
+            return Ok(Synced::NeedsWhole);
         }
     }
     // The state first: segments merged from objects a record deleted packs of
