@@ -258,10 +258,14 @@ const READ_BYTES: u64 = 32 << 20;
 /// the older and together they hold at most this many records, so that a
 /// command's merging stays proportional to what it added.
 const CHEAP_MERGE: usize = 1 << 22;
-/// Above this many segments a command merges the smallest neighbours,
-/// whatever their size: lookups visit every segment's filter. Long
-/// commands merge further in the background (`merge_in_background`).
+/// Above this many segments of at least half `CHEAP_MERGE` a command merges the
+/// smallest neighbours, whatever their size: lookups visit every segment's
+/// filter. Long commands merge further in the background (`merge_in_background`).
 const MAX_SEGMENTS: usize = 16;
+/// And above this many segments in all. The small ones beyond
+/// `MAX_SEGMENTS` are new (a day of `wal push`es): merging one into a large
+/// neighbour would make a `wal push` rewrite hundreds of megabytes.
+const MAX_ALL_SEGMENTS: usize = MAX_SEGMENTS + 8;
 
 /// What `list_index` found: the index objects (all of them, or those
 /// stamped since shortly before the newest the cache has seen) and every
@@ -540,7 +544,7 @@ impl Cache {
 
     /// The merges a command does itself: similar-sized neighbours at the
     /// new end while they stay small, and the smallest neighbours while
-    /// there are too many segments. Returns whether the list changed, and
+    /// there are too many large segments, or too many in all. Returns whether the list changed, and
     /// whether a damaged segment was dropped (its objects are to be merged again).
     fn tidy(&self, segs: &mut Vec<Segment>) -> Result<(bool, bool)> {
         let (mut changed, mut dropped) = (false, false);
@@ -551,7 +555,8 @@ impl Cache {
                 && segs[n - 2].len() + segs[n - 1].len() <= CHEAP_MERGE
             {
                 Some(n - 2)
-            } else if n > MAX_SEGMENTS {
+            } else if n > MAX_ALL_SEGMENTS || segs.iter().filter(|s| s.len() >= CHEAP_MERGE / 2).count() > MAX_SEGMENTS
+            {
                 (0..n - 1).min_by_key(|&i| segs[i].len() + segs[i + 1].len())
             } else {
                 None
@@ -905,7 +910,7 @@ mod tests {
                 all.extend(batch.into_iter().map(|id| (id, s)));
                 if s < 36 {
                     cache.tidy(&mut segs).unwrap();
-                    assert!(segs.len() <= MAX_SEGMENTS);
+                    assert!(segs.len() <= MAX_ALL_SEGMENTS);
                 }
             }
             // The last four left as they came: more than a background merge leaves.
