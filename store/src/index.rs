@@ -724,6 +724,8 @@ fn sync_listed(backend: &dyn Backend, keys: &Keys, cache_dir: &Path, listing: &I
         }
     }
     let mut seen_ids = HashSet::new();
+    // Listed first: a listed object has its size, and its absence means something.
+    pending.sort_by_key(|p| !p.listed);
     pending.retain(|p| !merged.contains(&p.id) && seen_ids.insert(p.id));
     if listing.after.is_none() {
         // A whole listing is the truth: adopted objects no longer listed were replaced.
@@ -793,7 +795,8 @@ fn follow(
             state.adopted.push(hex_id(&id));
             merged.insert(id);
         } else {
-            pending.push(Pending { name: name.clone(), id, size: 0, listed: false });
+            // Its size is not known: taken as a compacted object's, to bound a read group.
+            pending.push(Pending { name: name.clone(), id, size: 12 << 20, listed: false });
         }
     }
     state.sequence = state.sequence.max(r.sequence);
