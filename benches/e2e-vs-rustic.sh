@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# End-to-end figures on the mariadb-sysbench workload, dedupe beside rustic
-# in one run (the machines are noisy: compare ratios, not absolutes).
+# End-to-end figures on the mariadb-sysbench workload (or the
+# postgres-pgbench one), dedupe beside rustic in one run (the machines are
+# noisy: compare ratios, not absolutes).
 #
 #   benches/e2e-vs-rustic.sh [WORKLOAD_DIR]
+#   DAY1=base1.tar DAY2=base2.tar benches/e2e-vs-rustic.sh /tmp/dedupe-pg-workload
 #
 # WORKLOAD_DIR holds day1.xbs and day2.xbs from ../shared/workloads/mariadb-sysbench.sh
-# (made there when missing). Needs `rustic` (cargo install rustic-rs) and a
+# (made there when missing), or the files DAY1 and DAY2 name (base1.tar and
+# base2.tar from ../shared/workloads/postgres-pgbench.sh). Needs `rustic` (cargo install rustic-rs) and a
 # release build of dedupe (cargo build --release). Repositories go to $BENCH_DIR
 # [/tmp/dedupe-bench]; each step prints seconds, MB/s, peak RSS and repository size.
 # rustic runs with --force: without it, rustic takes a stdin stream whose
@@ -13,8 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WL=${1:-/tmp/dedupe-workload}
+DAY1=$WL/${DAY1:-day1.xbs} DAY2=$WL/${DAY2:-day2.xbs}
 OUT=${BENCH_DIR:-/tmp/dedupe-bench}
-[ -f "$WL/day1.xbs" ] || bash ../shared/workloads/mariadb-sysbench.sh "$WL"
+[ -f "$DAY1" ] || bash ../shared/workloads/mariadb-sysbench.sh "$WL"
 command -v rustic >/dev/null || { echo "rustic missing: cargo install rustic-rs" >&2; exit 1; }
 DEDUPE=$PWD/target/release/dedupe
 [ -x "$DEDUPE" ] || cargo build --release
@@ -32,13 +36,13 @@ step() { # tool label input_bytes repo command...
   awk -v tool="$tool" -v l="$label" -v s="$secs" -v b="$bytes" -v k="$kb" -v r="$(repo_bytes "$repo")" \
     'BEGIN { printf "%-8s %-22s %8.2f %9.0f %9.0f %12.0f\n", tool, l, s, b/s/1e6, k/1024, r/1e6 }'
 }
-D1=$(size "$WL/day1.xbs"); D2=$(size "$WL/day2.xbs")
-cat "$WL/day1.xbs" "$WL/day2.xbs" >/dev/null   # both tools read from the page cache
+D1=$(size "$DAY1"); D2=$(size "$DAY2")
+cat "$DAY1" "$DAY2" >/dev/null   # both tools read from the page cache
 
 "$DEDUPE" init -q
-step dedupe "backup day1 (new)" "$D1" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day1.xbs'"
-step dedupe "backup day2" "$D2" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day2.xbs'"
-step dedupe "backup day1 again" "$D1" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$WL/day1.xbs'"
+step dedupe "backup day1 (new)" "$D1" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$DAY1'"
+step dedupe "backup day2" "$D2" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$DAY2'"
+step dedupe "backup day1 again" "$D1" "$DEDUPE_REPO" sh -c "'$DEDUPE' backup -q --name db - < '$DAY1'"
 # A --parallel=4 stream of the database as it was after day2 (see below), if made:
 #   start mariadbd on $WL/datadir, mariabackup --backup --stream=xbstream --parallel=4 > $WL/day2-p4.xbs
 if [ -f "$WL/day2-p4.xbs" ]; then
@@ -49,8 +53,8 @@ D2SNAP=$("$DEDUPE" snapshots --json | python3 -c 'import json,sys; print(json.lo
 step dedupe "restore day2 --stdout" "$D2" "$DEDUPE_REPO" sh -c "'$DEDUPE' restore $D2SNAP --stdout > /dev/null"
 
 rustic init --no-progress >/dev/null 2>&1
-step rustic "backup day1 (new)" "$D1" "$RUSTIC_REPOSITORY" sh -c "rustic backup --no-progress --force --stdin-filename day.xbs - < '$WL/day1.xbs'"
-step rustic "backup day2" "$D2" "$RUSTIC_REPOSITORY" sh -c "rustic backup --no-progress --force --stdin-filename day.xbs - < '$WL/day2.xbs'"
-step rustic "backup day1 again" "$D1" "$RUSTIC_REPOSITORY" sh -c "rustic backup --no-progress --force --stdin-filename day.xbs - < '$WL/day1.xbs'"
+step rustic "backup day1 (new)" "$D1" "$RUSTIC_REPOSITORY" sh -c "rustic backup --no-progress --force --stdin-filename day.xbs - < '$DAY1'"
+step rustic "backup day2" "$D2" "$RUSTIC_REPOSITORY" sh -c "rustic backup --no-progress --force --stdin-filename day.xbs - < '$DAY2'"
+step rustic "backup day1 again" "$D1" "$RUSTIC_REPOSITORY" sh -c "rustic backup --no-progress --force --stdin-filename day.xbs - < '$DAY1'"
 R2SNAP=$(rustic snapshots --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); s=[x for g in d for x in (g[1] if isinstance(g,list) else g["snapshots"])]; s.sort(key=lambda x: x["time"]); print(s[1]["id"])')
 step rustic "dump day2 (restore)" "$D2" "$RUSTIC_REPOSITORY" sh -c "rustic dump --no-progress $R2SNAP:/day.xbs > /dev/null"
