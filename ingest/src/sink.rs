@@ -1,7 +1,7 @@
 //! Restore sinks: a snapshot's nodes written into a directory (with owners,
 //! modes, times, links and holes), or one file's bytes to a writer.
 
-use dedupe_store::{Error, Indexed, Node, NodeKind, Piece, Progress, Result, Sink, Tree};
+use dedupe_store::{Error, Indexed, Node, NodeKind, Piece, Progress, Result, Tree};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -235,28 +235,12 @@ fn apply_meta(dest: &Path, node: &Node, root: bool, warned: &mut bool, report: &
 
 /// Writes the content of the selected files to `out`, holes as zeros.
 pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Send)) -> Result<u64> {
-    let zeros = vec![0u8; 1 << 16];
     let mut total = 0u64;
     repo.read_ahead(nodes, |ahead| {
         for node in nodes.iter().filter(|n| n.kind == NodeKind::File) {
             ahead.read_file(node, &mut |piece| {
-                let r = match piece {
-                    Piece::Data(d) => {
-                        total += d.len() as u64;
-                        out.write_all(d)
-                    }
-                    Piece::Hole(mut n) => {
-                        total += n;
-                        let mut r = Ok(());
-                        while n > 0 && r.is_ok() {
-                            let k = n.min(zeros.len() as u64) as usize;
-                            r = out.write_all(&zeros[..k]);
-                            n -= k as u64;
-                        }
-                        r
-                    }
-                };
-                r.map_err(|e| Error::io("writing the output", e))
+                total += write_piece(out, piece).map_err(|e| Error::io("writing the output", e))?;
+                Ok(())
             })?;
         }
         Ok(())
@@ -265,62 +249,20 @@ pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + 
     Ok(total)
 }
 
-/// Calls `f` with a reader of the node's content (holes as zeros), fed by a
-/// thread that reads the repository one batch ahead.
-pub fn with_content<T>(
-    read: impl FnOnce(&mut Sink<'_>) -> Result<()> + Send,
-    f: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T>,
-) -> Result<T> {
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
-    std::thread::scope(|s| {
-        let feeder = s.spawn(move || {
-            read(&mut |piece| {
-                let stopped = || Error::Invalid("the reader stopped".into());
-                match piece {
-                    Piece::Data(d) => tx.send(d.to_vec()).map_err(|_| stopped()),
-                    Piece::Hole(mut n) => {
-                        while n > 0 {
-                            let k = n.min(1 << 20);
-                            tx.send(vec![0u8; k as usize]).map_err(|_| stopped())?;
-                            n -= k;
-                        }
-                        Ok(())
-                    }
-                }
-            })
-        });
-        let mut reader = ChannelReader { rx, cur: Vec::new(), pos: 0 };
-        let out = f(&mut reader);
-        drop(reader);
-        // The repository's error (a corrupt chunk) explains a short read, so it wins.
-        match feeder.join().unwrap_or_else(|_| Err(Error::Invalid("the restore reader panicked".into()))) {
-            Err(e) if out.is_err() || !matches!(e, Error::Invalid(_)) => Err(e),
-            _ => out.map_err(|e| Error::io("writing the output", e)),
-        }
-    })
-}
-
-struct ChannelReader {
-    rx: crossbeam_channel::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(v) => {
-                    self.cur = v;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
+/// Writes one piece of a file's content (a hole as zeros); returns its length.
+fn write_piece(out: &mut (dyn Write + Send), piece: Piece<'_>) -> std::io::Result<u64> {
+    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    match piece {
+        Piece::Data(d) => out.write_all(d).map(|_| d.len() as u64),
+        Piece::Hole(n) => {
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(ZEROS.len() as u64);
+                out.write_all(&ZEROS[..k as usize])?;
+                left -= k;
             }
+            Ok(n)
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -392,7 +334,13 @@ pub fn restore_as_tar(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Sen
                 continue;
             }
             if node.kind == NodeKind::File {
-                with_content(|sink| ahead.read_file(node, sink), |r| w.file(node, r))?;
+                let out = w.begin_file(node).map_err(werr)?;
+                let mut written = 0u64;
+                ahead.read_file(node, &mut |piece| {
+                    written += write_piece(out, piece).map_err(werr)?;
+                    Ok(())
+                })?;
+                w.end_file(node, written).map_err(werr)?;
                 total += node.size;
             } else {
                 w.other(node).map_err(werr)?;

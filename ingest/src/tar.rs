@@ -266,10 +266,24 @@ impl<W: Write> TarWriter<W> {
         }
     }
 
-    /// Writes a file node whose content `content` yields, `node.size` bytes.
-    pub fn file(&mut self, node: &Node, content: &mut dyn Read) -> io::Result<()> {
+    /// Writes a file node's header (and a long name's extension entry) and
+    /// returns the output, to which the caller writes the content itself,
+    /// `node.size` bytes, then calls `end_file`. Restore writes each block
+    /// as it is decoded, with no reader, thread or copy in between.
+    pub fn begin_file(&mut self, node: &Node) -> io::Result<&mut W> {
         let mut h = Self::header(node, tar::EntryType::Regular, node.size);
-        self.builder.append_data(&mut h, &node.path, content)
+        // No data here: the tar crate writes the header and pads nothing.
+        self.builder.append_data(&mut h, &node.path, io::empty())?;
+        Ok(self.builder.get_mut())
+    }
+
+    /// Pads a file's content, `written` bytes, to the next 512-byte block.
+    pub fn end_file(&mut self, node: &Node, written: u64) -> io::Result<()> {
+        if written != node.size {
+            return Err(io::Error::other(format!("{}: {written} bytes where its size is {}", node.path, node.size)));
+        }
+        let pad = (512 - written % 512) % 512;
+        self.builder.get_mut().write_all(&[0u8; 512][..pad as usize])
     }
 
     pub fn finish(self) -> io::Result<W> {
