@@ -251,7 +251,7 @@ pub fn restore_to_writer(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + 
 
 /// Writes one piece of a file's content (a hole as zeros); returns its length.
 fn write_piece(out: &mut (dyn Write + Send), piece: Piece<'_>) -> std::io::Result<u64> {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     match piece {
         Piece::Data(d) => out.write_all(d).map(|_| d.len() as u64),
         Piece::Hole(n) => {
