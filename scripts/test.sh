@@ -15,6 +15,8 @@ need mariabackup || missing+=(mariadb-backup)
 # Reference readers for tests/ingest_property.rs: mbstream (above), mariadb-binlog, GNU tar.
 need mariadb-binlog || missing+=(mariadb-client)
 need tar || missing+=(tar)
+# `dedupe mount` (tests/mount.rs): FUSE's mount helper.
+need fusermount3 || missing+=(fuse3)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

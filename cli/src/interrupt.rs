@@ -11,6 +11,8 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 static LEFT: Mutex<Cow<'static, str>> = Mutex::new(Cow::Borrowed("nothing was changed"));
+/// What to undo before the process ends (`mount` unmounts).
+static BEFORE_EXIT: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mutex::new(None);
 /// The terminal's settings from before the process started, restored on
 /// the way out: a password prompt turns echo off, and an interrupted prompt
 /// must not leave the user's shell silent.
@@ -28,6 +30,9 @@ pub(crate) fn install() {
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            if let Some(undo) = BEFORE_EXIT.lock().ok().and_then(|mut b| b.take()) {
+                undo();
+            }
             let left = LEFT.lock().map(|l| l.to_string()).unwrap_or_default();
             let name = if sig == SIGINT { "interrupted" } else { "terminated" };
             if let Some(t) = TERMINAL.lock().ok().and_then(|t| *t) {
@@ -39,6 +44,13 @@ pub(crate) fn install() {
             std::process::exit(128 + sig);
         }
     });
+}
+
+/// Runs `undo` if the process is interrupted from now on, before it ends.
+pub(crate) fn before_exit(undo: impl FnOnce() + Send + 'static) {
+    if let Ok(mut b) = BEFORE_EXIT.lock() {
+        *b = Some(Box::new(undo));
+    }
 }
 
 /// What an interruption from now on leaves behind, in a few words.

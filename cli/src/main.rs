@@ -20,6 +20,7 @@ mod commands;
 mod ctx;
 mod exit;
 mod interrupt;
+mod mountfs;
 mod password;
 mod progress;
 
@@ -141,6 +142,16 @@ enum Command {
         #[arg(long, env = "DEDUPE_NAME")]
         name: Option<String>,
     },
+    /// Every snapshot as a read-only filesystem (FUSE): by-id/<id>/…,
+    /// by-name/<name>/<time>/… and by-name/<name>/latest. Runs until unmounted
+    /// (`fusermount3 -u MOUNTPOINT`) or interrupted.
+    Mount {
+        /// An existing, empty directory.
+        mountpoint: std::path::PathBuf,
+        /// Only the snapshots of this name.
+        #[arg(long, env = "DEDUPE_NAME")]
+        name: Option<String>,
+    },
     /// Repository size, deduplication and compression.
     Stats,
     /// Manage the passwords that open the repository.
@@ -221,6 +232,7 @@ fn run(cli: Cli) -> exit::R {
         Command::Log { snapshot, name } => log::run(&ctx, &snapshot, name.as_deref()),
         Command::Snapshots { name } => snapshots::run(&ctx, name.as_deref()),
         Command::Ls { snapshot, name } => ls::run(&ctx, &snapshot, name.as_deref()),
+        Command::Mount { mountpoint, name } => mount::run(&ctx, &mountpoint, name.as_deref()),
         Command::Stats => stats::run(&ctx),
         Command::Key { command } => key::run(&ctx, command),
         Command::Repair { command } => repair::run(&ctx, command),

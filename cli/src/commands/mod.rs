@@ -13,6 +13,7 @@ pub(crate) mod key;
 pub(crate) mod log;
 pub(crate) mod ls;
 pub(crate) mod lsn;
+pub(crate) mod mount;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod restore;

@@ -1,0 +1,172 @@
+//! `dedupe mount`: every snapshot read through a real FUSE mount equals
+//! what `restore --target` writes; a damaged pack fails only the files it
+//! holds, with EIO; Ctrl-C unmounts.
+
+use dedupe_suite::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `dedupe mount`, unmounted (and waited for) when dropped.
+struct Mounted {
+    child: Option<Child>,
+    point: PathBuf,
+}
+
+impl Mounted {
+    fn new(repo: &Repo) -> Mounted {
+        assert!(
+            std::process::Command::new("fusermount3").arg("-V").output().is_ok(),
+            "fusermount3 is missing: apt-get install fuse3 (scripts/test.sh does)"
+        );
+        let point = repo.scratch("mnt");
+        std::fs::create_dir_all(&point).unwrap();
+        let child =
+            repo.cmd([std::ffi::OsStr::new("mount"), point.as_os_str()]).stderr(Stdio::piped()).spawn().unwrap();
+        let started = Instant::now();
+        while !point.join("by-id").exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the mount did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mounted { child: Some(child), point }
+    }
+
+    /// Interrupts the mount as Ctrl-C does; returns its exit code and stderr.
+    fn interrupt(mut self) -> (Option<i32>, String) {
+        let child = self.child.take().unwrap();
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.point).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every entry under `root`: relative path, kind, mode, size, content hash or link target.
+fn scan(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else {
+                format!("{} bytes {}", m.len(), blake3::hash(&std::fs::read(&p).unwrap()))
+            };
+            out.push((rel, format!("{:o} {what}", m.permissions().mode() & 0o7777)));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_file_reads_through_the_mount_as_restore_writes_it() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(src.join("db/sub")).unwrap();
+    let mut prng = Prng::new(71);
+    std::fs::write(src.join("db/t1.ibd"), prng.bytes(3 << 20)).unwrap();
+    std::fs::write(src.join("db/sub/small.frm"), b"hello").unwrap();
+    std::fs::write(src.join("empty"), b"").unwrap();
+    // A sparse file: a hole of 8 MiB between two written mebibytes.
+    let sparse = std::fs::File::create(src.join("db/sparse.ibd")).unwrap();
+    use std::os::unix::fs::FileExt;
+    sparse.write_all_at(&prng.bytes(1 << 20), 0).unwrap();
+    sparse.write_all_at(&prng.bytes(1 << 20), 9 << 20).unwrap();
+    std::fs::set_permissions(src.join("db/sub/small.frm"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("t1.ibd", src.join("db/link")).unwrap();
+    std::fs::hard_link(src.join("db/t1.ibd"), src.join("db/t1-again.ibd")).unwrap();
+    repo.ok(&["backup", "--name", "dir", src.to_str().unwrap()]);
+    let stream = prng.bytes(2 << 20);
+    repo.backup_bytes("stream", &stream);
+    let snaps = repo.json(&["snapshots"]);
+    let dir_id = snaps[0]["id"].as_str().unwrap().to_string();
+
+    let m = Mounted::new(&repo);
+    // The layout: by-id, by-name/<name>/<time>, latest.
+    let by_id: Vec<String> = std::fs::read_dir(m.point.join("by-id"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(by_id.len(), 2, "{by_id:?}");
+    let latest = std::fs::read_link(m.point.join("by-name/dir/latest")).unwrap();
+    assert!(m.point.join("by-name/dir").join(&latest).is_dir(), "{latest:?}");
+
+    // The directory snapshot: as restore writes it, file by file.
+    let target = repo.scratch("restored");
+    repo.ok(&["restore", &dir_id, "--target", target.to_str().unwrap()]);
+    let mounted = m.point.join("by-name/dir/latest");
+    assert_eq!(scan(&mounted), scan(&target));
+    assert_eq!(scan(&m.point.join("by-id").join(&dir_id)), scan(&target));
+    // Sizes, holes read as zeros, hard links one inode, times and owners kept.
+    let meta = std::fs::metadata(mounted.join("db/sparse.ibd")).unwrap();
+    assert_eq!(meta.len(), 10 << 20);
+    let f = std::fs::File::open(mounted.join("db/sparse.ibd")).unwrap();
+    let mut hole = vec![1u8; 4096];
+    f.read_exact_at(&mut hole, 5 << 20).unwrap();
+    assert!(hole.iter().all(|&b| b == 0));
+    let (a, b) = (
+        std::fs::metadata(mounted.join("db/t1.ibd")).unwrap(),
+        std::fs::metadata(mounted.join("db/t1-again.ibd")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "a hard link is its target's inode");
+    let orig = std::fs::metadata(src.join("db/t1.ibd")).unwrap();
+    assert_eq!((a.mtime(), a.uid(), a.gid()), (orig.mtime(), orig.uid(), orig.gid()));
+    // A write is refused: the mount is read-only.
+    assert!(std::fs::OpenOptions::new().write(true).open(mounted.join("db/t1.ibd")).is_err());
+    // The stream snapshot shows its content as one file.
+    let files: Vec<_> = std::fs::read_dir(m.point.join("by-name/stream/latest")).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    assert!(std::fs::read(files[0].as_ref().unwrap().path()).unwrap() == stream);
+
+    // Ctrl-C: the mount goes, the command ends as interrupted.
+    let point = m.point.clone();
+    let (code, stderr) = m.interrupt();
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(!point.join("by-id").exists(), "unmounted");
+}
+
+#[test]
+fn a_damaged_pack_fails_only_its_files_with_eio() {
+    let repo = Repo::uninitialised_local();
+    repo.ok(&["init"]);
+    let a = repo.scratch("a");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::write(a.join("good"), Prng::new(72).bytes(1 << 20)).unwrap();
+    repo.ok(&["backup", "--name", "a", a.to_str().unwrap()]);
+    let before: std::collections::HashSet<PathBuf> = repo.packs().into_iter().collect();
+    std::fs::write(a.join("bad"), Prng::new(73).bytes(1 << 20)).unwrap();
+    repo.ok(&["backup", "--name", "a", a.to_str().unwrap()]);
+    // Flip a byte in the middle of the pack only the second backup wrote.
+    let pack = repo.packs().into_iter().find(|p| !before.contains(p)).unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&pack, bytes).unwrap();
+
+    let m = Mounted::new(&repo);
+    let dir = m.point.join("by-name/a/latest");
+    let err = std::fs::read(dir.join("bad")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(std::fs::read(dir.join("good")).unwrap() == std::fs::read(a.join("good")).unwrap());
+    let (_, stderr) = m.interrupt();
+    let leaf = pack.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(stderr.contains(&leaf), "the damaged pack is named: {stderr}");
+}
