@@ -1,5 +1,5 @@
 //! `dedupe mount`: every snapshot read through a real FUSE mount equals
-//! what `restore --target` writes; a damaged pack fails only the files it
+//! what `restore --target` writes, every archived log what `wal fetch` writes; a damaged pack fails only the files it
 //! holds, with EIO; Ctrl-C unmounts.
 
 use dedupe_suite::*;
@@ -98,6 +98,10 @@ fn every_file_reads_through_the_mount_as_restore_writes_it() {
     repo.backup_bytes("stream", &stream);
     let snaps = repo.json(&["snapshots"]);
     let dir_id = snaps[0]["id"].as_str().unwrap().to_string();
+    // An archived WAL file.
+    let wal = repo.scratch("000000010000000000000003");
+    std::fs::write(&wal, prng.bytes(300_000)).unwrap();
+    repo.ok(&["wal", "push", "--name", "pg", wal.to_str().unwrap()]);
 
     let m = Mounted::new(&repo);
     // The layout: by-id, by-name/<name>/<time>, latest.
@@ -135,6 +139,24 @@ fn every_file_reads_through_the_mount_as_restore_writes_it() {
     let files: Vec<_> = std::fs::read_dir(m.point.join("by-name/stream/latest")).unwrap().collect();
     assert_eq!(files.len(), 1);
     assert!(std::fs::read(files[0].as_ref().unwrap().path()).unwrap() == stream);
+
+    // logs/: the archived file, as `wal fetch` writes it.
+    let fetched = repo.scratch("fetched");
+    repo.ok(&["wal", "fetch", "--name", "pg", "000000010000000000000003", fetched.to_str().unwrap()]);
+    let through = std::fs::read(m.point.join("logs/pg/000000010000000000000003")).unwrap();
+    assert!(through == std::fs::read(&fetched).unwrap() && through == std::fs::read(&wal).unwrap());
+
+    // A backup made while mounted appears, and `latest` follows it.
+    std::fs::write(src.join("db/new.ibd"), b"new").unwrap();
+    let v = repo.json(&["backup", "--name", "dir", src.to_str().unwrap()]);
+    let new_id = v["snapshot"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while !m.point.join("by-id").join(&new_id).exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the new snapshot did not appear");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(std::fs::read(m.point.join("by-name/dir/latest/db/new.ibd")).unwrap(), b"new");
 
     // Ctrl-C: the mount goes, the command ends as interrupted.
     let point = m.point.clone();

@@ -4,6 +4,7 @@
 //! by-id/<snapshot id>/…              every snapshot's tree
 //! by-name/<name>/<time>/…            the same, by name and time (UTC)
 //! by-name/<name>/latest -> <time>
+//! logs/<name>/<file>                 every archived binlog and WAL file (the best copy)
 //! ```
 //!
 //! Trees are read from the repository when a snapshot is first entered;
@@ -16,15 +17,24 @@
 //! `fuser` (maintained, pure Rust, no libfuse at build time; mounting goes
 //! through `fusermount3`) rather than bindings to libfuse.
 
+use dedupe_ingest::facts::LogKind;
+use dedupe_recovery::archive::archived;
 use dedupe_store::{ChunkCache, FileMap, Indexed, Node, NodeKind};
 use fuser::{FileAttr, FileType, Filesystem, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The kernel may keep attributes and names this long: nothing changes.
+/// The kernel may keep a snapshot's names and attributes this long: they never change.
 const TTL: Duration = Duration::from_secs(3600);
+/// And the mount's own directories' (and `latest`'s) this long: new snapshots appear.
+const SHORT_TTL: Duration = Duration::from_secs(1);
+/// A look at the mount's own directories lists the repository again at most this often.
+const REFRESH: Duration = Duration::from_secs(5);
+const BY_ID: u64 = 2;
+const BY_NAME: u64 = 3;
+const LOGS: u64 = 4;
 /// Decoded chunks kept for all open files together.
 const CACHE_BYTES: usize = 64 << 20;
 
@@ -37,6 +47,10 @@ enum Entry {
     Snapshot { snap: usize },
     /// A node of a loaded tree.
     Node { snap: usize, node: usize },
+    /// An archived log file: the one file of its manifest's tree (read on
+    /// open; its size and time come from the manifest, so listing a
+    /// thousand WAL files reads nothing).
+    Log { snap: usize, size: u64, time: SystemTime },
 }
 
 struct Tree {
@@ -49,8 +63,17 @@ struct Tree {
 
 pub(crate) struct MountFs {
     repo: Indexed,
-    /// Snapshot ids, in the catalogue's order.
+    /// `--name`: only its snapshots and logs.
+    only: Option<String>,
+    /// Snapshot (and archived log) ids and manifests, in the order seen.
     snapshots: Vec<String>,
+    manifests: Vec<dedupe_store::Manifest>,
+    /// Each id shown, to its position in `snapshots`.
+    known: HashMap<String, usize>,
+    /// Per name: its `by-name/<name>` directory and `latest` link.
+    names: HashMap<String, (u64, u64)>,
+    /// Per name: its `logs/<name>` directory.
+    log_names: HashMap<String, u64>,
     trees: Vec<Option<Tree>>,
     /// Inode `n` is `entries[n - 1]`.
     entries: Vec<Entry>,
@@ -59,6 +82,7 @@ pub(crate) struct MountFs {
     cache: ChunkCache,
     /// When the mount started: the time of the directories it makes.
     started: SystemTime,
+    refreshed: Instant,
     uid: u32,
     gid: u32,
 }
@@ -73,53 +97,127 @@ fn time_name(time: &str) -> String {
 impl MountFs {
     /// The layout of every snapshot in `repo`'s listing (of `name` only, if given).
     pub(crate) fn new(repo: Indexed, name: Option<&str>) -> dedupe_store::Result<MountFs> {
-        let listed = repo.snapshots(name)?;
         // SAFETY: plain getters.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         let mut fs = MountFs {
             repo,
+            only: name.map(str::to_string),
             snapshots: Vec::new(),
+            manifests: Vec::new(),
+            known: HashMap::new(),
+            names: HashMap::new(),
+            log_names: HashMap::new(),
             trees: Vec::new(),
             entries: Vec::new(),
             open: HashMap::new(),
             next_fh: 1,
             cache: ChunkCache::new(CACHE_BYTES),
             started: SystemTime::now(),
+            refreshed: Instant::now(),
             uid,
             gid,
         };
         let root = fs.push(Entry::Dir(BTreeMap::new()));
-        let by_id = fs.push(Entry::Dir(BTreeMap::new()));
-        let by_name = fs.push(Entry::Dir(BTreeMap::new()));
-        fs.add(root, "by-id", by_id);
-        fs.add(root, "by-name", by_name);
-        let mut names: BTreeMap<String, (u64, String)> = BTreeMap::new();
-        for (snap, (id, m)) in listed.into_iter().enumerate() {
-            fs.snapshots.push(id.clone());
-            fs.trees.push(None);
-            let ino = fs.push(Entry::Snapshot { snap });
-            fs.add(by_id, &id, ino);
-            let dir = match names.get(&m.name) {
-                Some((dir, _)) => *dir,
+        for (dir, ino) in [("by-id", BY_ID), ("by-name", BY_NAME), ("logs", LOGS)] {
+            assert_eq!(fs.push(Entry::Dir(BTreeMap::new())), ino);
+            fs.add(root, dir, ino);
+        }
+        fs.add_new()?;
+        Ok(fs)
+    }
+
+    /// Adds the snapshots and archived logs of the listing not shown yet.
+    fn add_new(&mut self) -> dedupe_store::Result<()> {
+        let only = self.only.clone();
+        for (id, m) in self.repo.snapshots(only.as_deref())? {
+            if self.known.contains_key(&id) {
+                continue;
+            }
+            let snap = self.remember(&id, &m);
+            let ino = self.push(Entry::Snapshot { snap });
+            self.add(BY_ID, &id, ino);
+            let (dir, link) = match self.names.get(&m.name) {
+                Some(&d) => d,
                 None => {
-                    let dir = fs.push(Entry::Dir(BTreeMap::new()));
-                    fs.add(by_name, &m.name, dir);
-                    dir
+                    let dir = self.push(Entry::Dir(BTreeMap::new()));
+                    self.add(BY_NAME, &m.name, dir);
+                    let link = self.push(Entry::Link(String::new()));
+                    self.add(dir, "latest", link);
+                    self.names.insert(m.name.clone(), (dir, link));
+                    (dir, link)
                 }
             };
             let mut t = time_name(&m.time);
             // Two snapshots of one name in the same second.
-            if matches!(&fs.entries[dir as usize - 1], Entry::Dir(c) if c.contains_key(&t)) {
+            if matches!(&self.entries[dir as usize - 1], Entry::Dir(c) if c.contains_key(&t)) {
                 t = format!("{t}-{}", &id[..8]);
             }
-            fs.add(dir, &t, ino);
-            names.insert(m.name.clone(), (dir, t));
+            self.add(dir, &t, ino);
+            // The listing is oldest first: the last one seen is the newest.
+            self.entries[link as usize - 1] = Entry::Link(t);
         }
-        for (dir, newest) in names.into_values() {
-            let link = fs.push(Entry::Link(newest));
-            fs.add(dir, "latest", link);
+        let mut log_names: Vec<String> = self
+            .repo
+            .catalogue()
+            .list(dedupe_store::Kind::Log, only.as_deref())?
+            .into_iter()
+            .map(|(_, m)| m.name)
+            .collect();
+        log_names.sort();
+        log_names.dedup();
+        for log_name in log_names {
+            let dir = match self.log_names.get(&log_name) {
+                Some(&d) => d,
+                None => {
+                    let dir = self.push(Entry::Dir(BTreeMap::new()));
+                    self.add(LOGS, &log_name, dir);
+                    self.log_names.insert(log_name.clone(), dir);
+                    dir
+                }
+            };
+            for kind in [LogKind::Binlog, LogKind::Wal] {
+                let files = archived(self.repo.catalogue(), &log_name, kind).map_err(|e| {
+                    dedupe_store::Error::Invalid(format!("listing the archived logs of {log_name}: {e}"))
+                })?;
+                for f in files {
+                    // A complete copy that replaces a partial one takes its name.
+                    if self.known.contains_key(&f.id) {
+                        continue;
+                    }
+                    let snap = self.remember(&f.id, &f.manifest);
+                    let time = f.manifest.time.parse::<jiff::Timestamp>().map(SystemTime::from).unwrap_or(UNIX_EPOCH);
+                    let ino = self.push(Entry::Log { snap, size: f.size(), time });
+                    self.add(dir, f.file(), ino);
+                }
+            }
         }
-        Ok(fs)
+        Ok(())
+    }
+
+    fn remember(&mut self, id: &str, m: &dedupe_store::Manifest) -> usize {
+        let snap = self.snapshots.len();
+        self.snapshots.push(id.to_string());
+        self.manifests.push(m.clone());
+        self.trees.push(None);
+        self.known.insert(id.to_string(), snap);
+        snap
+    }
+
+    /// Lists the repository again when the last listing is older than
+    /// `REFRESH`, on a look at the mount's own directories: new snapshots
+    /// and logs appear without remounting.
+    fn refresh(&mut self, ino: u64) {
+        if !matches!(self.entries.get(ino as usize - 1), Some(Entry::Dir(_))) || self.refreshed.elapsed() < REFRESH {
+            return;
+        }
+        self.refreshed = Instant::now();
+        let again = self.repo.relisted().and_then(|repo| {
+            self.repo = repo;
+            self.add_new()
+        });
+        if let Err(e) = again {
+            eprintln!("dedupe: mount: listing the repository again: {e}");
+        }
     }
 
     fn push(&mut self, e: Entry) -> u64 {
@@ -139,7 +237,7 @@ impl MountFs {
             return true;
         }
         let id = &self.snapshots[snap];
-        let tree = self.repo.find_snapshot(id, None).and_then(|(_, m)| self.repo.read_tree(&m));
+        let tree = self.repo.read_tree(&self.manifests[snap]);
         let mut nodes = match tree {
             Ok(t) => t.nodes,
             Err(e) => {
@@ -195,6 +293,13 @@ impl MountFs {
                 (snap, tree.nodes.iter().position(|n| n.path == ".")?)
             }
             Entry::Node { snap, node } => (*snap, *node),
+            Entry::Log { snap, .. } => {
+                let snap = *snap;
+                if !self.load(snap) {
+                    return None;
+                }
+                (snap, 0)
+            }
             _ => return None,
         };
         let tree = self.trees[snap].as_ref()?;
@@ -209,10 +314,18 @@ impl MountFs {
     /// The inode a tree node is shown as (a snapshot's root keeps the snapshot's).
     fn ino_of(&self, ino_asked: u64, snap: usize, node: usize) -> u64 {
         let tree = self.trees[snap].as_ref().expect("loaded");
-        if tree.nodes[node].path == "." {
+        if tree.nodes[node].path == "." || matches!(self.entries[ino_asked as usize - 1], Entry::Log { .. }) {
             ino_asked
         } else {
             tree.base + node as u64
+        }
+    }
+
+    /// How long the kernel may keep what it was told about `ino`.
+    fn ttl(&self, ino: u64) -> Duration {
+        match self.entries.get(ino as usize - 1) {
+            Some(Entry::Dir(_)) | Some(Entry::Link(_)) => SHORT_TTL,
+            _ => TTL,
         }
     }
 
@@ -246,6 +359,9 @@ impl MountFs {
             Entry::Dir(_) => return Some(self.dir_attr(ino)),
             Entry::Link(t) => {
                 return Some(self.attr(ino, FileType::Symlink, 0o777, t.len() as u64, self.started, self.uid, self.gid))
+            }
+            Entry::Log { size, time, .. } => {
+                return Some(self.attr(ino, FileType::RegularFile, 0o440, *size, *time, self.uid, self.gid))
             }
             _ => {}
         }
@@ -281,16 +397,21 @@ impl Filesystem for MountFs {
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_string_lossy();
-        let child = self.children(parent).and_then(|c| c.into_iter().find(|(n, _)| *n == name).map(|(_, i)| i));
-        match child.and_then(|ino| self.getattr_of(ino)) {
-            Some(attr) => reply.entry(&TTL, &attr, 0),
+        let find = |fs: &mut MountFs| fs.children(parent).and_then(|c| c.into_iter().find(|(n, _)| *n == name));
+        let mut child = find(self);
+        if child.is_none() {
+            self.refresh(parent);
+            child = find(self);
+        }
+        match child.and_then(|(_, ino)| self.getattr_of(ino).map(|a| (ino, a))) {
+            Some((ino, attr)) => reply.entry(&self.ttl(ino), &attr, 0),
             None => reply.error(libc::ENOENT),
         }
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         match self.getattr_of(ino) {
-            Some(attr) => reply.attr(&TTL, &attr),
+            Some(attr) => reply.attr(&self.ttl(ino), &attr),
             None => reply.error(libc::ENOENT),
         }
     }
@@ -365,6 +486,9 @@ impl Filesystem for MountFs {
     }
 
     fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
+        if offset == 0 {
+            self.refresh(ino);
+        }
         let Some(children) = self.children(ino) else { return reply.error(libc::ENOTDIR) };
         let mut all = vec![(".".to_string(), ino), ("..".to_string(), ino)];
         all.extend(children);
@@ -372,6 +496,7 @@ impl Filesystem for MountFs {
             let kind = match self.entries.get(child as usize - 1) {
                 Some(Entry::Dir(_)) | Some(Entry::Snapshot { .. }) => FileType::Directory,
                 Some(Entry::Link(_)) => FileType::Symlink,
+                Some(Entry::Log { .. }) => FileType::RegularFile,
                 _ => self.getattr_of(child).map_or(FileType::RegularFile, |a| a.kind),
             };
             if reply.add(child, (i + 1) as i64, kind, &name) {

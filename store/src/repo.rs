@@ -625,6 +625,22 @@ impl std::ops::Deref for Indexed {
 }
 
 impl Indexed {
+    /// The repository listed and indexed again with the same key: the
+    /// manifests and index objects stored since (`dedupe mount` shows new
+    /// snapshots without asking for the password again).
+    pub fn relisted(&self) -> Result<Indexed> {
+        let repo = &self.listed.repo;
+        let unlocked = Unlocked {
+            backend: repo.backend.clone(),
+            config: repo.config.clone(),
+            keys: repo.keys.clone(),
+            key_name: repo.key_name.clone(),
+        };
+        // Manifests already catalogued are not read again (`list_for_logs`):
+        // a mount looks every few seconds.
+        unlocked.list_for_logs(&self.listed.cache_base)?.indexed()
+    }
+
     /// Merges index objects stored since the index was loaded (by this
     /// process's own backups, say), so later writes deduplicate against them.
     pub fn refresh_index(&mut self) -> Result<()> {
