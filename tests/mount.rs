@@ -96,6 +96,15 @@ fn every_file_reads_through_the_mount_as_restore_writes_it() {
     repo.ok(&["backup", "--name", "dir", src.to_str().unwrap()]);
     let stream = prng.bytes(2 << 20);
     repo.backup_bytes("stream", &stream);
+    // A tar stream whose members have no entries for their directories.
+    let tar = std::process::Command::new("tar")
+        .args(["-cf", "-", "--no-recursion", "-C"])
+        .arg(&src)
+        .args(["db/t1.ibd", "db/sub/small.frm"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    repo.backup_bytes("tar", &tar.stdout);
     let snaps = repo.json(&["snapshots"]);
     let dir_id = snaps[0]["id"].as_str().unwrap().to_string();
     // An archived WAL file.
@@ -109,7 +118,7 @@ fn every_file_reads_through_the_mount_as_restore_writes_it() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(by_id.len(), 2, "{by_id:?}");
+    assert_eq!(by_id.len(), 3, "{by_id:?}");
     let latest = std::fs::read_link(m.point.join("by-name/dir/latest")).unwrap();
     assert!(m.point.join("by-name/dir").join(&latest).is_dir(), "{latest:?}");
 
@@ -139,6 +148,11 @@ fn every_file_reads_through_the_mount_as_restore_writes_it() {
     let files: Vec<_> = std::fs::read_dir(m.point.join("by-name/stream/latest")).unwrap().collect();
     assert_eq!(files.len(), 1);
     assert!(std::fs::read(files[0].as_ref().unwrap().path()).unwrap() == stream);
+
+    // The tar's members, under the directories their paths name.
+    let tar_root = m.point.join("by-name/tar/latest");
+    assert!(std::fs::read(tar_root.join("db/sub/small.frm")).unwrap() == b"hello");
+    assert!(std::fs::read(tar_root.join("db/t1.ibd")).unwrap() == std::fs::read(src.join("db/t1.ibd")).unwrap());
 
     // logs/: the archived file, as `wal fetch` writes it.
     let fetched = repo.scratch("fetched");

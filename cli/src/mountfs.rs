@@ -94,6 +94,23 @@ fn time_name(time: &str) -> String {
         .unwrap_or_else(|_| time.replace('/', "_"))
 }
 
+/// A directory the tree does not hold, with the owner and time of `like`.
+fn dir_like(path: &str, like: Option<&Node>) -> Node {
+    Node {
+        path: path.into(),
+        kind: NodeKind::Dir,
+        mode: 0o755,
+        uid: like.map_or(0, |n| n.uid),
+        gid: like.map_or(0, |n| n.gid),
+        mtime_ns: like.map_or(0, |n| n.mtime_ns),
+        size: 0,
+        target: None,
+        content: Vec::new(),
+        inode: 0,
+        ctime_ns: 0,
+    }
+}
+
 impl MountFs {
     /// The layout of every snapshot in `repo`'s listing (of `name` only, if given).
     pub(crate) fn new(repo: Indexed, name: Option<&str>) -> dedupe_store::Result<MountFs> {
@@ -245,22 +262,25 @@ impl MountFs {
                 return false;
             }
         };
-        // A stream's tree has no root node (its files are the stream's members): one is made.
-        if !nodes.iter().any(|n| n.path == ".") {
-            let like = nodes.first();
-            nodes.push(Node {
-                path: ".".into(),
-                kind: NodeKind::Dir,
-                mode: 0o755,
-                uid: like.map_or(0, |n| n.uid),
-                gid: like.map_or(0, |n| n.gid),
-                mtime_ns: like.map_or(0, |n| n.mtime_ns),
-                size: 0,
-                target: None,
-                content: Vec::new(),
-                inode: 0,
-                ctime_ns: 0,
-            });
+        // A stream's tree has no root node, nor nodes for the directories of
+        // its members (`sbtest/t1.ibd`): they are made, like the first node.
+        let mut have: std::collections::HashSet<String> = nodes.iter().map(|n| n.path.clone()).collect();
+        let mut made = Vec::new();
+        for n in &nodes {
+            let mut path = n.path.as_str();
+            while let Some((parent, _)) = path.rsplit_once('/') {
+                if have.insert(parent.to_string()) {
+                    made.push(dir_like(parent, Some(n)));
+                }
+                path = parent;
+            }
+            if n.path != "." && have.insert(".".into()) {
+                made.push(dir_like(".", Some(n)));
+            }
+        }
+        nodes.extend(made);
+        if nodes.is_empty() {
+            nodes.push(dir_like(".", None));
         }
         let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.path.as_str(), i)).collect();
         let mut children = vec![BTreeMap::new(); nodes.len()];
