@@ -125,6 +125,11 @@ fn mariabackup_roundtrip_restores_prepares_and_starts_with_equal_checksums() {
     mbstream_extract(&re, &c);
     files_equal(&a, &b);
     files_equal(&a, &c);
+    // And read through `dedupe mount`.
+    {
+        let m = dedupe_suite::mount::Mounted::new(&repo);
+        files_equal(&a, &m.point.join("by-name/maria/latest"));
+    }
 
     // The parallel snapshot prepares and starts too, with the same tables.
     let restored = work.join("restored-parallel");

@@ -2,55 +2,11 @@
 //! what `restore --target` writes, every archived log what `wal fetch` writes; a damaged pack fails only the files it
 //! holds, with EIO; Ctrl-C unmounts.
 
+use dedupe_suite::mount::Mounted;
 use dedupe_suite::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// A running `dedupe mount`, unmounted (and waited for) when dropped.
-struct Mounted {
-    child: Option<Child>,
-    point: PathBuf,
-}
-
-impl Mounted {
-    fn new(repo: &Repo) -> Mounted {
-        assert!(
-            std::process::Command::new("fusermount3").arg("-V").output().is_ok(),
-            "fusermount3 is missing: apt-get install fuse3 (scripts/test.sh does)"
-        );
-        let point = repo.scratch("mnt");
-        std::fs::create_dir_all(&point).unwrap();
-        let child =
-            repo.cmd([std::ffi::OsStr::new("mount"), point.as_os_str()]).stderr(Stdio::piped()).spawn().unwrap();
-        let started = Instant::now();
-        while !point.join("by-id").exists() {
-            assert!(started.elapsed() < Duration::from_secs(30), "the mount did not appear");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Mounted { child: Some(child), point }
-    }
-
-    /// Interrupts the mount as Ctrl-C does; returns its exit code and stderr.
-    fn interrupt(mut self) -> (Option<i32>, String) {
-        let child = self.child.take().unwrap();
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let out = child.wait_with_output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.point).status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Every entry under `root`: relative path, kind, mode, size, content hash or link target.
 fn scan(root: &Path) -> Vec<(String, String)> {

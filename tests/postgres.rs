@@ -215,6 +215,11 @@ fn pg_basebackup_roundtrip_gives_identical_tables() {
     assert!(dump_out.status.success(), "restore --stdout failed: {}", String::from_utf8_lossy(&dump_out.stderr));
     assert!(tar_out.status.success(), "tar -x failed: {}", String::from_utf8_lossy(&tar_out.stderr));
     assert_same_tree(&restored, &untarred);
+    // And read through `dedupe mount`: the same files, bytes and metadata.
+    {
+        let m = dedupe_suite::mount::Mounted::new(&repo);
+        assert_same_tree(&restored, &m.point.join("by-name/pg/latest"));
+    }
 
     // The restored directory starts as it is, and every table reads back as it was backed up.
     let copy = Server::start(&restored, &sock2, &logs.join("restored.log"));

@@ -5,6 +5,7 @@
 //! (`target/<profile>/dedupe`); `.ci/run` builds the workspace first.
 
 pub mod mariadb;
+pub mod mount;
 pub mod postgres;
 pub mod proxy;
 pub mod s3;

@@ -1,0 +1,52 @@
+//! A running `dedupe mount` of a test's repository (`tests/mount.rs`, and
+//! the real servers' snapshots in `tests/mariadb.rs` and `tests/postgres.rs`).
+
+use crate::Repo;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// Unmounted (and waited for) when dropped.
+pub struct Mounted {
+    child: Option<Child>,
+    pub point: PathBuf,
+}
+
+impl Mounted {
+    /// Mounts `repo` at a new directory of its scratch space and waits until it answers.
+    pub fn new(repo: &Repo) -> Mounted {
+        assert!(
+            std::process::Command::new("fusermount3").arg("-V").output().is_ok(),
+            "fusermount3 is missing: apt-get install fuse3 (scripts/test.sh does)"
+        );
+        let point = repo.scratch("mnt");
+        std::fs::create_dir_all(&point).unwrap();
+        let child =
+            repo.cmd([std::ffi::OsStr::new("mount"), point.as_os_str()]).stderr(Stdio::piped()).spawn().unwrap();
+        let started = Instant::now();
+        while !point.join("by-id").exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the mount did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mounted { child: Some(child), point }
+    }
+
+    /// Interrupts the mount as Ctrl-C does; returns its exit code and stderr.
+    pub fn interrupt(mut self) -> (Option<i32>, String) {
+        let child = self.child.take().unwrap();
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.point).status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
