@@ -162,3 +162,40 @@ fn a_damaged_pack_fails_only_its_files_with_eio() {
     let leaf = pack.file_name().unwrap().to_string_lossy().into_owned();
     assert!(stderr.contains(&leaf), "the damaged pack is named: {stderr}");
 }
+
+#[test]
+fn restore_mount_shows_one_snapshot_until_interrupted() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/a.ibd"), Prng::new(74).bytes(1 << 20)).unwrap();
+    repo.ok(&["backup", "--name", "one", src.to_str().unwrap()]);
+    std::fs::write(src.join("d/a.ibd"), b"changed later").unwrap();
+    repo.ok(&["backup", "--name", "one", src.to_str().unwrap()]);
+    let first = repo.json(&["snapshots"])[0]["id"].as_str().unwrap().to_string();
+    let target = repo.scratch("restored");
+    repo.ok(&["restore", &first, "--target", target.to_str().unwrap()]);
+
+    let point = repo.scratch("one");
+    std::fs::create_dir_all(&point).unwrap();
+    let child = repo
+        .cmd(["restore", &first, "--mount", point.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !point.join("d").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the mount did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(scan(&point), scan(&target), "the first snapshot, not the latest");
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!point.join("d").exists(), "unmounted");
+    // --mount and --target are one or the other.
+    let out =
+        repo.run(&["restore", "latest", "--mount", point.to_str().unwrap(), "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 static LEFT: Mutex<Cow<'static, str>> = Mutex::new(Cow::Borrowed("nothing was changed"));
+/// Set as the handler starts: the process is about to end with the signal's code.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// What to undo before the process ends (`mount` unmounts).
 static BEFORE_EXIT: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mutex::new(None);
 /// The terminal's settings from before the process started, restored on
@@ -30,6 +32,7 @@ pub(crate) fn install() {
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             if let Some(undo) = BEFORE_EXIT.lock().ok().and_then(|mut b| b.take()) {
                 undo();
             }
@@ -44,6 +47,15 @@ pub(crate) fn install() {
             std::process::exit(128 + sig);
         }
     });
+}
+
+/// Blocks for good once an interruption is being handled: what it undid
+/// (an unmount) may let the command return, and the process must still end
+/// with the signal's code, which the handler's thread is about to do.
+pub(crate) fn wait_if_interrupted() {
+    while INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Runs `undo` if the process is interrupted from now on, before it ends.

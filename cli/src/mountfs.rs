@@ -94,12 +94,13 @@ fn time_name(time: &str) -> String {
         .unwrap_or_else(|_| time.replace('/', "_"))
 }
 
-/// A directory the tree does not hold, with the owner and time of `like`.
+/// A directory the tree does not hold, with the owner and time of `like`;
+/// private (0700), as a database server wants its data directory.
 fn dir_like(path: &str, like: Option<&Node>) -> Node {
     Node {
         path: path.into(),
         kind: NodeKind::Dir,
-        mode: 0o755,
+        mode: 0o700,
         uid: like.map_or(0, |n| n.uid),
         gid: like.map_or(0, |n| n.gid),
         mtime_ns: like.map_or(0, |n| n.mtime_ns),
@@ -141,6 +142,34 @@ impl MountFs {
         }
         fs.add_new()?;
         Ok(fs)
+    }
+
+    /// One snapshot's tree as the whole filesystem (`restore --mount`).
+    pub(crate) fn one(repo: Indexed, id: &str, manifest: &dedupe_store::Manifest) -> MountFs {
+        // SAFETY: plain getters.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut fs = MountFs {
+            repo,
+            only: None,
+            snapshots: Vec::new(),
+            manifests: Vec::new(),
+            known: HashMap::new(),
+            names: HashMap::new(),
+            log_names: HashMap::new(),
+            trees: Vec::new(),
+            entries: Vec::new(),
+            open: HashMap::new(),
+            next_fh: 1,
+            cache: ChunkCache::new(CACHE_BYTES),
+            started: SystemTime::now(),
+            refreshed: Instant::now(),
+            uid,
+            gid,
+        };
+        let snap = fs.remember(id, manifest);
+        // The root (inode 1) is the snapshot's root.
+        fs.push(Entry::Snapshot { snap });
+        fs
     }
 
     /// Adds the snapshots and archived logs of the listing not shown yet.

@@ -25,8 +25,12 @@ pub(crate) struct Args {
     #[arg(long, env = "DEDUPE_NAME")]
     name: Option<String>,
     /// Directory to restore into (created if missing; must be empty unless --force).
-    #[arg(long, conflicts_with = "stdout", required_unless_present = "stdout")]
+    #[arg(long, conflicts_with = "stdout", required_unless_present_any = ["stdout", "mount"])]
     target: Option<PathBuf>,
+    /// Mount the snapshot at this directory instead (FUSE, read-only, in the
+    /// foreground until unmounted or Ctrl-C): its files read before any restore ends.
+    #[arg(long, conflicts_with_all = ["target", "stdout", "until", "path", "prepare", "force"])]
+    mount: Option<PathBuf>,
     /// Write the file content to stdout (for a stream backup, the stream).
     #[arg(long)]
     stdout: bool,
@@ -50,8 +54,11 @@ fn dir_is_empty(p: &Path) -> R<bool> {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
-    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep } = a;
+    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep, mount } = a;
     let (name, target) = (name.as_deref(), target.as_deref());
+    if let Some(point) = mount {
+        return super::mount::one(ctx, snapshot.as_deref().unwrap_or("latest"), name, &point);
+    }
     if prep && target.is_none() {
         return Err(Failure::usage("--prepare needs --target"));
     }
