@@ -113,42 +113,11 @@ fn dir_like(path: &str, like: Option<&Node>) -> Node {
 }
 
 impl MountFs {
-    /// The layout of every snapshot in `repo`'s listing (of `name` only, if given).
-    pub(crate) fn new(repo: Indexed, name: Option<&str>) -> dedupe_store::Result<MountFs> {
+    /// Nothing shown yet.
+    fn empty(repo: Indexed) -> MountFs {
         // SAFETY: plain getters.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let mut fs = MountFs {
-            repo,
-            only: name.map(str::to_string),
-            snapshots: Vec::new(),
-            manifests: Vec::new(),
-            known: HashMap::new(),
-            names: HashMap::new(),
-            log_names: HashMap::new(),
-            trees: Vec::new(),
-            entries: Vec::new(),
-            open: HashMap::new(),
-            next_fh: 1,
-            cache: ChunkCache::new(CACHE_BYTES),
-            started: SystemTime::now(),
-            refreshed: Instant::now(),
-            uid,
-            gid,
-        };
-        let root = fs.push(Entry::Dir(BTreeMap::new()));
-        for (dir, ino) in [("by-id", BY_ID), ("by-name", BY_NAME), ("logs", LOGS)] {
-            assert_eq!(fs.push(Entry::Dir(BTreeMap::new())), ino);
-            fs.add(root, dir, ino);
-        }
-        fs.add_new()?;
-        Ok(fs)
-    }
-
-    /// One snapshot's tree as the whole filesystem (`restore --mount`).
-    pub(crate) fn one(repo: Indexed, id: &str, manifest: &dedupe_store::Manifest) -> MountFs {
-        // SAFETY: plain getters.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let mut fs = MountFs {
+        MountFs {
             repo,
             only: None,
             snapshots: Vec::new(),
@@ -165,7 +134,25 @@ impl MountFs {
             refreshed: Instant::now(),
             uid,
             gid,
-        };
+        }
+    }
+
+    /// The layout of every snapshot in `repo`'s listing (of `name` only, if given).
+    pub(crate) fn new(repo: Indexed, name: Option<&str>) -> dedupe_store::Result<MountFs> {
+        let mut fs = MountFs::empty(repo);
+        fs.only = name.map(str::to_string);
+        let root = fs.push(Entry::Dir(BTreeMap::new()));
+        for (dir, ino) in [("by-id", BY_ID), ("by-name", BY_NAME), ("logs", LOGS)] {
+            assert_eq!(fs.push(Entry::Dir(BTreeMap::new())), ino);
+            fs.add(root, dir, ino);
+        }
+        fs.add_new()?;
+        Ok(fs)
+    }
+
+    /// One snapshot's tree as the whole filesystem (`restore --mount`).
+    pub(crate) fn one(repo: Indexed, id: &str, manifest: &dedupe_store::Manifest) -> MountFs {
+        let mut fs = MountFs::empty(repo);
         let snap = fs.remember(id, manifest);
         // The root (inode 1) is the snapshot's root.
         fs.push(Entry::Snapshot { snap });
