@@ -59,6 +59,8 @@ struct Tree {
     base: u64,
     /// Per node: its children by name (directories only).
     children: Vec<BTreeMap<String, usize>>,
+    /// The root node (`.`).
+    root: usize,
 }
 
 pub(crate) struct MountFs {
@@ -299,6 +301,7 @@ impl MountFs {
             nodes.push(dir_like(".", None));
         }
         let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.path.as_str(), i)).collect();
+        let root = index["."];
         let mut children = vec![BTreeMap::new(); nodes.len()];
         for (i, n) in nodes.iter().enumerate() {
             if n.path == "." {
@@ -313,7 +316,7 @@ impl MountFs {
         for node in 0..nodes.len() {
             self.push(Entry::Node { snap, node });
         }
-        self.trees[snap] = Some(Tree { nodes, base, children });
+        self.trees[snap] = Some(Tree { nodes, base, children, root });
         true
     }
 
@@ -326,7 +329,7 @@ impl MountFs {
                     return None;
                 }
                 let tree = self.trees[snap].as_ref()?;
-                (snap, tree.nodes.iter().position(|n| n.path == ".")?)
+                (snap, tree.root)
             }
             Entry::Node { snap, node } => (*snap, *node),
             Entry::Log { snap, .. } => {
@@ -413,6 +416,16 @@ impl MountFs {
         Some(self.attr(shown, kind, (n.mode & 0o7777) as u16, size, t, n.uid, n.gid))
     }
 
+    /// The inode of `name` in directory `ino` (one map lookup, not a copy of the listing).
+    fn child(&mut self, ino: u64, name: &str) -> Option<u64> {
+        if let Entry::Dir(c) = self.entries.get(ino as usize - 1)? {
+            return c.get(name).copied();
+        }
+        let (snap, node) = self.node(ino)?;
+        let tree = self.trees[snap].as_ref()?;
+        tree.children[node].get(name).map(|&i| tree.base + i as u64)
+    }
+
     /// The children of a directory inode: name, inode.
     fn children(&mut self, ino: u64) -> Option<Vec<(String, u64)>> {
         if let Entry::Dir(c) = self.entries.get(ino as usize - 1)? {
@@ -433,13 +446,12 @@ impl Filesystem for MountFs {
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_string_lossy();
-        let find = |fs: &mut MountFs| fs.children(parent).and_then(|c| c.into_iter().find(|(n, _)| *n == name));
-        let mut child = find(self);
+        let mut child = self.child(parent, &name);
         if child.is_none() {
             self.refresh(parent);
-            child = find(self);
+            child = self.child(parent, &name);
         }
-        match child.and_then(|(_, ino)| self.getattr_of(ino).map(|a| (ino, a))) {
+        match child.and_then(|ino| self.getattr_of(ino).map(|a| (ino, a))) {
             Some((ino, attr)) => reply.entry(&self.ttl(ino), &attr, 0),
             None => reply.error(libc::ENOENT),
         }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::repo::Indexed;
 use crate::restore::{Fetched, FETCH_BYTES, FETCH_RECORDS};
 use crate::snapshot::{Node, HOLE};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -48,8 +48,11 @@ pub struct ChunkCache {
 
 #[derive(Default)]
 struct CacheInner {
-    chunks: HashMap<Id, Arc<Vec<u8>>>,
-    order: VecDeque<Id>,
+    /// Each chunk with the tick of its last use.
+    chunks: HashMap<Id, (Arc<Vec<u8>>, u64)>,
+    /// Ticks of last use, oldest first: the next to drop.
+    order: BTreeMap<u64, Id>,
+    tick: u64,
     bytes: usize,
 }
 
@@ -60,15 +63,18 @@ impl ChunkCache {
 
     fn get(&self, id: &Id) -> Option<Arc<Vec<u8>>> {
         let mut c = self.inner.lock().expect("not poisoned");
-        let hit = c.chunks.get(id).cloned();
-        if hit.is_some() {
-            // Most recent at the back; a linear scan of a few thousand ids is cheap next to decoding.
-            if let Some(at) = c.order.iter().position(|x| x == id) {
-                c.order.remove(at);
-            }
-            c.order.push_back(*id);
-        }
-        hit
+        c.tick += 1;
+        let tick = c.tick;
+        let (data, used) = c.chunks.get_mut(id)?;
+        let (data, old) = (data.clone(), std::mem::replace(used, tick));
+        c.order.remove(&old);
+        c.order.insert(tick, *id);
+        Some(data)
+    }
+
+    /// Whether `id` is held, without counting as a use.
+    fn holds(&self, id: &Id) -> bool {
+        self.inner.lock().expect("not poisoned").chunks.contains_key(id)
     }
 
     fn put(&self, id: Id, data: Arc<Vec<u8>>) {
@@ -76,12 +82,14 @@ impl ChunkCache {
         if c.chunks.contains_key(&id) {
             return;
         }
+        c.tick += 1;
+        let tick = c.tick;
         c.bytes += data.len();
-        c.chunks.insert(id, data);
-        c.order.push_back(id);
+        c.chunks.insert(id, (data, tick));
+        c.order.insert(tick, id);
         while c.bytes > self.limit {
-            let Some(old) = c.order.pop_front() else { break };
-            if let Some(d) = c.chunks.remove(&old) {
+            let Some((_, old)) = c.order.pop_first() else { break };
+            if let Some((d, _)) = c.chunks.remove(&old) {
                 c.bytes -= d.len();
             }
         }
@@ -141,7 +149,7 @@ impl Indexed {
             let mut j = i + 1;
             while j < map.ids.len() && recs.len() < FETCH_RECORDS && bytes < FETCH_BYTES {
                 let len = map.ends[j] - map.start(j);
-                if map.ids[j] != HOLE && cache.get(&map.ids[j]).is_none() {
+                if map.ids[j] != HOLE && !cache.holds(&map.ids[j]) {
                     recs.push((map.ids[j], len));
                     bytes += len;
                 }

@@ -29,22 +29,8 @@ fn need_dir(p: &Path) -> R {
 
 pub(crate) fn run(ctx: &Ctx, mountpoint: &Path, name: Option<&str>) -> R {
     need_dir(mountpoint)?;
-    let repo = ctx.indexed()?;
-    let fs = MountFs::new(repo, name)?;
-    let options = options();
-    // Ctrl-C or SIGTERM: unmount before the process ends, or the
-    // mountpoint is left answering "Transport endpoint is not connected".
-    let point = mountpoint.to_path_buf();
-    crate::interrupt::before_exit(move || unmount_fuse(&point));
-    crate::interrupt::say("the repository was not changed; the mount was removed");
-    ctx.note(&format!(
-        "mounted at {} (by-id/, by-name/); unmount with `fusermount3 -u {}` or Ctrl-C",
-        mountpoint.display(),
-        mountpoint.display()
-    ));
-    let served = fuser::mount2(fs, mountpoint, &options).map_err(|e| mount_failed(mountpoint, e));
-    crate::interrupt::wait_if_interrupted();
-    served
+    let fs = MountFs::new(ctx.indexed()?, name)?;
+    serve(ctx, fs, mountpoint, "every snapshot (by-id/, by-name/, logs/)")
 }
 
 /// `restore SPEC --mount POINT`: one snapshot, read-only.
@@ -52,13 +38,19 @@ pub(crate) fn one(ctx: &Ctx, spec: &str, name: Option<&str>, point: &Path) -> R 
     need_dir(point)?;
     let repo = ctx.indexed()?;
     let (id, manifest) = repo.find_snapshot(spec, name)?;
-    let fs = MountFs::one(repo, &id, &manifest);
+    serve(ctx, MountFs::one(repo, &id, &manifest), point, &format!("snapshot {}", &id[..8]))
+}
+
+/// Serves `fs` at `point` in the foreground until it is unmounted or the
+/// command is interrupted.
+fn serve(ctx: &Ctx, fs: MountFs, point: &Path, what: &str) -> R {
+    // Ctrl-C or SIGTERM: unmount before the process ends, or the
+    // mountpoint is left answering "Transport endpoint is not connected".
     let p = point.to_path_buf();
     crate::interrupt::before_exit(move || unmount_fuse(&p));
     crate::interrupt::say("the repository was not changed; the mount was removed");
     ctx.note(&format!(
-        "snapshot {} mounted read-only at {}; `fusermount3 -u {}` or Ctrl-C unmounts",
-        &id[..8],
+        "{what} mounted read-only at {}; `fusermount3 -u {}` or Ctrl-C unmounts",
         point.display(),
         point.display()
     ));
