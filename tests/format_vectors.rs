@@ -6,10 +6,13 @@
 
 use dedupe_store::backend::LocalBackend;
 use dedupe_store::internals::{
+    apply_delta, open_blob, open_index_object, seal_chunk_against, seal_index_object, Compaction, Opened, PackEntry,
+    PackWriter, COMPACTION_AAD, INDEX_AAD, INDEX_AAD_V1, TRAILER_AAD,
+};
+use dedupe_store::internals::{
     indexed_packs, open_chunk, open_mark, pack_name, parse_id, read_entries, seal_chunk, seal_mark, Chunker, Keys,
     MARK_AAD,
 };
-use dedupe_store::internals::{open_index_object, seal_index_object, Compaction, PackEntry, COMPACTION_AAD, INDEX_AAD};
 use dedupe_store::{Chunking, Piece, Repository};
 use dedupe_suite::*;
 use serde_json::{json, Value};
@@ -172,7 +175,9 @@ fn a_stamped_index_object_and_a_compaction_record_open_to_their_fields() {
     let (name, sealed) = (ix["name"].as_str().unwrap(), h(&ix["sealed"]));
     let stamp = ix["stamp_unix"].as_u64().unwrap();
     assert_eq!(name, format!("index/{stamp:010}-{}", blake3::hash(&sealed).to_hex()));
-    assert_eq!(keys.open(INDEX_AAD, &sealed).expect("opens"), h(&ix["plaintext"]));
+    // Written before deltas (v1); a regenerated one is v2.
+    let plain = keys.open(INDEX_AAD_V1, &sealed).or_else(|| keys.open(INDEX_AAD, &sealed));
+    assert_eq!(plain.expect("opens"), h(&ix["plaintext"]));
     let packs = open_index_object(&keys, name, &sealed).unwrap();
     assert_eq!(packs.len(), 1);
     assert_eq!(hex::encode(packs[0].0), ix["pack"].as_str().unwrap());
@@ -201,7 +206,7 @@ fn write_compaction_vector(dir: &Path, master: [u8; 32]) {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_040_000);
     let pack = [0x5cu8; 32];
     let entries: Vec<PackEntry> = (0..2u32)
-        .map(|i| PackEntry { id: keys.chunk_id(&[i as u8]), offset: i * 60, length: 60, raw_len: 1 })
+        .map(|i| PackEntry { id: keys.chunk_id(&[i as u8]), offset: i * 60, length: 60, raw_len: 1, base: None })
         .collect();
     let (name, sealed) = seal_index_object(&keys, &[(pack, entries.clone())], at);
     let record = Compaction {
@@ -229,6 +234,91 @@ fn write_compaction_vector(dir: &Path, master: [u8; 32]) {
         },
     });
     std::fs::write(dir.join("compaction.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
+
+/// A database page (§7.2): its base stored whole, its changed version as a
+/// delta on it; the pack holding both (§9.1, a v2 trailer naming the
+/// base) and the index object listing that pack (§10.1, v2).
+#[test]
+fn a_delta_blob_reads_through_its_base_and_its_pack_and_index_object_name_the_base() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("delta.json")).unwrap()).unwrap();
+    let keys = Keys::from_master(key32(&load()["master_key"]));
+    let (base, changed) = (h(&v["base"]["plaintext"]), h(&v["changed"]["plaintext"]));
+    let (base_id, id): ([u8; 32], [u8; 32]) = (keys.chunk_id(&base), keys.chunk_id(&changed));
+    assert_eq!(hex::encode(base_id), v["base"]["id"].as_str().unwrap());
+    assert_eq!(hex::encode(id), v["changed"]["id"].as_str().unwrap());
+    let base_blob = h(&v["base"]["sealed"]);
+    assert_eq!(open_chunk(&keys, &base_id, &base_blob, base.len()).unwrap(), base);
+    let delta = h(&v["changed"]["sealed"]);
+    let payload = keys.open(&id, &delta).expect("the delta authenticates with its chunk id");
+    assert_eq!(payload[0], 2, "flag 2: a delta");
+    assert_eq!(payload[1..33], base_id, "then the base's id");
+    assert_eq!(hex::encode(&payload[33..]), v["changed"]["frame"].as_str().unwrap());
+    let Opened::Delta { base: named, frame } = open_blob(&keys, &id, &delta, changed.len()).unwrap() else {
+        panic!("a delta")
+    };
+    assert_eq!(named, base_id);
+    assert_eq!(apply_delta(&frame, &base, changed.len()).unwrap(), changed);
+    assert!(delta.len() * 8 < changed.len(), "the delta is small: {} bytes", delta.len());
+
+    let pack = h(&v["pack"]["bytes"]);
+    let pack_id: [u8; 32] = h(&v["pack"]["id"]).try_into().unwrap();
+    let n = pack.len();
+    let tlen = u32::from_le_bytes(pack[n - 4..].try_into().unwrap()) as usize;
+    let trailer = keys.open(TRAILER_AAD, &pack[n - 4 - tlen..n - 4]).expect("a v2 trailer");
+    assert_eq!(hex::encode(&trailer), v["pack"]["trailer_plaintext"].as_str().unwrap());
+    let entries = read_entries(&keys, &pack_id, &pack).unwrap();
+    assert_eq!(entries.iter().map(|e| e.base).collect::<Vec<_>>(), vec![None, Some(base_id)]);
+    assert_eq!(&pack[entries[1].offset as usize..][..entries[1].length as usize], &delta[..]);
+
+    let ix = &v["index_object"];
+    let (name, sealed) = (ix["name"].as_str().unwrap(), h(&ix["sealed"]));
+    assert_eq!(hex::encode(keys.open(INDEX_AAD, &sealed).expect("v2")), ix["plaintext"].as_str().unwrap());
+    assert_eq!(open_index_object(&keys, name, &sealed).unwrap(), vec![(pack_id, entries)]);
+}
+
+fn write_delta_vector(dir: &Path, master: [u8; 32]) {
+    let keys = Keys::from_master(master);
+    // A 2 KiB page of rows; the next version changes one row.
+    let base: Vec<u8> = (0..32)
+        .flat_map(|i| format!("row {i:04} name=customer-{:08} balance={:012}\n", i * 7919, i * 31).into_bytes())
+        .take(2048)
+        .collect();
+    let mut changed = base.clone();
+    changed[700..712].copy_from_slice(b"balance=0042");
+    let (base_id, id) = (keys.chunk_id(&base), keys.chunk_id(&changed));
+    let (base_blob, _) = seal_chunk_against(&keys, &base_id, &base, None, 1);
+    let (delta, is_delta) = seal_chunk_against(&keys, &id, &changed, Some((&base_id, &base)), 1);
+    assert!(is_delta);
+    let mut w = PackWriter::with_buffer(Vec::new(), 1 << 20);
+    w.add(base_id, &base_blob, base.len(), None);
+    w.add(id, &delta, changed.len(), Some(base_id));
+    let pack = w.finish(&keys);
+    let n = pack.bytes.len();
+    let tlen = u32::from_le_bytes(pack.bytes[n - 4..].try_into().unwrap()) as usize;
+    let trailer = keys.open(TRAILER_AAD, &pack.bytes[n - 4 - tlen..n - 4]).unwrap();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_126_400);
+    let (name, sealed) = seal_index_object(&keys, &[(pack.id, pack.entries.clone())], at);
+    let v = json!({
+        "comment": "format-spec §7.2, §9.1, §10.1: a delta blob on a base, their pack and its index object, sealed with the master key of vectors.json",
+        "base": {"id": hex::encode(base_id), "plaintext": hex::encode(&base), "sealed": hex::encode(&base_blob)},
+        "changed": {
+            "id": hex::encode(id),
+            "plaintext": hex::encode(&changed),
+            "sealed": hex::encode(&delta),
+            "frame": hex::encode(&keys.open(&id, &delta).unwrap()[33..]),
+        },
+        "pack": {"id": hex::encode(pack.id), "bytes": hex::encode(&pack.bytes), "trailer_plaintext": hex::encode(&trailer)},
+        "index_object": {"name": name, "sealed": hex::encode(&sealed), "plaintext": hex::encode(keys.open(INDEX_AAD, &sealed).unwrap())},
+    });
+    std::fs::write(dir.join("delta.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
+
+/// Writes only format-spec/vectors/delta.json (added after the others).
+#[test]
+#[ignore]
+fn regenerate_delta() {
+    write_delta_vector(&vectors_dir(), key32(&load()["master_key"]));
 }
 
 /// Writes only format-spec/vectors/compaction.json (added after the others).
@@ -324,4 +414,5 @@ fn regenerate() {
     std::fs::write(dir.join("vectors.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
     write_mark_vector(&dir, master);
     write_compaction_vector(&dir, master);
+    write_delta_vector(&dir, master);
 }

@@ -205,3 +205,48 @@ fn a_truncated_stream_and_a_failing_producer_commit_nothing() {
         repo.json(&["snapshots"]).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["m"]);
 }
+
+/// Five mariabackup streams with a day of writes between (format-spec
+/// §7.5): from the second on, changed pages are stored as deltas on their
+/// previous version; every generation restores, prepares and starts with
+/// the tables it had, the newest (the longest history of deltas) too.
+#[test]
+fn five_generations_with_writes_between_restore_prepare_and_start_exactly() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = loaded_server(&work.join("src"));
+    let mut generations = Vec::new();
+    for g in 0..5u32 {
+        if g > 0 {
+            // A day of writes: a row in most pages changes, a few rows come and go;
+            // then the changed pages are written to the table files, as a day's checkpoints do.
+            src.sql(&format!(
+                "USE shop; UPDATE shop.orders SET total = total + {g}, note = CONCAT(LEFT(note, 90), '{g}') WHERE id % 23 = {g};
+                 DELETE FROM shop.orders WHERE id % 997 = {g};
+                 INSERT INTO shop.orders (customer, total, note) SELECT CONCAT('n', seq), seq, MD5(seq) FROM seq_1_to_500;
+                 UPDATE shop.blobs SET data = RANDOM_BYTES(1024) WHERE id % 50 = {g};
+                 UPDATE shop.audit SET what = CONCAT(what, '!') WHERE id % 10 = {g};
+                 FLUSH TABLES shop.orders, shop.blobs FOR EXPORT; UNLOCK TABLES;"
+            ));
+        }
+        let want = src.checksums("shop");
+        let tmp = work.join(format!("mb-tmp{g}"));
+        let v = repo.json(&["backup", "--name", "maria", "--command", &src.backup_command(&tmp, 1)]);
+        if g > 0 {
+            assert!(v["delta_chunks"].as_u64().unwrap() > 100, "generation {g}: {v}");
+            let (deltas, stored) = (v["delta_bytes"].as_u64().unwrap(), v["delta_bytes_stored"].as_u64().unwrap());
+            assert!(stored * 4 < deltas, "generation {g}: deltas of {deltas} bytes took {stored}: {v}");
+        }
+        generations.push((v["snapshot"].as_str().unwrap().to_string(), want));
+    }
+    drop(src);
+    for (g, (id, want)) in generations.iter().enumerate() {
+        let restored = work.join(format!("restored{g}"));
+        repo.ok(&["restore".as_ref(), id.as_ref(), "--prepare".as_ref(), "--target".as_ref(), restored.as_os_str()]);
+        let copy = Server::start(&work.join(format!("copy{g}")), &restored);
+        assert_eq!(copy.checksums("shop"), *want, "generation {g}");
+    }
+    assert_eq!(repo.json(&["check", "--read-data"])["whole"], true);
+}

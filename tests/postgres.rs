@@ -248,3 +248,60 @@ fn a_failing_producer_commits_nothing() {
     assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
     assert!(repo.packs().is_empty(), "a failed backup left packs: {:?}", repo.packs());
 }
+
+/// Five `pg_basebackup`s with pgbench and updates between (format-spec
+/// §7.5): from the second on, changed pages are deltas on their previous
+/// version; every generation restores, starts and reads back as it was.
+#[test]
+fn five_generations_with_writes_between_restore_and_start_exactly() {
+    let repo = Repo::new();
+    let tmp = pg_tempdir();
+    let t = tmp.path();
+    let (src, logs, sock) =
+        (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")), postgres_dir(&t.join("sock")));
+    let mut initdb = as_postgres("initdb");
+    initdb.arg("-D").arg(&src).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
+    ok(initdb, "initdb");
+    let source = Server::start(&src, &sock, &logs.join("src.log"));
+    source.psql("postgres", "CREATE DATABASE shop");
+    let mut init = source.client("pgbench");
+    init.args(["-i", "-s", "2", "-q", "shop"]);
+    ok(init, "pgbench -i");
+    source.psql(
+        "shop",
+        "CREATE TABLE notes AS SELECT g AS id, repeat(md5(g::text) || ' ', 8) AS body FROM generate_series(1, 20000) g",
+    );
+    let producer =
+        as_postgres_shell("pg_basebackup", &format!("-h {} -p {PORT} -D - -Ft -X fetch -c fast", sock.display()));
+    let mut generations = Vec::new();
+    for g in 0..5 {
+        if g > 0 {
+            let mut run = source.client("pgbench");
+            run.args(["-n", "-c", "2", "-j", "2", "-t", "200", "shop"]);
+            ok(run, "pgbench");
+            source.psql("shop", &format!("UPDATE notes SET body = body || '{g}' WHERE id % 40 = {g}"));
+        }
+        let want = source.table_hashes("shop");
+        let out = repo
+            .cmd(["--json", "backup", "--name", "pg", "--command", &producer])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "backup {g}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if g > 0 {
+            assert!(v["delta_chunks"].as_u64().unwrap() > 50, "generation {g}: {v}");
+            let (deltas, stored) = (v["delta_bytes"].as_u64().unwrap(), v["delta_bytes_stored"].as_u64().unwrap());
+            assert!(stored * 8 < deltas, "generation {g}: deltas of {deltas} bytes took {stored}: {v}");
+        }
+        generations.push((v["snapshot"].as_str().unwrap().to_string(), want));
+    }
+    drop(source);
+    for (g, (id, want)) in generations.iter().enumerate() {
+        let restored = t.join(format!("restored{g}"));
+        repo.ok(&["restore".as_ref(), id.as_ref(), "--target".as_ref(), restored.as_os_str()]);
+        let copy = Server::start(&restored, &sock, &logs.join(format!("restored{g}.log")));
+        assert_eq!(copy.table_hashes("shop"), *want, "generation {g}");
+    }
+    assert_eq!(repo.json(&["check", "--read-data"])["whole"], true);
+}

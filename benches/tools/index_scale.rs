@@ -46,7 +46,13 @@ fn generate(repo: &str, entries: u64) {
                 packs.push((pack, Vec::new()));
             }
             let offset = ((i % PER_PACK) * 16_400) as u32;
-            packs.last_mut().expect("one").1.push(PackEntry { id: id_of(i), offset, length: 16_400, raw_len: 16_384 });
+            packs.last_mut().expect("one").1.push(PackEntry {
+                id: id_of(i),
+                offset,
+                length: 16_400,
+                raw_len: 16_384,
+                base: None,
+            });
         }
         // Stamped two days ago: a repository compacted earlier, not new objects.
         let at = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);

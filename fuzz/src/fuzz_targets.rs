@@ -19,8 +19,8 @@ use dedupe_ingest::sniff;
 use dedupe_ingest::tar::TarSource;
 use dedupe_ingest::xbstream::XbstreamSource;
 use dedupe_store::internals::{
-    load_index_segment, open_chunk, open_index_object, open_manifest, read_entries, Keys, INDEX_AAD, LOG_MANIFEST_AAD,
-    MANIFEST_AAD, TRAILER_AAD,
+    apply_delta, load_index_segment, open_blob, open_chunk, open_index_object, open_manifest, read_entries, Keys,
+    Opened, INDEX_AAD, LOG_MANIFEST_AAD, MANIFEST_AAD, TRAILER_AAD,
 };
 use dedupe_store::{Chunking, Event, Source, Tree};
 use std::io::{Cursor, Read};
@@ -297,8 +297,15 @@ pub fn chunk(data: &[u8]) {
     let (raw_len, plain) = u32_at(data);
     let id = k.chunk_id(plain);
     let sealed = k.seal(&id, plain);
-    if let Ok(out) = open_chunk(k, &id, &sealed, raw_len.min(MAX_RAW_LEN) as usize) {
-        assert_eq!(out.len(), raw_len.min(MAX_RAW_LEN) as usize);
+    match open_blob(k, &id, &sealed, raw_len.min(MAX_RAW_LEN) as usize) {
+        Ok(Opened::Plain(out)) => assert_eq!(out.len(), raw_len.min(MAX_RAW_LEN) as usize),
+        // A delta (flag 2) applied to a base of the input's own bytes.
+        Ok(Opened::Delta { frame, .. }) => {
+            if let Ok(out) = apply_delta(&frame, plain, raw_len.min(MAX_RAW_LEN) as usize) {
+                assert_eq!(out.len(), raw_len.min(MAX_RAW_LEN) as usize);
+            }
+        }
+        Err(_) => {}
     }
     // As stored: fails authentication.
     let _ = open_chunk(k, &id, data, raw_len.min(MAX_RAW_LEN) as usize);
@@ -310,7 +317,8 @@ pub fn index(data: &[u8]) {
     let sealed = k.seal(INDEX_AAD, data);
     if let Ok(packs) = open_index_object(k, &hex_name("index/", &sealed), &sealed) {
         let entries: usize = packs.iter().map(|(_, e)| e.len()).sum();
-        assert_eq!(packs.len() * 36 + entries * 44, data.len(), "entries and bytes disagree");
+        let deltas = packs.iter().flat_map(|(_, e)| e).filter(|e| e.base.is_some()).count();
+        assert_eq!(packs.len() * 40 + entries * 44 + deltas * 36, data.len(), "entries and bytes disagree");
     }
 }
 

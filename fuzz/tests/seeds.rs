@@ -14,8 +14,8 @@ use dedupe_ingest::tar::TarSource;
 use dedupe_ingest::xbstream::{XbstreamSource, XbstreamWriter};
 use dedupe_store::backend::{LocalBackend, ObjectKind};
 use dedupe_store::internals::{
-    encode_records, load_index_segment, open_chunk, open_index_object, open_manifest, parse_id, read_entries,
-    PackEntry, INDEX_AAD, MANIFEST_AAD, TRAILER_AAD,
+    encode_entries, encode_records, load_index_segment, open_chunk, open_index_object, open_manifest, parse_id,
+    read_entries, PackEntry, INDEX_AAD, MANIFEST_AAD, TRAILER_AAD,
 };
 use dedupe_store::{Chunking, Manifest, Repository, Source, Tree};
 use std::io::Cursor;
@@ -243,7 +243,13 @@ fn regenerate() {
     let records: Vec<_> = repo.file_records(node).flat_map(|r| r.unwrap()).collect();
     write("manifest", "list-records", &encode_records(&records[..records.len().min(8)]));
     let (index_name, _) = b.list(ObjectKind::Index).unwrap().into_iter().next().unwrap();
-    write("index", "index-object", &k.open(INDEX_AAD, &b.get(&index_name).unwrap()).unwrap());
+    // The frozen repository predates deltas: its records are written again in today's (v2) layout.
+    let mut plain = Vec::new();
+    for (pack, entries) in open_index_object(k, &index_name, &b.get(&index_name).unwrap()).unwrap() {
+        plain.extend_from_slice(&pack);
+        encode_entries(&entries, &mut plain);
+    }
+    write("index", "index-object", &plain);
     let segment = std::fs::read_dir(cache_dir.join("index"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -256,7 +262,7 @@ fn regenerate() {
     let pack_id = parse_id(pack_name.rsplit('/').next().unwrap()).unwrap();
     let pack = b.get(&pack_name).unwrap();
     let mut body = Vec::new();
-    let mut trailer = Vec::new();
+    let mut entries = Vec::new();
     let mut chunks = 0;
     for e in read_entries(k, &pack_id, &pack).unwrap() {
         if e.length > 2048 || chunks == 4 {
@@ -267,13 +273,13 @@ fn regenerate() {
         let mut seed = e.raw_len.to_le_bytes().to_vec();
         seed.extend_from_slice(&plain);
         write("chunk", &format!("chunk-{chunks}"), &seed);
-        PackEntry { offset: body.len() as u32, ..e }.encode(&mut trailer);
+        entries.push(PackEntry { offset: body.len() as u32, ..e });
         body.extend_from_slice(blob);
         chunks += 1;
     }
     let mut seed = (body.len() as u32).to_le_bytes().to_vec();
     seed.extend_from_slice(&body);
-    seed.extend_from_slice(&trailer);
+    encode_entries(&entries, &mut seed);
     write("pack", "small-pack", &seed);
 }
 

@@ -18,6 +18,7 @@ use crate::bits::Bits;
 use crate::blob;
 use crate::chunker::{Chunker, Chunking};
 use crate::crypto::{hex_id, Id};
+use crate::delta::ParentBlocks;
 use crate::error::{Error, Result};
 use crate::guard::Guard;
 use crate::pack::pack_name;
@@ -126,8 +127,11 @@ pub struct BackupResult {
 
 /// Items name their file by a key, so that files may interleave.
 enum Item {
-    Start(u64, Node),
-    Chunk(u64, Vec<u8>),
+    /// A file begins; it is chunked so (only page-aligned ones get deltas).
+    Start(u64, Node, Chunking),
+    /// A chunk, and the parent snapshot's block at the same offset of the
+    /// same file when the file is page-aligned (`delta.rs`).
+    Chunk(u64, Vec<u8>, Option<Id>),
     Hole(u64, u64),
     End(u64),
     /// A node complete as it is (non-files, and files reused unread).
@@ -145,17 +149,24 @@ struct Unit {
     items: Vec<Item>,
 }
 
+/// A new chunk's blob, and its base if it is a delta.
+struct Sealed {
+    blob: Vec<u8>,
+    base: Option<Id>,
+}
+
 /// A unit with, for each item, the chunk id and the sealed blob if the chunk is new.
 struct Done {
     seq: u64,
     items: Vec<Item>,
-    results: Vec<Option<(Id, Option<Vec<u8>>)>>,
+    results: Vec<Option<(Id, Option<Sealed>)>>,
     /// The worker panicked on this unit: the backup must stop, not wait for it.
     panicked: bool,
 }
 
 /// What the workers share: read-only keys and index, and the in-run dedup set.
 struct Shared<'a> {
+    repo: &'a Indexed,
     keys: &'a crate::crypto::Keys,
     index: &'a crate::index::Index,
     /// The index's marked packs: never deduplicated against.
@@ -179,16 +190,47 @@ impl Shared<'_> {
     }
 
     fn work(&self, unit: Unit) -> Done {
-        let results = unit
+        // Which chunks are new first, so that the bases of the changed
+        // pages among them are read together.
+        let new: Vec<Option<(Id, bool)>> = unit
             .items
             .iter()
             .map(|item| match item {
-                Item::Chunk(_, data) => {
+                Item::Chunk(_, data, _) => {
                     let id = self.keys.chunk_id(data);
-                    let blob = self.claim(&id).then(|| blob::seal_chunk(self.keys, &id, data, self.level));
-                    Some((id, blob))
+                    Some((id, self.claim(&id)))
                 }
                 _ => None,
+            })
+            .collect();
+        let mut parents: Vec<Id> = unit
+            .items
+            .iter()
+            .zip(&new)
+            .filter_map(|(item, new)| match (item, new) {
+                (Item::Chunk(_, _, Some(parent)), Some((id, true))) if parent != id => Some(*parent),
+                _ => None,
+            })
+            .collect();
+        parents.sort_unstable();
+        parents.dedup();
+        let bases = if parents.is_empty() || self.level == 0 {
+            HashMap::new()
+        } else {
+            self.repo.delta_bases(&parents, self.marked, self.hits)
+        };
+        let results = unit
+            .items
+            .iter()
+            .zip(new)
+            .map(|(item, new)| {
+                let (Item::Chunk(_, data, parent), Some((id, is_new))) = (item, new) else { return None };
+                if !is_new {
+                    return Some((id, None));
+                }
+                let base = parent.and_then(|p| bases.get(&p)).map(|(b, plain)| (b, &plain[..]));
+                let (blob, is_delta) = blob::seal_chunk_against(self.keys, &id, data, base, self.level);
+                Some((id, Some(Sealed { blob, base: is_delta.then(|| *base.expect("a delta has a base").0) })))
             })
             .collect();
         Done { seq: unit.seq, items: unit.items, results, panicked: false }
@@ -230,6 +272,7 @@ impl Indexed {
             Uploads::start(self.backend.clone(), self.keys.clone(), &self.cache_dir(self.cache_base()))?;
         let hits = Bits::new(self.index.len());
         let shared = Shared {
+            repo: self,
             keys: &self.keys,
             index: &self.index,
             marked: &self.marked,
@@ -260,7 +303,7 @@ impl Indexed {
         let (read, processed) = std::thread::scope(|s| {
             let (src, prev, read) = (&mut source, &load_previous, &bytes_read);
             let reader = s.spawn(move || {
-                let r = read_source(&mut **src, prev, force_read, work_tx, token_rx, read, progress);
+                let r = read_source(self, &mut **src, prev, force_read, work_tx, token_rx, read, progress);
                 (r, src.warnings(), src.metadata())
             });
             for _ in 0..workers {
@@ -339,6 +382,8 @@ impl Indexed {
         };
         progress.committing();
         let snapshot_id = self.write_manifest(&manifest, kind)?;
+        // Only a cache: the snapshot exists whether or not this lands.
+        let _ = self.catalogue().add(kind, kind.object_kind().name(&snapshot_id), manifest.clone());
         Ok(BackupResult { snapshot_id, manifest, warnings })
     }
 
@@ -350,7 +395,9 @@ impl Indexed {
 }
 
 /// Runs on the reader thread: walks the source and sends batches of items.
+#[allow(clippy::too_many_arguments)]
 fn read_source(
+    repo: &Indexed,
     source: &mut dyn Source,
     load_previous: &(dyn Fn() -> HashMap<String, Node> + Sync),
     force_read: bool,
@@ -380,9 +427,35 @@ fn read_source(
         *seq += 1;
         Ok(())
     };
-    let mut push = |item: Item, batch: &mut Vec<Item>| -> Result<()> {
+    // The parent's blocks of each open page-aligned file, and how far it has come.
+    let previous = std::cell::OnceCell::new();
+    let mut walks: HashMap<u64, (u64, Option<ParentBlocks>)> = HashMap::new();
+    let mut push = |mut item: Item, batch: &mut Vec<Item>| -> Result<()> {
+        match &mut item {
+            Item::Start(k, node, Chunking::Fixed { .. }) if node.kind == NodeKind::File => {
+                let parent = previous.get_or_init(load_previous).get(&node.path);
+                walks.insert(*k, (0, ParentBlocks::of(parent)));
+            }
+            Item::Chunk(k, c, parent) => {
+                if let Some((at, Some(blocks))) = walks.get_mut(k) {
+                    *parent = blocks.at(repo, *at, c.len() as u64);
+                }
+                if let Some((at, _)) = walks.get_mut(k) {
+                    *at += c.len() as u64;
+                }
+            }
+            Item::Hole(k, n) => {
+                if let Some((at, _)) = walks.get_mut(k) {
+                    *at += *n;
+                }
+            }
+            Item::End(k) => {
+                walks.remove(k);
+            }
+            _ => {}
+        }
         match &item {
-            Item::Chunk(_, c) => {
+            Item::Chunk(_, c, _) => {
                 unit_bytes += c.len();
                 bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
                 advance(c.len() as u64);
@@ -398,7 +471,6 @@ fn read_source(
         Ok(())
     };
     // Keys of the items: entries get fresh ones; a source's own keys map to ours.
-    let previous = std::cell::OnceCell::new();
     let mut next_key = 0u64;
     let mut open: HashMap<u64, (u64, u64, Chunking)> = HashMap::new();
     while let Some(event) = source.next_event()? {
@@ -408,7 +480,7 @@ fn read_source(
                 if open.insert(key, (next_key, 0, chunking)).is_some() {
                     return Err(Error::Input(format!("{} was opened twice", node.path)));
                 }
-                push(Item::Start(next_key, node), &mut batch)?;
+                push(Item::Start(next_key, node, chunking), &mut batch)?;
                 next_key += 1;
                 continue;
             }
@@ -424,7 +496,7 @@ fn read_source(
                 *end = offset + data.len() as u64;
                 let (k, chunking) = (*k, *chunking);
                 for chunk in crate::chunker::split(&data, chunking) {
-                    push(Item::Chunk(k, chunk.to_vec()), &mut batch)?;
+                    push(Item::Chunk(k, chunk.to_vec(), None), &mut batch)?;
                 }
                 continue;
             }
@@ -455,7 +527,7 @@ fn read_source(
                     }
                 }
                 let size = node.size;
-                push(Item::Start(key, node), &mut batch)?;
+                push(Item::Start(key, node, chunking), &mut batch)?;
                 let file =
                     File::open(&path).map_err(|e| Error::Input(format!("cannot open {}: {e}", path.display())))?;
                 for (data, extent) in
@@ -471,7 +543,7 @@ fn read_source(
                     for chunk in Chunker::new(f.take(extent.1), chunking) {
                         let chunk = chunk.map_err(|e| Error::Input(format!("reading {}: {e}", path.display())))?;
                         read += chunk.len() as u64;
-                        push(Item::Chunk(key, chunk), &mut batch)?;
+                        push(Item::Chunk(key, chunk, None), &mut batch)?;
                     }
                     if read != extent.1 {
                         return Err(Error::Input(format!(
@@ -483,10 +555,10 @@ fn read_source(
                 push(Item::End(key), &mut batch)?;
             }
             Body::Stream(reader) => {
-                push(Item::Start(key, node), &mut batch)?;
+                push(Item::Start(key, node, chunking), &mut batch)?;
                 for chunk in Chunker::new(reader, chunking) {
                     let chunk = chunk.map_err(|e| Error::Input(e.to_string()))?;
-                    push(Item::Chunk(key, chunk), &mut batch)?;
+                    push(Item::Chunk(key, chunk, None), &mut batch)?;
                 }
                 push(Item::End(key), &mut batch)?;
             }
@@ -621,15 +693,15 @@ impl Writer<'_> {
                     }
                     tree.nodes.push(node);
                 }
-                Item::Start(k, node) => {
+                Item::Start(k, node, _) => {
                     open.insert(k, OpenFile { node, records: Vec::new(), logical: 0 });
                 }
                 Item::Hole(k, len) => self.push_record(open.get_mut(&k), HOLE, len)?,
-                Item::Chunk(k, data) => {
-                    let (id, blob) = sealed.expect("chunks have results");
+                Item::Chunk(k, data, _) => {
+                    let (id, sealed) = sealed.expect("chunks have results");
                     self.stats.chunks += 1;
-                    if let Some(blob) = blob {
-                        self.store(id, &blob, data.len())?;
+                    if let Some(Sealed { blob, base }) = sealed {
+                        self.store(id, &blob, data.len(), base)?;
                     }
                     self.push_record(open.get_mut(&k), id, data.len() as u64)?;
                 }
@@ -674,17 +746,22 @@ impl Writer<'_> {
         let id = sh.keys.chunk_id(data);
         if sh.claim(&id) {
             let blob = blob::seal_chunk(sh.keys, &id, data, sh.level);
-            self.store(id, &blob, data.len())?;
+            self.store(id, &blob, data.len(), None)?;
         }
         Ok(id)
     }
 
-    fn store(&mut self, id: Id, blob: &[u8], raw_len: usize) -> Result<()> {
+    fn store(&mut self, id: Id, blob: &[u8], raw_len: usize, base: Option<Id>) -> Result<()> {
         self.stats.new_chunks += 1;
         self.stats.new_bytes += raw_len as u64;
         self.stats.new_bytes_stored += blob.len() as u64;
+        if base.is_some() {
+            self.stats.delta_chunks += 1;
+            self.stats.delta_bytes += raw_len as u64;
+            self.stats.delta_bytes_stored += blob.len() as u64;
+        }
         self.progress.stored(raw_len as u64);
-        self.pack.add(id, blob, raw_len);
+        self.pack.add(id, blob, raw_len, base);
         if self.pack.is_full() {
             self.flush_pack()?;
         }
@@ -736,33 +813,43 @@ impl Writer<'_> {
         if !(new || full) || !self.guard.any_marks() {
             return Ok(false);
         }
-        let claimed = &self.shared.claimed;
-        let endangered = self.guard.endangered(&|id| claimed.lock().expect("not poisoned").contains(id))?;
-        if endangered.is_empty() {
-            return Ok(false);
-        }
-        let backend = self.guard.backend();
-        for group in endangered.chunks(64) {
-            let wanted: Vec<(String, std::ops::Range<u64>)> = group
-                .iter()
-                .map(|(_, l)| (pack_name(&l.pack), l.offset as u64..l.offset as u64 + l.length as u64))
-                .collect();
-            let got = backend.get_ranges(&wanted).map_err(|e| match e {
-                Error::Missing(name) => Error::Pruned(name),
-                other => other,
-            })?;
-            for ((id, loc), sealed) in group.iter().zip(got) {
-                if blob::open_chunk(self.shared.keys, id, &sealed, loc.raw_len as usize).is_err() {
-                    return Err(Error::corrupt(
-                        pack_name(&loc.pack),
-                        format!("chunk {} fails authentication; run `dedupe check --read-data`", hex_id(id)),
-                    ));
-                }
-                if self.shared.claimed.lock().expect("not poisoned").insert(*id).unwrap_or(true) {
-                    self.store(*id, &sealed, loc.raw_len as usize)?;
+        // Copying a delta makes its base a dependency: looked at again.
+        let (mut watched, mut stored_again) = (true, false);
+        while std::mem::take(&mut watched) {
+            let claimed = &self.shared.claimed;
+            let endangered = self.guard.endangered(&|id| claimed.lock().expect("not poisoned").contains(id))?;
+            let backend = self.guard.backend();
+            for group in endangered.chunks(64) {
+                let wanted: Vec<(String, std::ops::Range<u64>)> = group
+                    .iter()
+                    .map(|(_, l)| (pack_name(&l.pack), l.offset as u64..l.offset as u64 + l.length as u64))
+                    .collect();
+                let got = backend.get_ranges(&wanted).map_err(|e| match e {
+                    Error::Missing(name) => Error::Pruned(name),
+                    other => other,
+                })?;
+                for ((id, loc), sealed) in group.iter().zip(got) {
+                    let Ok(opened) = blob::open_blob(self.shared.keys, id, &sealed, loc.raw_len as usize) else {
+                        return Err(Error::corrupt(
+                            pack_name(&loc.pack),
+                            format!("chunk {} fails authentication; run `dedupe check --read-data`", hex_id(id)),
+                        ));
+                    };
+                    let base = match opened {
+                        blob::Opened::Delta { base, .. } => {
+                            self.guard.watch(&base);
+                            watched = true;
+                            Some(base)
+                        }
+                        blob::Opened::Plain(_) => None,
+                    };
+                    if self.shared.claimed.lock().expect("not poisoned").insert(*id).unwrap_or(true) {
+                        self.store(*id, &sealed, loc.raw_len as usize, base)?;
+                        stored_again = true;
+                    }
                 }
             }
         }
-        Ok(true)
+        Ok(stored_again)
     }
 }

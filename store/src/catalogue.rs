@@ -35,7 +35,7 @@ pub struct Catalogue {
     /// The objects this process listed. Other commands share the file and
     /// may add manifests listed after ours, whose chunks our index (loaded
     /// after our listing) may not know: queries answer from our listing only.
-    listed: Option<HashSet<String>>,
+    listed: std::sync::RwLock<Option<HashSet<String>>>,
 }
 
 /// Manifests read at once when the catalogue catches up.
@@ -107,7 +107,7 @@ impl Catalogue {
         // archive_command, a restore): wait for a writer rather than fail.
         db.busy_timeout(std::time::Duration::from_secs(60))?;
         db.execute_batch(SCHEMA)?;
-        let c = Catalogue { db: std::sync::Mutex::new(db), path: path.to_path_buf(), listed: None };
+        let c = Catalogue { db: std::sync::Mutex::new(db), path: path.to_path_buf(), listed: Default::default() };
         let known = {
             let db = c.db.lock().expect("not poisoned");
             let mut st = db.prepare("SELECT object FROM manifests")?;
@@ -124,7 +124,7 @@ impl Catalogue {
     pub fn in_memory(manifests: impl IntoIterator<Item = (String, Manifest)>) -> Result<Catalogue> {
         let path = PathBuf::from(":memory:");
         let db = Connection::open_in_memory().map_err(sql_err(&path))?;
-        let mut c = Catalogue::with(db, path)?;
+        let c = Catalogue::with(db, path)?;
         let rows = manifests.into_iter().map(|(object, m)| (Kind::of(&object), object, m)).collect();
         c.write(rows, &HashSet::new())?;
         Ok(c)
@@ -132,7 +132,7 @@ impl Catalogue {
 
     fn with(db: Connection, path: PathBuf) -> Result<Catalogue> {
         db.execute_batch(SCHEMA).map_err(sql_err(&path))?;
-        Ok(Catalogue { db: std::sync::Mutex::new(db), path, listed: None })
+        Ok(Catalogue { db: std::sync::Mutex::new(db), path, listed: Default::default() })
     }
 
     /// Deletes the cache file, so the next `open` reads every manifest again.
@@ -199,11 +199,20 @@ impl Catalogue {
         }
         gone.extend(known.difference(&listed).cloned());
         self.write(rows, &gone)?;
-        self.listed = Some(listed);
+        *self.listed.write().expect("not poisoned") = Some(listed);
         Ok(damaged)
     }
 
-    fn write(&mut self, rows: Vec<(Kind, String, Manifest)>, gone: &HashSet<String>) -> Result<()> {
+    /// Catalogues a manifest this process wrote, so that what it does next
+    /// (the next snapshot `copy` writes, whose parent it is) sees it.
+    pub(crate) fn add(&self, kind: Kind, object: String, m: Manifest) -> Result<()> {
+        if let Some(listed) = self.listed.write().expect("not poisoned").as_mut() {
+            listed.insert(object.clone());
+        }
+        self.write(vec![(kind, object, m)], &HashSet::new())
+    }
+
+    fn write(&self, rows: Vec<(Kind, String, Manifest)>, gone: &HashSet<String>) -> Result<()> {
         let mut db = self.db.lock().expect("not poisoned");
         let tx = db.transaction().map_err(sql_err(&self.path))?;
         for (kind, object, m) in rows {
@@ -265,7 +274,7 @@ impl Catalogue {
         let mut out = Vec::new();
         for row in rows {
             let (object, id, json) = row.map_err(|e| self.damaged_by(e.to_string(), is_damage(&e)))?;
-            if self.listed.as_ref().is_some_and(|l| !l.contains(&object)) {
+            if self.listed.read().expect("not poisoned").as_ref().is_some_and(|l| !l.contains(&object)) {
                 continue;
             }
             let m: Manifest =

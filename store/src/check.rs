@@ -10,9 +10,10 @@
 //! is repaired here (`repair index` and the next backup do that).
 
 use crate::backend::ObjectKind;
+use crate::blob::Opened;
 use crate::crypto::{hex_id, parse_id, Id};
 use crate::error::{Error, Result};
-use crate::pack::{pack_name, read_entries};
+use crate::pack::{pack_name, read_entries, PackEntry};
 use crate::progress::Progress;
 use crate::repo::{Indexed, Kind};
 use crate::snapshot::{decode_records, Tree, HOLE};
@@ -322,6 +323,15 @@ impl Indexed {
         Ok(())
     }
 
+    /// The plaintexts of deltas' bases, read together; when that fails,
+    /// each alone, so that one damaged base names only the deltas on it.
+    fn read_bases(&self, bases: &[Id]) -> Vec<std::result::Result<Vec<u8>, String>> {
+        match self.read_chunks(bases) {
+            Ok(plain) => plain.into_iter().map(Ok).collect(),
+            Err(_) => bases.iter().map(|b| self.read_chunk(b).map_err(|e| e.to_string())).collect(),
+        }
+    }
+
     /// Reads one pack whole and checks every blob in it.
     fn verify_pack(&self, pack: &Id, bytes: Result<bytes::Bytes>) -> Result<Vec<Finding>> {
         let name = pack_name(pack);
@@ -331,16 +341,37 @@ impl Indexed {
         };
         let (bytes, entries) = entries;
         let mut out = Vec::new();
-        for e in entries {
+        let damaged = |e: &PackEntry, why: String| Finding {
+            severity: Severity::Damaged,
+            object: name.clone(),
+            problem: format!("chunk {} {why}", hex_id(&e.id)),
+        };
+        // Deltas are verified through their bases, read together afterwards.
+        let mut deltas: Vec<(&PackEntry, Id, Vec<u8>)> = Vec::new();
+        for e in &entries {
             let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let ok = crate::blob::open_chunk(self.keys(), &e.id, sealed, e.raw_len as usize)
-                .is_ok_and(|plain| self.keys().chunk_id(&plain) == e.id);
-            if !ok {
-                out.push(Finding {
-                    severity: Severity::Damaged,
-                    object: name.clone(),
-                    problem: format!("chunk {} does not decrypt to its id", hex_id(&e.id)),
-                });
+            match crate::blob::open_blob(self.keys(), &e.id, sealed, e.raw_len as usize) {
+                Ok(Opened::Plain(plain)) if self.keys().chunk_id(&plain) == e.id => {}
+                Ok(Opened::Delta { base, frame }) if e.base == Some(base) => deltas.push((e, base, frame)),
+                Ok(Opened::Delta { .. }) => {
+                    out.push(damaged(e, "is a delta on another base than its pack's trailer says".into()))
+                }
+                _ => out.push(damaged(e, "does not decrypt to its id".into())),
+            }
+        }
+        let bases: Vec<Id> = deltas.iter().map(|(_, b, _)| *b).collect();
+        for ((e, base, frame), plain) in deltas.iter().zip(self.read_bases(&bases)) {
+            match plain {
+                Ok(p) => {
+                    let ok = crate::blob::apply_delta(frame, &p, e.raw_len as usize)
+                        .is_ok_and(|plain| self.keys().chunk_id(&plain) == e.id);
+                    if !ok {
+                        out.push(damaged(e, format!("does not decode to its id through its base {}", hex_id(base))));
+                    }
+                }
+                Err(why) => {
+                    out.push(damaged(e, format!("is a delta whose base {} cannot be read: {why}", hex_id(base))))
+                }
             }
         }
         Ok(out)

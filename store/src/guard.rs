@@ -106,6 +106,17 @@ impl<'a> Guard<'a> {
         Ok(!new.is_empty())
     }
 
+    /// Counts `id` among the chunks this backup depends on (the base of a
+    /// delta it copied), as if it had deduplicated against it.
+    pub(crate) fn watch(&self, id: &Id) {
+        let marked = &self.repo.marked;
+        let copy =
+            self.repo.index.find(id, |no| !marked.get(no as usize)).or_else(|| self.repo.index.find(id, |_| true));
+        if let Some((pos, _)) = copy {
+            self.hits.set(pos);
+        }
+    }
+
     pub(crate) fn any_marks(&self) -> bool {
         !self.marked.is_empty()
     }

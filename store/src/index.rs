@@ -4,9 +4,10 @@
 //! to every pack, so chunks of an interrupted backup are found by the next
 //! one. Plaintext:
 //! ```text
-//! repeated: pack id (32) || count (u32 LE) || count x pack entry (44, see pack.rs)
+//! repeated: pack id (32) || the pack trailer's entries (pack.rs: count, entries, delta bases)
 //! ```
-//! sealed with associated data `"dedupe index v1"`; the object's id is the
+//! sealed with associated data `"dedupe index v2"` (`v1`, before deltas:
+//! the records have no delta bases); the object's id is the
 //! unkeyed BLAKE3 of the sealed bytes, and its stamp the writer's clock.
 //!
 //! The local cache (format-spec §16) holds every index object's records in
@@ -25,14 +26,16 @@ use crate::backend::{stamp_of, Backend, ObjectKind};
 use crate::compaction::Compaction;
 use crate::crypto::{hex_id, parse_id, Id, Keys};
 use crate::error::{Error, Result};
-use crate::pack::{PackEntry, ENTRY_LEN};
+use crate::pack::{decode_entries, encode_entries, PackEntry, ENTRY_LEN};
 use crate::segment::{Segment, SegmentWriter, REC};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub const INDEX_AAD: &[u8] = b"dedupe index v1";
+pub const INDEX_AAD: &[u8] = b"dedupe index v2";
+/// Index objects written before deltas: records without delta bases.
+pub const INDEX_AAD_V1: &[u8] = b"dedupe index v1";
 
 /// Encodes and seals one index object; returns (name, bytes). Its name
 /// is stamped `at` (a writer's clock; a compaction's, its newest part's).
@@ -40,10 +43,7 @@ pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)], at: System
     let mut plain = Vec::new();
     for (pack, entries) in packs {
         plain.extend_from_slice(pack);
-        plain.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for e in entries {
-            e.encode(&mut plain);
-        }
+        encode_entries(entries, &mut plain);
     }
     let sealed = keys.seal(INDEX_AAD, &plain);
     (crate::backend::index_object_name(at, &blake3::hash(&sealed).to_hex()), sealed)
@@ -51,8 +51,21 @@ pub fn seal_index_object(keys: &Keys, packs: &[(Id, Vec<PackEntry>)], at: System
 
 pub fn open_index_object(keys: &Keys, name: &str, sealed: &[u8]) -> Result<Vec<(Id, Vec<PackEntry>)>> {
     crate::crypto::check_content_name(name, sealed)?;
-    let plain = keys.open(INDEX_AAD, sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
     let mut out = Vec::new();
+    if let Some(plain) = keys.open(INDEX_AAD, sealed) {
+        let mut p = &plain[..];
+        while !p.is_empty() {
+            if p.len() < 32 {
+                return Err(Error::corrupt(name, "truncated pack record"));
+            }
+            let pack: Id = p[..32].try_into().expect("32");
+            let (entries, rest) = decode_entries(&p[32..]).map_err(|why| Error::corrupt(name, why))?;
+            out.push((pack, entries));
+            p = rest;
+        }
+        return Ok(out);
+    }
+    let plain = keys.open(INDEX_AAD_V1, sealed).ok_or_else(|| Error::corrupt(name, "fails authentication"))?;
     let mut p = &plain[..];
     while !p.is_empty() {
         if p.len() < 36 {
@@ -1003,7 +1016,7 @@ mod tests {
         let entries = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| PackEntry { id: *id, offset: i as u32 * 100, length: 100, raw_len: 90 })
+            .map(|(i, id)| PackEntry { id: *id, offset: i as u32 * 100, length: 100, raw_len: 90, base: None })
             .collect();
         let (name, sealed) = seal_index_object(keys, &[(pack, entries)], at);
         b.put(&name, sealed.into()).unwrap();

@@ -25,6 +25,7 @@ mod chunker;
 mod claims;
 mod compaction;
 mod crypto;
+mod delta;
 mod error;
 mod filemap;
 mod guard;
@@ -60,13 +61,15 @@ pub use snapshot::{Manifest, Node, NodeKind, Stats, Tree};
 /// The format's building blocks, for the test vectors and benches only.
 #[cfg(feature = "internals")]
 pub mod internals {
-    pub use crate::blob::{open_chunk, seal_chunk, OpenError};
+    pub use crate::blob::{apply_delta, open_blob, open_chunk, seal_chunk, seal_chunk_against, OpenError, Opened};
     pub use crate::chunker::{split, Chunker};
     pub use crate::compaction::{Compaction, COMPACTION_AAD};
     pub use crate::crypto::{hex_id, parse_id, Id, Keys};
-    pub use crate::index::{open_index_object, seal_index_object, Index, Location, INDEX_AAD};
+    pub use crate::index::{open_index_object, seal_index_object, Index, Location, INDEX_AAD, INDEX_AAD_V1};
     pub use crate::marks::{open_mark, seal_mark, MARK_AAD};
-    pub use crate::pack::{pack_name, parse_trailer, read_entries, PackEntry, PackWriter, TRAILER_AAD};
+    pub use crate::pack::{
+        encode_entries, pack_name, parse_trailer, read_entries, PackEntry, PackWriter, TRAILER_AAD, TRAILER_AAD_V1,
+    };
     pub use crate::repo::open_manifest;
     pub use crate::snapshot::{
         decode_records, encode_records, HOLE, LIST_RECORD, LIST_RECORDS, LOG_MANIFEST_AAD, MANIFEST_AAD,

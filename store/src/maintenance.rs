@@ -162,8 +162,13 @@ impl Unlocked {
             .into_iter()
             .filter(|e| {
                 let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                crate::blob::open_chunk(&self.keys, &e.id, sealed, e.raw_len as usize)
-                    .is_ok_and(|plain| self.keys.chunk_id(&plain) == e.id)
+                // A delta is kept when it authenticates (its id is bound to it);
+                // its base may be in another pack, not read here.
+                match crate::blob::open_blob(&self.keys, &e.id, sealed, e.raw_len as usize) {
+                    Ok(crate::blob::Opened::Plain(plain)) => self.keys.chunk_id(&plain) == e.id,
+                    Ok(crate::blob::Opened::Delta { base, .. }) => e.base == Some(base),
+                    Err(_) => false,
+                }
             })
             .collect();
         let problem =
@@ -187,6 +192,11 @@ pub struct RepoStats {
     pub packs: u64,
     /// Bytes the packs take on storage (compressed and encrypted).
     pub stored_bytes: u64,
+    /// Changed pages the snapshots and logs stored as deltas on a previous
+    /// version (`delta.rs`): how many, their plaintext and stored size.
+    pub delta_chunks: u64,
+    pub delta_bytes: u64,
+    pub delta_bytes_stored: u64,
     #[serde(flatten)]
     pub ratios: Ratios,
 }
@@ -264,6 +274,9 @@ impl Indexed {
             unique_bytes: raw,
             packs: packs.len() as u64,
             stored_bytes: stored,
+            delta_chunks: snaps.iter().chain(&logs).map(|(_, m)| m.stats.delta_chunks).sum(),
+            delta_bytes: snaps.iter().chain(&logs).map(|(_, m)| m.stats.delta_bytes).sum(),
+            delta_bytes_stored: snaps.iter().chain(&logs).map(|(_, m)| m.stats.delta_bytes_stored).sum(),
             ratios: Ratios::new(logical, raw, stored),
         })
     }

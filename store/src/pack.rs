@@ -3,17 +3,26 @@
 //!
 //! ```text
 //! pack    = blob_0 || blob_1 || ... || blob_n-1 || trailer || trailer_len (u32 LE)
-//! trailer = seal(aad = "dedupe pack trailer v1", entry_0 || ... || entry_n-1)
+//! trailer = seal(aad = "dedupe pack trailer v2", entries)
+//! entries = n (u32 LE) || n x entry || d (u32 LE) || d x (entry number (u32 LE) || base id (32))
 //! entry   = chunk id (32) || offset (u32 LE) || length (u32 LE) || raw length (u32 LE)
 //! ```
+//! The `d` pairs name the base of each delta blob (`blob.rs`), so a prune
+//! keeps bases and `repair index` restores that knowledge, without
+//! decrypting blobs. Packs written before deltas existed have a `v1`
+//! trailer: the entries alone.
 //! The pack id is the unkeyed BLAKE3 of the whole object, so anyone can check
 //! a pack against its name without the key.
 
 use crate::crypto::{Id, Keys};
 use crate::error::{Error, Result};
 
-pub const TRAILER_AAD: &[u8] = b"dedupe pack trailer v1";
+pub const TRAILER_AAD: &[u8] = b"dedupe pack trailer v2";
+/// Trailers of packs written before deltas: the entries alone.
+pub const TRAILER_AAD_V1: &[u8] = b"dedupe pack trailer v1";
 pub const ENTRY_LEN: usize = 44;
+/// A delta's base: entry number and base id.
+pub const BASE_LEN: usize = 36;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackEntry {
@@ -21,6 +30,53 @@ pub struct PackEntry {
     pub offset: u32,
     pub length: u32,
     pub raw_len: u32,
+    /// The chunk whose plaintext this delta blob needs.
+    pub base: Option<Id>,
+}
+
+/// `n || entries || d || bases` (the trailer's and an index record's body).
+pub fn encode_entries(entries: &[PackEntry], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        e.encode(out);
+    }
+    let bases = entries.iter().filter(|e| e.base.is_some()).count();
+    out.extend_from_slice(&(bases as u32).to_le_bytes());
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(base) = &e.base {
+            out.extend_from_slice(&(i as u32).to_le_bytes());
+            out.extend_from_slice(base);
+        }
+    }
+}
+
+/// Parses `encode_entries`'s output from the front of `p`; returns the
+/// entries and what follows, or why it is not well formed.
+pub fn decode_entries(p: &[u8]) -> std::result::Result<(Vec<PackEntry>, &[u8]), &'static str> {
+    let u = |p: &[u8]| u32::from_le_bytes(p[..4].try_into().expect("4 bytes")) as usize;
+    if p.len() < 4 {
+        return Err("truncated entry count");
+    }
+    let n = u(p);
+    let p = &p[4..];
+    if p.len() / ENTRY_LEN < n || p.len() - n * ENTRY_LEN < 4 {
+        return Err("truncated entry list");
+    }
+    let mut entries: Vec<PackEntry> = p[..n * ENTRY_LEN].chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect();
+    let p = &p[n * ENTRY_LEN..];
+    let d = u(p);
+    let p = &p[4..];
+    if p.len() / BASE_LEN < d {
+        return Err("truncated list of delta bases");
+    }
+    for b in p[..d * BASE_LEN].chunks_exact(BASE_LEN) {
+        let e = entries.get_mut(u(b)).ok_or("a delta base names an entry that does not exist")?;
+        if e.base.is_some() {
+            return Err("an entry has two delta bases");
+        }
+        e.base = Some(b[4..].try_into().expect("32 bytes"));
+    }
+    Ok((entries, &p[d * BASE_LEN..]))
 }
 
 impl PackEntry {
@@ -33,7 +89,13 @@ impl PackEntry {
 
     pub fn decode(b: &[u8]) -> Self {
         let u = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        PackEntry { id: b[..32].try_into().expect("32 bytes"), offset: u(32), length: u(36), raw_len: u(40) }
+        PackEntry {
+            id: b[..32].try_into().expect("32 bytes"),
+            offset: u(32),
+            length: u(36),
+            raw_len: u(40),
+            base: None,
+        }
     }
 }
 
@@ -72,12 +134,14 @@ impl PackWriter {
         PackWriter { buf, entries: Vec::new(), target }
     }
 
-    pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: usize) {
+    /// Appends a blob; `base` is the base of a delta blob.
+    pub fn add(&mut self, id: Id, sealed: &[u8], raw_len: usize, base: Option<Id>) {
         self.entries.push(PackEntry {
             id,
             offset: self.buf.len() as u32,
             length: sealed.len() as u32,
             raw_len: raw_len as u32,
+            base,
         });
         self.buf.extend_from_slice(sealed);
     }
@@ -91,10 +155,8 @@ impl PackWriter {
     }
 
     pub fn finish(self, keys: &Keys) -> FinishedPack {
-        let mut plain = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
-        for e in &self.entries {
-            e.encode(&mut plain);
-        }
+        let mut plain = Vec::with_capacity(self.entries.len() * ENTRY_LEN + 8);
+        encode_entries(&self.entries, &mut plain);
         let trailer = keys.seal(TRAILER_AAD, &plain);
         let mut bytes = self.buf;
         bytes.extend_from_slice(&trailer);
@@ -130,11 +192,20 @@ pub fn parse_trailer(keys: &Keys, name: &str, bytes: &[u8]) -> Result<Vec<PackEn
 /// The entries of a pack's sealed trailer, checked against the length of
 /// the body before it (`body_end`).
 pub fn open_trailer(keys: &Keys, name: &str, sealed: &[u8], body_end: u64) -> Result<Vec<PackEntry>> {
-    let plain = keys.open(TRAILER_AAD, sealed).ok_or_else(|| Error::corrupt(name, "trailer fails authentication"))?;
-    if plain.len() % ENTRY_LEN != 0 {
-        return Err(Error::corrupt(name, "trailer length is not a whole number of entries"));
-    }
-    let entries: Vec<PackEntry> = plain.chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect();
+    let entries = if let Some(plain) = keys.open(TRAILER_AAD, sealed) {
+        match decode_entries(&plain) {
+            Ok((entries, [])) => entries,
+            Ok(_) => return Err(Error::corrupt(name, "trailer has bytes after its entries")),
+            Err(why) => return Err(Error::corrupt(name, format!("trailer: {why}"))),
+        }
+    } else {
+        let plain =
+            keys.open(TRAILER_AAD_V1, sealed).ok_or_else(|| Error::corrupt(name, "trailer fails authentication"))?;
+        if plain.len() % ENTRY_LEN != 0 {
+            return Err(Error::corrupt(name, "trailer length is not a whole number of entries"));
+        }
+        plain.chunks_exact(ENTRY_LEN).map(PackEntry::decode).collect()
+    };
     for e in &entries {
         if e.offset as u64 + e.length as u64 > body_end {
             return Err(Error::corrupt(name, "an entry points outside the pack body"));

@@ -151,10 +151,15 @@ impl Indexed {
             return Err(refuse("the local index cache was damaged and is rebuilt by the next command".into()));
         }
         let mut walked = CheckReport::default();
-        let referenced = self.walk(&mut walked)?;
+        let mut referenced = self.walk(&mut walked)?;
         if let Some(f) = walked.findings.iter().find(|f| f.severity != Severity::Note) {
             return Err(refuse(format!("{} {}", f.object, f.problem)));
         }
+        // Every base a stored delta needs is kept, whether the delta is
+        // referenced or not: a backup may deduplicate against it at any
+        // time. A base kept only for unreferenced deltas goes in the prune
+        // after theirs.
+        referenced.extend(self.delta_bases_stored()?);
         report.snapshots = walked.snapshots;
         report.logs = walked.logs;
 
@@ -266,6 +271,22 @@ impl Indexed {
         Ok(report)
     }
 
+    /// The bases of every delta the index objects name.
+    fn delta_bases_stored(&self) -> Result<HashSet<Id>> {
+        let backend = self.backend();
+        let listed = backend.list(ObjectKind::Index)?;
+        let mut bases = HashSet::new();
+        for group in crate::index::read_groups(&listed) {
+            let names: Vec<String> = group.iter().map(|(n, _)| n.clone()).collect();
+            for (name, sealed) in names.iter().zip(backend.get_many(&names)) {
+                let objects = crate::index::open_index_object(self.keys(), name, &sealed?)
+                    .map_err(|e| refuse(format!("{e}; run `dedupe repair index`")))?;
+                bases.extend(objects.iter().flat_map(|(_, entries)| entries.iter().filter_map(|e| e.base)));
+            }
+        }
+        Ok(bases)
+    }
+
     /// Copies the chosen copies of referenced chunks out of `packs` into
     /// new packs (with their index objects); returns the packs emptied, to
     /// be marked. A pack that fails verification is left as it is.
@@ -311,13 +332,13 @@ impl Indexed {
                     }
                     let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
                     // Copied as sealed, after checking it opens: damage is not spread.
-                    if crate::blob::open_chunk(self.keys(), &e.id, sealed, e.raw_len as usize).is_err() {
+                    if crate::blob::open_blob(self.keys(), &e.id, sealed, e.raw_len as usize).is_err() {
                         return Err(Error::corrupt(
                             pack_name(pack),
                             format!("chunk {} fails authentication; run `dedupe check --read-data`", hex_id(&e.id)),
                         ));
                     }
-                    writer.add(e.id, sealed, e.raw_len as usize);
+                    writer.add(e.id, sealed, e.raw_len as usize, e.base);
                     copied.insert(e.id);
                     if writer.is_full() {
                         let full = std::mem::replace(&mut writer, PackWriter::with_buffer(Vec::new(), sink.pack_size));

@@ -675,21 +675,21 @@ impl Indexed {
         Err(Error::UnknownChunk(hex_id(id)))
     }
 
-    /// Reads, authenticates and decompresses one chunk.
+    /// Reads, authenticates and decompresses one chunk (through its base
+    /// if it is a delta).
     pub fn read_chunk(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
-        let name = pack_name(&loc.pack);
-        let sealed = self.backend.get_range(&name, loc.offset as u64..loc.offset as u64 + loc.length as u64)?;
-        self.open_located(id, &loc, &sealed)
+        let mut plain = self.read_chunks(std::slice::from_ref(id))?;
+        Ok(plain.pop().expect("one chunk asked for"))
     }
 
-    /// Authenticates and decompresses a chunk's blob read from `loc`.
-    pub(crate) fn open_located(&self, id: &Id, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+    /// Authenticates and decompresses a chunk's blob read from `loc`; a
+    /// delta is returned as such (`resolve_deltas` applies it).
+    pub(crate) fn open_blob_located(&self, id: &Id, loc: &Location, sealed: &[u8]) -> Result<blob::Opened> {
         let name = pack_name(&loc.pack);
         if sealed.len() != loc.length as usize {
             return Err(Error::corrupt(&name, format!("is shorter than its index says (chunk {})", hex_id(id))));
         }
-        blob::open_chunk(&self.keys, id, sealed, loc.raw_len as usize).map_err(|e| {
+        blob::open_blob(&self.keys, id, sealed, loc.raw_len as usize).map_err(|e| {
             let why = match e {
                 blob::OpenError::Tag => "fails authentication (a byte changed on storage)".to_string(),
                 blob::OpenError::Framing(s) => s,

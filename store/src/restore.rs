@@ -3,6 +3,7 @@
 //! sink in order. Holes are handed over as holes, so a directory sink can
 //! leave them unallocated and a stream sink can write zeros.
 
+use crate::blob::{self, Opened};
 use crate::crypto::{hex_id, Id};
 use crate::error::{Error, Result};
 use crate::index::Location;
@@ -77,15 +78,25 @@ impl Indexed {
 
     /// Reads a batch of records: blobs that sit next to each other in a
     /// pack are read with one ranged get (`read_runs`); then every blob is
-    /// opened in parallel.
+    /// opened in parallel, and the deltas among them through their bases,
+    /// read together afterwards (`resolve_deltas`).
     pub(crate) fn fetch(&self, recs: &[(Id, u64)]) -> Result<Vec<Fetched>> {
         let (placed, buffers) = self.read_runs(recs.iter().map(|(id, _)| id))?;
-        recs.par_iter()
+        let opened: Vec<Option<(Opened, Location)>> = recs
+            .par_iter()
             .zip(placed.par_iter())
-            .map(|((id, len), placed)| {
-                let Some((run, at, loc)) = *placed else { return Ok(Fetched::Hole(*len)) };
-                let sealed = sealed_in(&buffers[run], at, &loc);
-                let data = self.open_located(id, &loc, sealed)?;
+            .map(|((id, _), placed)| {
+                let Some((run, at, loc)) = *placed else { return Ok(None) };
+                self.open_blob_located(id, &loc, sealed_in(&buffers[run], at, &loc)).map(|o| Some((o, loc)))
+            })
+            .collect::<Result<_>>()?;
+        drop(buffers);
+        let ids: Vec<&Id> = recs.iter().map(|(id, _)| id).collect();
+        let plain = self.resolve_deltas(&ids, opened)?;
+        recs.iter()
+            .zip(plain)
+            .map(|((id, len), data)| {
+                let Some(data) = data else { return Ok(Fetched::Hole(*len)) };
                 if data.len() as u64 != *len {
                     return Err(Error::corrupt(
                         format!("chunk {}", hex_id(id)),
@@ -101,11 +112,80 @@ impl Indexed {
     /// `fetch` reads a batch, then opened in parallel.
     pub(crate) fn read_chunks(&self, ids: &[Id]) -> Result<Vec<Vec<u8>>> {
         let (placed, buffers) = self.read_runs(ids.iter())?;
-        ids.par_iter()
+        let opened: Vec<Option<(Opened, Location)>> = ids
+            .par_iter()
             .zip(placed.par_iter())
             .map(|(id, placed)| {
                 let (run, at, loc) = placed.ok_or_else(|| Error::UnknownChunk(hex_id(id)))?;
-                self.open_located(id, &loc, sealed_in(&buffers[run], at, &loc))
+                self.open_blob_located(id, &loc, sealed_in(&buffers[run], at, &loc)).map(|o| Some((o, loc)))
+            })
+            .collect::<Result<_>>()?;
+        drop(buffers);
+        let plain = self.resolve_deltas(&ids.iter().collect::<Vec<_>>(), opened)?;
+        Ok(plain.into_iter().map(|p| p.expect("every id was located")).collect())
+    }
+
+    /// The plaintexts of opened blobs: deltas are applied to their bases,
+    /// which are read together, each once, as a batch of their own. A base
+    /// is always stored whole; one that is a delta is damage.
+    pub(crate) fn resolve_deltas(
+        &self,
+        ids: &[&Id],
+        opened: Vec<Option<(Opened, Location)>>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut bases: Vec<Id> = opened
+            .iter()
+            .filter_map(|o| match o {
+                Some((Opened::Delta { base, .. }, _)) => Some(*base),
+                _ => None,
+            })
+            .collect();
+        if bases.is_empty() {
+            return Ok(opened
+                .into_iter()
+                .map(|o| match o {
+                    Some((Opened::Plain(p), _)) => Some(p),
+                    _ => None,
+                })
+                .collect());
+        }
+        bases.sort_unstable();
+        bases.dedup();
+        let (placed, buffers) = self.read_runs(bases.iter())?;
+        let base_plain: Vec<Vec<u8>> = bases
+            .par_iter()
+            .zip(placed.par_iter())
+            .map(|(base, placed)| {
+                let (run, at, loc) = placed.ok_or_else(|| Error::UnknownChunk(hex_id(base)))?;
+                match self.open_blob_located(base, &loc, sealed_in(&buffers[run], at, &loc))? {
+                    Opened::Plain(p) => Ok(p),
+                    Opened::Delta { .. } => Err(Error::corrupt(
+                        pack_name(&loc.pack),
+                        format!("chunk {} is a delta's base yet is a delta itself", hex_id(base)),
+                    )),
+                }
+            })
+            .collect::<Result<_>>()?;
+        drop(buffers);
+        let of: HashMap<&Id, &[u8]> = bases.iter().zip(base_plain.iter().map(|p| &p[..])).collect();
+        ids.par_iter()
+            .zip(opened.into_par_iter())
+            .map(|(id, o)| match o {
+                None => Ok(None),
+                Some((Opened::Plain(p), _)) => Ok(Some(p)),
+                Some((Opened::Delta { base, frame }, loc)) => {
+                    let raw_len = loc.raw_len as usize;
+                    blob::apply_delta(&frame, of[&base], raw_len).map(Some).map_err(|e| {
+                        let why = match e {
+                            blob::OpenError::Framing(s) => s,
+                            blob::OpenError::Tag => "fails authentication".to_string(),
+                        };
+                        Error::corrupt(
+                            pack_name(&loc.pack),
+                            format!("chunk {} (a delta on chunk {}) {why}", hex_id(id), hex_id(&base)),
+                        )
+                    })
+                }
             })
             .collect()
     }
@@ -124,16 +204,26 @@ impl Indexed {
         &self,
         ids: impl Iterator<Item = &'i Id>,
     ) -> Result<(Vec<Option<(usize, usize, Location)>>, Vec<bytes::Bytes>)> {
+        let located: Vec<Option<Location>> =
+            ids.map(|id| if *id == HOLE { Ok(None) } else { self.locate(id).map(Some) }).collect::<Result<_>>()?;
+        self.read_located(&located)
+    }
+
+    /// `read_runs` of blobs already located (`None`: nothing to read).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn read_located(
+        &self,
+        located: &[Option<Location>],
+    ) -> Result<(Vec<Option<(usize, usize, Location)>>, Vec<bytes::Bytes>)> {
         let mut runs: Vec<Location> = Vec::new();
         let mut open: HashMap<Id, usize> = HashMap::new();
         let mut skip_budget = FETCH_BYTES;
         let mut placed: Vec<Option<(usize, Location)>> = Vec::new();
-        for id in ids {
-            if *id == HOLE {
+        for l in located {
+            let Some(l) = *l else {
                 placed.push(None);
                 continue;
-            }
-            let l = self.locate(id)?;
+            };
             if let Some(&r) = open.get(&l.pack) {
                 let run = &mut runs[r];
                 let (start, end) = (run.offset as u64, run.offset as u64 + run.length as u64);
@@ -169,6 +259,6 @@ impl Indexed {
 
 /// A blob's bytes within its run's buffer; empty when a store answered the
 /// range short, which then fails authentication as damage to that chunk.
-fn sealed_in<'b>(buffer: &'b [u8], at: usize, loc: &Location) -> &'b [u8] {
+pub(crate) fn sealed_in<'b>(buffer: &'b [u8], at: usize, loc: &Location) -> &'b [u8] {
     buffer.get(at..at + loc.length as usize).unwrap_or(&[])
 }

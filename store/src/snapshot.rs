@@ -99,6 +99,14 @@ pub struct Stats {
     /// Plaintext and stored (compressed, encrypted) size of the new chunks.
     pub new_bytes: u64,
     pub new_bytes_stored: u64,
+    /// Of the new chunks, those stored as deltas on a previous version
+    /// (`delta.rs`): their count, plaintext and stored size.
+    #[serde(default)]
+    pub delta_chunks: u64,
+    #[serde(default)]
+    pub delta_bytes: u64,
+    #[serde(default)]
+    pub delta_bytes_stored: u64,
     pub packs_written: u64,
     pub seconds: f64,
 }

@@ -277,7 +277,7 @@ fn recover_writer(backend: &dyn Backend, keys: &Keys, dir: &Path, marks: &Marks)
                 let range = last.offset as u64..last.offset as u64 + last.length as u64;
                 backend
                     .get_range(&pack_name(pack), range)
-                    .is_ok_and(|sealed| crate::blob::open_chunk(keys, &last.id, &sealed, last.raw_len as usize).is_ok())
+                    .is_ok_and(|sealed| crate::blob::open_blob(keys, &last.id, &sealed, last.raw_len as usize).is_ok())
             })
         });
         match parsed {

@@ -174,6 +174,9 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             "new_chunks": s.new_chunks,
             "new_bytes": s.new_bytes,
             "new_bytes_stored": s.new_bytes_stored,
+            "delta_chunks": s.delta_chunks,
+            "delta_bytes": s.delta_bytes,
+            "delta_bytes_stored": s.delta_bytes_stored,
             "packs_written": s.packs_written,
             "dedup_ratio": ratios.dedup_ratio,
             "compression_ratio": ratios.compression_ratio,
@@ -183,8 +186,17 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         });
         outln!("{out}");
     }
+    let deltas = if s.delta_chunks > 0 {
+        format!(
+            ", {} of it as deltas on the previous version ({} stored)",
+            human(s.delta_bytes),
+            human(s.delta_bytes_stored)
+        )
+    } else {
+        String::new()
+    };
     ctx.say(format!(
-        "snapshot {} of {} saved: {} in {} files, {} new ({} stored), {:.1} s",
+        "snapshot {} of {} saved: {} in {} files, {} new ({} stored){deltas}, {:.1} s",
         short(&result.snapshot_id),
         m.name,
         human(s.bytes),

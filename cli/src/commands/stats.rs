@@ -25,5 +25,13 @@ pub(crate) fn run(ctx: &Ctx) -> R {
         x(s.ratios.compression_ratio),
         x(s.ratios.ratio)
     ));
+    if s.delta_chunks > 0 {
+        ctx.say(format!(
+            "{} changed pages stored as deltas on their previous version: {} in {}",
+            s.delta_chunks,
+            human(s.delta_bytes),
+            human(s.delta_bytes_stored)
+        ));
+    }
     Ok(())
 }

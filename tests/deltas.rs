@@ -1,0 +1,175 @@
+//! Changed database pages stored as deltas on their previous version
+//! (format-spec §7.2, §7.5): every generation restores byte for byte,
+//! prune keeps the bases that kept deltas need, copy and check read
+//! through them, and a damaged base fails its deltas loudly, never with
+//! other bytes. (The real servers' tests, `mariadb.rs` and `postgres.rs`,
+//! restore and start several generations too.)
+
+use dedupe_suite::*;
+use std::path::{Path, PathBuf};
+
+const CORRUPT: i32 = 7;
+/// PostgreSQL relation files are chunked in blocks of two 8 KiB pages.
+const BLOCK: usize = 16384;
+const BLOCKS: usize = 96;
+
+/// A data directory of one PostgreSQL-named relation file: pages of rows.
+struct Table {
+    rows: Vec<(u32, u64)>,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table { rows: (0..BLOCKS as u32 * 160).map(|i| (i, i as u64 * 37)).collect() }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BLOCKS * BLOCK);
+        for page in self.rows.chunks(160) {
+            let mut p: Vec<u8> = page
+                .iter()
+                .flat_map(|(id, bal)| format!("{id:08}|cust-{:06}|{bal:012}\n", id * 7).into_bytes())
+                .collect();
+            p.resize(BLOCK, 0);
+            out.extend(p);
+        }
+        out
+    }
+
+    /// Updates one row in each of most pages, as a day of writes does.
+    fn write_a_day(&mut self, prng: &mut Prng) {
+        for page in 0..BLOCKS {
+            if prng.bytes(1)[0] < 200 {
+                let row = page * 160 + prng.bytes(1)[0] as usize % 160;
+                self.rows[row].1 += 1 + prng.bytes(1)[0] as u64;
+            }
+        }
+    }
+
+    fn write_to(&self, dir: &Path) {
+        std::fs::create_dir_all(dir.join("base/5")).unwrap();
+        std::fs::write(dir.join("base/5/16384"), self.bytes()).unwrap();
+        std::fs::write(dir.join("PG_VERSION"), b"16\n").unwrap();
+    }
+}
+
+fn backup(repo: &Repo, src: &Path) -> serde_json::Value {
+    let out = repo.cmd(["--json", "backup", "--name", "pg"]).arg(src).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn restored(repo: &Repo, id: &str, name: &str) -> Vec<u8> {
+    let target: PathBuf = repo.scratch(name);
+    repo.ok(&["restore".as_ref(), id.as_ref(), "--target".as_ref(), target.as_os_str()]);
+    std::fs::read(target.join("base/5/16384")).unwrap()
+}
+
+/// Six generations with writes between: from the second on, the changed
+/// blocks are deltas, stored in a small fraction of their size.
+fn generations(repo: &Repo, n: usize) -> Vec<(String, Vec<u8>)> {
+    let src = repo.scratch("src");
+    let mut table = Table::new();
+    let mut prng = Prng::new(12);
+    let mut out = Vec::new();
+    for g in 0..n {
+        if g > 0 {
+            table.write_a_day(&mut prng);
+        }
+        table.write_to(&src);
+        let v = backup(repo, &src);
+        if g > 0 {
+            let (deltas, stored, raw) = (
+                v["delta_chunks"].as_u64().unwrap(),
+                v["new_bytes_stored"].as_u64().unwrap(),
+                v["new_bytes"].as_u64().unwrap(),
+            );
+            assert!(deltas as usize > BLOCKS / 2, "generation {g}: {v}");
+            assert!(stored * 20 < raw, "generation {g}: {stored} bytes stored for {raw} new: {v}");
+        }
+        out.push((v["snapshot"].as_str().unwrap().to_string(), table.bytes()));
+    }
+    out
+}
+
+#[test]
+fn changed_pages_are_stored_as_deltas_and_every_generation_restores_exactly() {
+    let repo = Repo::new();
+    let gens = generations(&repo, 6);
+    for (i, (id, want)) in gens.iter().enumerate() {
+        assert!(restored(&repo, id, &format!("r{i}")) == *want, "generation {i} restores byte for byte");
+    }
+    let v = repo.json(&["check", "--read-data"]);
+    assert_eq!(v["whole"], true, "{v}");
+    let stats = repo.json(&["stats"]);
+    assert!(stats["delta_chunks"].as_u64().unwrap() > 0, "{stats}");
+
+    // A copy makes its own deltas in the target, against the target's parents.
+    let offsite = Repo::uninitialised().with_password("another password");
+    offsite.ok(&["init"]);
+    let mut c = offsite.cmd(["--json", "copy", "--from-repo", &repo.url, "--name", "pg"]);
+    let out =
+        c.env("DEDUPE_FROM_PASSWORD", PASSWORD).envs(repo.storage_env().iter().map(|(k, v)| (k, v))).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let copied = offsite.json(&["stats"]);
+    assert!(copied["delta_chunks"].as_u64().unwrap() > 0, "{copied}");
+    assert!(restored(&offsite, "latest", "copied") == gens.last().unwrap().1);
+    assert_eq!(offsite.json(&["check", "--read-data"])["whole"], true);
+}
+
+#[test]
+fn prune_keeps_the_bases_the_kept_deltas_need() {
+    let repo = Repo::new();
+    let gens = generations(&repo, 4);
+    repo.ok(&["forget", "--keep-last", "1"]);
+    // Packs younger than the grace period are not judged; the second run
+    // deletes what the first marked.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let first = repo.json(&["prune", "--keep-delete", "5s", "--max-unused", "0%"]);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let second = repo.json(&["prune", "--keep-delete", "5s", "--max-unused", "0%"]);
+    assert!(
+        first["packs_repacked"].as_u64().unwrap() + second["packs_deleted"].as_u64().unwrap() > 0,
+        "prune freed something: {first} {second}"
+    );
+    let (id, want) = gens.last().unwrap();
+    assert!(restored(&repo, id, "after-prune") == *want, "the newest generation still restores");
+    let v = repo.json(&["check", "--read-data"]);
+    assert_eq!(v["whole"], true, "{v}");
+}
+
+#[test]
+fn a_damaged_base_fails_every_delta_on_it_naming_the_base_pack() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let mut table = Table::new();
+    table.write_to(&src);
+    backup(&repo, &src);
+    let day1: Vec<PathBuf> = repo.packs();
+    table.write_a_day(&mut Prng::new(3));
+    table.write_to(&src);
+    let v = backup(&repo, &src);
+    assert!(v["delta_chunks"].as_u64().unwrap() > 0, "{v}");
+    // Day 1's blobs are day 2's bases: damage one byte in the middle of them.
+    assert_eq!(day1.len(), 1);
+    let mut bytes = std::fs::read(&day1[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&day1[0], &bytes).unwrap();
+    let base_pack = day1[0].file_name().unwrap().to_string_lossy().into_owned();
+
+    let target = repo.scratch("out");
+    let out = repo.run(&["restore".as_ref(), "latest".as_ref(), "--target".as_ref(), target.as_os_str()]);
+    assert_eq!(out.status.code(), Some(CORRUPT), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains(&base_pack), "the error names the base's pack: {err}");
+    let written = std::fs::read(target.join("base/5/16384")).unwrap_or_default();
+    let want = table.bytes();
+    assert!(written.len() < want.len() || written != want, "never the whole file from a damaged base");
+
+    let check = repo.run(&["--json", "check", "--read-data"]);
+    let v: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(v["whole"], false);
+    let text = v.to_string();
+    assert!(text.contains("whose base") && text.contains(&base_pack), "check names the deltas and the base: {v}");
+}
