@@ -234,6 +234,10 @@ fn five_generations_with_writes_between_restore_prepare_and_start_exactly() {
         let want = src.checksums("shop");
         let tmp = work.join(format!("mb-tmp{g}"));
         let v = repo.json(&["backup", "--name", "maria", "--command", &src.backup_command(&tmp, 1)]);
+        eprintln!(
+            "generation {g}: {} new bytes, {} of them as {} deltas stored in {}; {} stored in all",
+            v["new_bytes"], v["delta_bytes"], v["delta_chunks"], v["delta_bytes_stored"], v["new_bytes_stored"]
+        );
         if g > 0 {
             assert!(v["delta_chunks"].as_u64().unwrap() > 100, "generation {g}: {v}");
             let (deltas, stored) = (v["delta_bytes"].as_u64().unwrap(), v["delta_bytes_stored"].as_u64().unwrap());

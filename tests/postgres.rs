@@ -289,6 +289,10 @@ fn five_generations_with_writes_between_restore_and_start_exactly() {
             .unwrap();
         assert!(out.status.success(), "backup {g}: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!(
+            "generation {g}: {} new bytes, {} of them as {} deltas stored in {}; {} stored in all",
+            v["new_bytes"], v["delta_bytes"], v["delta_chunks"], v["delta_bytes_stored"], v["new_bytes_stored"]
+        );
         if g > 0 {
             assert!(v["delta_chunks"].as_u64().unwrap() > 50, "generation {g}: {v}");
             let (deltas, stored) = (v["delta_bytes"].as_u64().unwrap(), v["delta_bytes_stored"].as_u64().unwrap());

@@ -212,8 +212,10 @@ impl Shared<'_> {
                 _ => None,
             })
             .collect();
-        parents.sort_unstable();
-        parents.dedup();
+        // In file order, which is the order they sit in the parent's packs:
+        // neighbours are read with one ranged get.
+        let mut seen = std::collections::HashSet::new();
+        parents.retain(|p| seen.insert(*p));
         let bases = if parents.is_empty() || self.level == 0 {
             HashMap::new()
         } else {
@@ -293,7 +295,11 @@ impl Indexed {
         };
         // Counted apart from `progress`, which may show nothing.
         let bytes_read = AtomicU64::new(0);
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        // One worker a core; on a remote store as many as there are
+        // connections, since a worker waits on the bases of its unit's
+        // changed pages (`delta.rs`) and the others keep the cores busy.
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let workers = cores.max(self.backend.connections().min(IN_FLIGHT));
         let (work_tx, work_rx) = unbounded::<Unit>();
         let (done_tx, done_rx) = unbounded::<Done>();
         let (token_tx, token_rx) = bounded::<()>(IN_FLIGHT);

@@ -149,8 +149,10 @@ impl Indexed {
                 })
                 .collect());
         }
-        bases.sort_unstable();
-        bases.dedup();
+        // Each once, in the order of the deltas: the bases of neighbouring
+        // pages sit side by side in their packs and are read in runs.
+        let mut seen = std::collections::HashSet::new();
+        bases.retain(|b| seen.insert(*b));
         let (placed, buffers) = self.read_runs(bases.iter())?;
         let base_plain: Vec<Vec<u8>> = bases
             .par_iter()
