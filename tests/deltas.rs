@@ -9,9 +9,11 @@ use dedupe_suite::*;
 use std::path::{Path, PathBuf};
 
 const CORRUPT: i32 = 7;
-/// PostgreSQL relation files are chunked in blocks of two 8 KiB pages.
-const BLOCK: usize = 16384;
-const BLOCKS: usize = 96;
+/// A page of rows here is 16 KiB (two PostgreSQL pages); relation files
+/// are chunked in blocks of 128 KiB (format-spec §8.2).
+const PAGE: usize = 16384;
+const PAGES: usize = 256;
+const BLOCKS: usize = PAGES * PAGE / (128 << 10);
 
 /// A data directory of one PostgreSQL-named relation file: pages of rows.
 struct Table {
@@ -20,17 +22,17 @@ struct Table {
 
 impl Table {
     fn new() -> Table {
-        Table { rows: (0..BLOCKS as u32 * 160).map(|i| (i, i as u64 * 37)).collect() }
+        Table { rows: (0..PAGES as u32 * 160).map(|i| (i, i as u64 * 37)).collect() }
     }
 
     fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(BLOCKS * BLOCK);
+        let mut out = Vec::with_capacity(PAGES * PAGE);
         for page in self.rows.chunks(160) {
             let mut p: Vec<u8> = page
                 .iter()
                 .flat_map(|(id, bal)| format!("{id:08}|cust-{:06}|{bal:012}\n", id * 7).into_bytes())
                 .collect();
-            p.resize(BLOCK, 0);
+            p.resize(PAGE, 0);
             out.extend(p);
         }
         out
@@ -38,7 +40,7 @@ impl Table {
 
     /// Updates one row in each of most pages, as a day of writes does.
     fn write_a_day(&mut self, prng: &mut Prng) {
-        for page in 0..BLOCKS {
+        for page in 0..PAGES {
             if prng.bytes(1)[0] < 200 {
                 let row = page * 160 + prng.bytes(1)[0] as usize % 160;
                 self.rows[row].1 += 1 + prng.bytes(1)[0] as u64;

@@ -25,8 +25,8 @@ const DELTA: u8 = 2;
 /// zstd's dictionary magic (0xEC30A437, little-endian).
 const DICT_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
 /// A delta is kept without comparing it with the chunk compressed alone when
-/// it is at most this fraction of the plaintext (1/32: PostgreSQL pages,
-/// 16 KiB, whose deltas are a few hundred bytes, skip the second compression).
+/// it is at most this fraction of the plaintext (1/32: a block of pages in
+/// which a few rows changed, a few hundred bytes, skips the second compression).
 const SURELY_SMALL: usize = 32;
 
 thread_local! {
