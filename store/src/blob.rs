@@ -15,7 +15,6 @@
 //! the chunk is stored whole, and every delta means a raw-content prefix.
 
 use crate::crypto::{Id, Keys, NONCE_LEN};
-use chacha20poly1305::aead::AeadInPlace;
 use rand::RngCore;
 use std::cell::RefCell;
 
@@ -97,10 +96,7 @@ fn seal(keys: &Keys, id: &Id, flag: u8, parts: &[&[u8]]) -> Vec<u8> {
     for p in parts {
         out.extend_from_slice(p);
     }
-    let tag = keys
-        .cipher()
-        .encrypt_in_place_detached((&nonce).into(), id, &mut out[NONCE_LEN..])
-        .expect("in-memory encryption cannot fail");
+    let tag = keys.encrypt_in_place(&nonce, id, &mut out[NONCE_LEN..]);
     out.extend_from_slice(&tag);
     out
 }
