@@ -18,7 +18,7 @@ use crate::bits::Bits;
 use crate::blob;
 use crate::chunker::{Chunker, Chunking};
 use crate::crypto::{hex_id, Id};
-use crate::delta::ParentBlocks;
+use crate::delta::{Parent, ParentBlocks};
 use crate::error::{Error, Result};
 use crate::guard::Guard;
 use crate::pack::pack_name;
@@ -257,16 +257,14 @@ impl Indexed {
             }
             crate::repo::Kind::Log => None,
         };
-        // The parent's tree only spares reading unchanged files, so it is read
-        // when the first file on disk comes up (streams never need it); if it
-        // cannot be read (a damaged index, say), every file is read again.
-        let load_previous = || -> HashMap<String, Node> {
+        // The parent's tree spares reading unchanged files and gives the
+        // previous version of changed pages (`delta.rs`), so it is read when
+        // the first file on disk or page-aligned file comes up; if it cannot
+        // be read (a damaged index, say), every file is read and stored whole.
+        let load_previous = || -> Parent {
             match &parent {
-                Some((_, m)) => match self.read_tree(m) {
-                    Ok(tree) => tree.nodes.into_iter().map(|n| (n.path.clone(), n)).collect(),
-                    Err(_) => HashMap::new(),
-                },
-                None => HashMap::new(),
+                Some((_, m)) => Parent::new(self.read_tree(m).map(|t| t.nodes).unwrap_or_default()),
+                None => Parent::new(Vec::new()),
             }
         };
 
@@ -405,7 +403,7 @@ impl Indexed {
 fn read_source(
     repo: &Indexed,
     source: &mut dyn Source,
-    load_previous: &(dyn Fn() -> HashMap<String, Node> + Sync),
+    load_previous: &(dyn Fn() -> Parent + Sync),
     force_read: bool,
     tx: Sender<Unit>,
     tokens: Receiver<()>,
@@ -439,8 +437,7 @@ fn read_source(
     let mut push = |mut item: Item, batch: &mut Vec<Item>| -> Result<()> {
         match &mut item {
             Item::Start(k, node, Chunking::Fixed { .. }) if node.kind == NodeKind::File => {
-                let parent = previous.get_or_init(load_previous).get(&node.path);
-                walks.insert(*k, (0, ParentBlocks::of(parent)));
+                walks.insert(*k, (0, previous.get_or_init(load_previous).blocks(repo, &node.path)));
             }
             Item::Chunk(k, c, parent) => {
                 if let Some((at, Some(blocks))) = walks.get_mut(k) {
