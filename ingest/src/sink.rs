@@ -266,54 +266,37 @@ fn write_piece(out: &mut (dyn Write + Send), piece: Piece<'_>) -> std::io::Resul
     }
 }
 
-/// Writes the selected files as an xbstream (what `mbstream -x` reads).
+/// Writes the selected files as an xbstream (what `mbstream -x` reads):
+/// each decoded block as a payload chunk of its own, straight from the
+/// fetched batch (gathering them into chunks of 10 MiB, as mariabackup
+/// writes, copied the whole stream once more on the writer's thread).
 pub fn restore_as_xbstream(repo: &Indexed, nodes: &[Node], out: &mut (dyn Write + Send)) -> Result<u64> {
-    const PAYLOAD: usize = 10 << 20;
+    static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
     let mut w = crate::xbstream::XbstreamWriter::new(out);
     let mut total = 0u64;
     let werr = |e: std::io::Error| Error::io("writing the output", e);
     repo.read_ahead(nodes, |ahead| {
-        for node in nodes {
-            let (path, content_of) = match node.kind {
-                NodeKind::File => (&node.path, node),
-                // A hard link in a demuxed tree can only come from a directory backup.
-                _ => continue,
-            };
-            let mut buf: Vec<u8> = Vec::with_capacity(PAYLOAD);
+        // A hard link in a demuxed tree can only come from a directory backup.
+        for node in nodes.iter().filter(|n| n.kind == NodeKind::File) {
+            let path = &node.path;
             let mut offset = 0u64;
-            ahead.read_file(content_of, &mut |piece| {
-                let mut push =
-                    |d: &[u8], w: &mut crate::xbstream::XbstreamWriter<&mut (dyn Write + Send)>| -> Result<()> {
-                        let mut d = d;
-                        while !d.is_empty() {
-                            let k = (PAYLOAD - buf.len()).min(d.len());
-                            buf.extend_from_slice(&d[..k]);
-                            d = &d[k..];
-                            if buf.len() == PAYLOAD {
-                                w.payload(path, offset, &buf).map_err(werr)?;
-                                offset += buf.len() as u64;
-                                buf.clear();
-                            }
-                        }
-                        Ok(())
-                    };
+            ahead.read_file(node, &mut |piece| {
                 match piece {
-                    Piece::Data(d) => push(d, &mut w),
+                    Piece::Data(d) => {
+                        w.payload(path, offset, d).map_err(werr)?;
+                        offset += d.len() as u64;
+                    }
                     Piece::Hole(mut n) => {
-                        let zeros = vec![0u8; 1 << 20];
                         while n > 0 {
-                            let k = n.min(zeros.len() as u64) as usize;
-                            push(&zeros[..k], &mut w)?;
-                            n -= k as u64;
+                            let k = n.min(ZEROS.len() as u64);
+                            w.payload(path, offset, &ZEROS[..k as usize]).map_err(werr)?;
+                            offset += k;
+                            n -= k;
                         }
-                        Ok(())
                     }
                 }
+                Ok(())
             })?;
-            if !buf.is_empty() {
-                w.payload(path, offset, &buf).map_err(werr)?;
-                offset += buf.len() as u64;
-            }
             w.end(path).map_err(werr)?;
             total += offset;
         }

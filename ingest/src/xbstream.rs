@@ -358,13 +358,19 @@ impl<W: Write> XbstreamWriter<W> {
         self.out.write_all(path.as_bytes())
     }
 
-    /// One payload chunk of `path` at `offset`.
+    /// One payload chunk of `path` at `offset`: its header in one write and
+    /// its data in another (the output may be unbuffered).
     pub fn payload(&mut self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
         for (i, piece) in data.chunks(OUT_CHUNK).enumerate() {
-            self.header(path, b'P')?;
-            self.out.write_all(&(piece.len() as u64).to_le_bytes())?;
-            self.out.write_all(&(offset + (i * OUT_CHUNK) as u64).to_le_bytes())?;
-            self.out.write_all(&crc32fast::hash(piece).to_le_bytes())?;
+            let mut head = Vec::with_capacity(34 + path.len());
+            head.extend_from_slice(MAGIC);
+            head.extend_from_slice(&[0, b'P']);
+            head.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            head.extend_from_slice(path.as_bytes());
+            head.extend_from_slice(&(piece.len() as u64).to_le_bytes());
+            head.extend_from_slice(&(offset + (i * OUT_CHUNK) as u64).to_le_bytes());
+            head.extend_from_slice(&crc32fast::hash(piece).to_le_bytes());
+            self.out.write_all(&head)?;
             self.out.write_all(piece)?;
         }
         Ok(())
