@@ -175,3 +175,54 @@ fn a_damaged_base_fails_every_delta_on_it_naming_the_base_pack() {
     let text = v.to_string();
     assert!(text.contains("whose base") && text.contains(&base_pack), "check names the deltas and the base: {v}");
 }
+
+/// Prune beside a backup that keeps making deltas (format-spec §20.3): the
+/// bases a backup chooses are watched by its guard, and a prune keeps every
+/// base a stored delta names, so every snapshot left restores exactly.
+#[test]
+fn prune_beside_backups_that_make_deltas_loses_nothing() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let kept: Vec<(String, Vec<u8>)> = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut table = Table::new();
+            let mut prng = Prng::new(40);
+            let mut all = Vec::new();
+            for _ in 0..24 {
+                table.write_a_day(&mut prng);
+                table.write_to(&src);
+                let v = backup(&repo, &src);
+                all.push((v["snapshot"].as_str().unwrap().to_string(), table.bytes()));
+                std::thread::sleep(std::time::Duration::from_millis(600));
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            all
+        });
+        let mut prunes = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            repo.ok(&["forget", "--keep-last", "2"]);
+            let out = repo.run(&["prune", "--keep-delete", "5s", "--max-unused", "0%"]);
+            assert!(out.status.success(), "prune: {}", String::from_utf8_lossy(&out.stderr));
+            prunes += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        }
+        assert!(prunes >= 3, "prune ran beside the backups");
+        writer.join().unwrap()
+    });
+    let left: Vec<String> =
+        repo.json(&["snapshots"]).as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert!(!left.is_empty());
+    for id in &left {
+        let want = &kept.iter().find(|(k, _)| k == id).expect("a snapshot this test made").1;
+        assert!(restored(&repo, id, &format!("r-{}", &id[..8])) == *want, "snapshot {id} restores exactly");
+    }
+    // And once the last prune's marks are old enough to delete what they name.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    repo.ok(&["prune", "--keep-delete", "5s", "--max-unused", "0%"]);
+    for id in &left {
+        let want = &kept.iter().find(|(k, _)| k == id).unwrap().1;
+        assert!(restored(&repo, id, &format!("s-{}", &id[..8])) == *want, "snapshot {id} after the last prune");
+    }
+    assert_eq!(repo.json(&["check", "--read-data"])["whole"], true);
+}
