@@ -17,6 +17,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod cowfs;
 mod ctx;
 mod exit;
 mod interrupt;

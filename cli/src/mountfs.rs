@@ -114,6 +114,31 @@ fn dir_like(path: &str, like: Option<&Node>) -> Node {
     }
 }
 
+/// `nodes` with the directories their paths name and the tree does not
+/// hold: a stream's tree has no root node, nor nodes for the directories of
+/// its members (`sbtest/t1.ibd`); they are made, like the first node.
+pub(crate) fn with_parents(mut nodes: Vec<Node>) -> Vec<Node> {
+    let mut have: std::collections::HashSet<String> = nodes.iter().map(|n| n.path.clone()).collect();
+    let mut made = Vec::new();
+    for n in &nodes {
+        let mut path = n.path.as_str();
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            if have.insert(parent.to_string()) {
+                made.push(dir_like(parent, Some(n)));
+            }
+            path = parent;
+        }
+        if n.path != "." && have.insert(".".into()) {
+            made.push(dir_like(".", Some(n)));
+        }
+    }
+    nodes.extend(made);
+    if nodes.is_empty() {
+        nodes.push(dir_like(".", None));
+    }
+    nodes
+}
+
 impl MountFs {
     /// Nothing shown yet.
     fn empty(repo: Indexed) -> MountFs {
@@ -273,33 +298,14 @@ impl MountFs {
         }
         let id = &self.snapshots[snap];
         let tree = self.repo.read_tree(&self.manifests[snap]);
-        let mut nodes = match tree {
+        let nodes = match tree {
             Ok(t) => t.nodes,
             Err(e) => {
                 eprintln!("dedupe: mount: snapshot {id}: {e}");
                 return false;
             }
         };
-        // A stream's tree has no root node, nor nodes for the directories of
-        // its members (`sbtest/t1.ibd`): they are made, like the first node.
-        let mut have: std::collections::HashSet<String> = nodes.iter().map(|n| n.path.clone()).collect();
-        let mut made = Vec::new();
-        for n in &nodes {
-            let mut path = n.path.as_str();
-            while let Some((parent, _)) = path.rsplit_once('/') {
-                if have.insert(parent.to_string()) {
-                    made.push(dir_like(parent, Some(n)));
-                }
-                path = parent;
-            }
-            if n.path != "." && have.insert(".".into()) {
-                made.push(dir_like(".", Some(n)));
-            }
-        }
-        nodes.extend(made);
-        if nodes.is_empty() {
-            nodes.push(dir_like(".", None));
-        }
+        let nodes = with_parents(nodes);
         let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.path.as_str(), i)).collect();
         let root = index["."];
         let mut children = vec![BTreeMap::new(); nodes.len()];

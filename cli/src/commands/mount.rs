@@ -1,16 +1,41 @@
 //! `dedupe mount MOUNTPOINT`: every snapshot as a read-only filesystem
 //! (`mountfs.rs`), in the foreground until it is unmounted
 //! (`fusermount3 -u MOUNTPOINT`) or the command is interrupted, which
-//! unmounts it first. `restore SNAPSHOT --mount DIR` (`one`): one snapshot.
+//! unmounts it first. `restore SNAPSHOT --mount DIR` (`one`): one snapshot;
+//! with `--writable` (`writable`), copy-on-write into an overlay directory
+//! (`cowfs.rs`) that lives as long as the mount.
 
 use crate::ctx::Ctx;
 use crate::exit::{self, Failure, R};
+use crate::cowfs::CowFs;
 use crate::mountfs::MountFs;
-use fuser::MountOption;
-use std::path::Path;
+use fuser::{Filesystem, MountOption};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-fn options() -> [MountOption; 4] {
-    [MountOption::RO, MountOption::FSName("dedupe".into()), MountOption::Subtype("dedupe".into()), MountOption::NoExec]
+fn options() -> Vec<MountOption> {
+    vec![MountOption::RO, MountOption::FSName("dedupe".into()), MountOption::Subtype("dedupe".into()), MountOption::NoExec]
+}
+
+/// A writable mount is for a database server, which runs as its own user:
+/// other users may use it (root may always ask; others when
+/// /etc/fuse.conf has `user_allow_other`), and the kernel checks each
+/// file's mode and owner as on a local disk.
+fn writable_options() -> Vec<MountOption> {
+    let mut o = vec![
+        MountOption::RW,
+        MountOption::FSName("dedupe".into()),
+        MountOption::Subtype("dedupe".into()),
+        MountOption::DefaultPermissions,
+    ];
+    // SAFETY: a plain getter.
+    let root = unsafe { libc::geteuid() } == 0;
+    let allowed = std::fs::read_to_string("/etc/fuse.conf")
+        .is_ok_and(|c| c.lines().any(|l| l.trim() == "user_allow_other"));
+    if root || allowed {
+        o.push(MountOption::AllowOther);
+    }
+    o
 }
 
 fn mount_failed(at: &Path, e: impl std::fmt::Display) -> Failure {
@@ -30,7 +55,7 @@ fn need_dir(p: &Path) -> R {
 pub(crate) fn run(ctx: &Ctx, mountpoint: &Path, name: Option<&str>) -> R {
     need_dir(mountpoint)?;
     let fs = MountFs::new(ctx.indexed()?, name)?;
-    serve(ctx, fs, mountpoint, "every snapshot (by-id/, by-name/, logs/)")
+    serve(ctx, fs, mountpoint, "every snapshot (by-id/, by-name/, logs/) mounted read-only", options(), None)
 }
 
 /// `restore SPEC --mount POINT`: one snapshot, read-only.
@@ -38,23 +63,89 @@ pub(crate) fn one(ctx: &Ctx, spec: &str, name: Option<&str>, point: &Path) -> R 
     need_dir(point)?;
     let repo = ctx.indexed()?;
     let (id, manifest) = repo.find_snapshot(spec, name)?;
-    serve(ctx, MountFs::one(repo, &id, &manifest), point, &format!("snapshot {}", &id[..8]))
+    let what = format!("snapshot {} mounted read-only", &id[..8]);
+    serve(ctx, MountFs::one(repo, &id, &manifest), point, &what, options(), None)
+}
+
+/// `restore SPEC --mount POINT --writable`: one snapshot, its changes in
+/// `overlay` (default `POINT.overlay`), which is removed when the mount ends.
+pub(crate) fn writable(ctx: &Ctx, spec: &str, name: Option<&str>, point: &Path, overlay: Option<PathBuf>) -> R {
+    need_dir(point)?;
+    let point = std::fs::canonicalize(point).map_err(|e| Failure::usage(format!("{}: {e}", point.display())))?;
+    let overlay = overlay.unwrap_or_else(|| {
+        let mut p = point.clone().into_os_string();
+        p.push(".overlay");
+        PathBuf::from(p)
+    });
+    if std::fs::read_dir(&overlay).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Failure::new(
+            exit::TARGET_NOT_EMPTY,
+            format!("the overlay {} is not empty; give --overlay a new or empty directory", overlay.display()),
+        ));
+    }
+    let repo = ctx.indexed()?;
+    let (id, manifest) = repo.find_snapshot(spec, name)?;
+    std::fs::create_dir_all(&overlay)
+        .map_err(|e| Failure::new(exit::STORAGE, format!("cannot make the overlay {}: {e}", overlay.display())))?;
+    let overlay = std::fs::canonicalize(&overlay).unwrap_or(overlay);
+    if overlay.starts_with(&point) {
+        let _ = std::fs::remove_dir(&overlay);
+        return Err(Failure::usage(format!("the overlay {} must not be inside the mount point", overlay.display())));
+    }
+    let gone = overlay.clone();
+    let served = CowFs::new(repo, &id, &manifest, overlay.clone()).map_err(Failure::from).and_then(|fs| {
+        let what = format!(
+            "snapshot {} mounted writable (copy-on-write; changes go to {} and last as long as the mount)",
+            &id[..8],
+            overlay.display()
+        );
+        serve(ctx, fs, &point, &what, writable_options(), Some(gone))
+    });
+    ctx.note(&format!(
+        "the overlay {} held {} of changes; removed (the repository was not changed)",
+        overlay.display(),
+        crate::ctx::human(du(&overlay))
+    ));
+    let _ = std::fs::remove_dir_all(&overlay);
+    served
+}
+
+/// Bytes the files under `dir` take on disk (their overlays are sparse).
+fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.blocks() * 512).sum())
+        .unwrap_or(0)
 }
 
 /// Serves `fs` at `point` in the foreground until it is unmounted or the
-/// command is interrupted.
-fn serve(ctx: &Ctx, fs: MountFs, point: &Path, what: &str) -> R {
+/// command is interrupted; an interruption also removes `overlay`.
+fn serve(
+    ctx: &Ctx,
+    fs: impl Filesystem + Send + 'static,
+    point: &Path,
+    what: &str,
+    options: Vec<MountOption>,
+    overlay: Option<PathBuf>,
+) -> R {
     // Ctrl-C or SIGTERM: unmount before the process ends, or the
     // mountpoint is left answering "Transport endpoint is not connected".
     let p = point.to_path_buf();
-    crate::interrupt::before_exit(move || unmount_fuse(&p));
-    crate::interrupt::say("the repository was not changed; the mount was removed");
+    crate::interrupt::say(match overlay {
+        Some(_) => "the repository was not changed; the mount and its overlay were removed",
+        None => "the repository was not changed; the mount was removed",
+    });
+    crate::interrupt::before_exit(move || {
+        unmount_fuse(&p);
+        if let Some(o) = overlay {
+            let _ = std::fs::remove_dir_all(o);
+        }
+    });
     ctx.note(&format!(
-        "{what} mounted read-only at {}; `fusermount3 -u {}` or Ctrl-C unmounts",
+        "{what} at {}; `fusermount3 -u {}` or Ctrl-C unmounts",
         point.display(),
         point.display()
     ));
-    let served = fuser::mount2(fs, point, &options()).map_err(|e| mount_failed(point, e));
+    let served = fuser::mount2(fs, point, &options).map_err(|e| mount_failed(point, e));
     crate::interrupt::wait_if_interrupted();
     served
 }

@@ -31,6 +31,15 @@ pub(crate) struct Args {
     /// foreground until unmounted or Ctrl-C): its files read before any restore ends.
     #[arg(long, conflicts_with_all = ["target", "stdout", "until", "path", "prepare", "force"])]
     mount: Option<PathBuf>,
+    /// With --mount: writable, copy-on-write, its changes in a local overlay
+    /// (`--overlay`), so `mariabackup --prepare` and a server run on it at
+    /// once. The changes last as long as the mount; the repository is never written.
+    #[arg(long, requires = "mount")]
+    writable: bool,
+    /// With --writable: the overlay directory (new or empty; removed when the
+    /// mount ends). Default: the mount point's path with `.overlay` appended.
+    #[arg(long, requires = "writable")]
+    overlay: Option<PathBuf>,
     /// Write the file content to stdout (for a stream backup, the stream).
     #[arg(long)]
     stdout: bool,
@@ -54,10 +63,14 @@ fn dir_is_empty(p: &Path) -> R<bool> {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
-    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep, mount } = a;
+    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep, mount, writable, overlay } = a;
     let (name, target) = (name.as_deref(), target.as_deref());
     if let Some(point) = mount {
-        return super::mount::one(ctx, snapshot.as_deref().unwrap_or("latest"), name, &point);
+        let spec = snapshot.as_deref().unwrap_or("latest");
+        if writable {
+            return super::mount::writable(ctx, spec, name, &point, overlay);
+        }
+        return super::mount::one(ctx, spec, name, &point);
     }
     if prep && target.is_none() {
         return Err(Failure::usage("--prepare needs --target"));
