@@ -4,7 +4,7 @@
 
 use dedupe_suite::mount::Mounted;
 use dedupe_suite::*;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -198,4 +198,123 @@ fn restore_mount_shows_one_snapshot_until_interrupted() {
     let out =
         repo.run(&["restore", "latest", "--mount", point.to_str().unwrap(), "--target", target.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Bytes the files of `dir` take on disk.
+fn allocated(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().blocks() * 512).sum()
+}
+
+/// `restore --mount --writable`: random writes, truncations, creations,
+/// renames, links and removals through the mount give what the same
+/// operations give on a restored copy; a one-byte write to a large file
+/// stores a block, not the file; unmounting removes the overlay and leaves
+/// the repository as it was.
+#[test]
+fn a_writable_mount_behaves_as_a_local_copy_and_changes_nothing_in_the_repository() {
+    use rand::{Rng, SeedableRng};
+    use std::os::unix::fs::FileExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    std::fs::create_dir_all(src.join("db/sub")).unwrap();
+    let mut prng = Prng::new(75);
+    std::fs::write(src.join("db/big.ibd"), prng.bytes(3 << 20)).unwrap();
+    std::fs::write(src.join("db/sub/small"), prng.bytes(5000)).unwrap();
+    std::fs::hard_link(src.join("db/big.ibd"), src.join("db/big-again")).unwrap();
+    std::os::unix::fs::symlink("big.ibd", src.join("db/link")).unwrap();
+    repo.ok(&["backup", "--name", "rw", src.to_str().unwrap()]);
+    let copy = repo.scratch("copy");
+    repo.ok(&["restore", "latest", "--target", copy.to_str().unwrap()]);
+    let before = scan(&copy);
+
+    let m = Mounted::writable(&repo, "latest");
+    let mnt = m.point.clone();
+    assert_eq!(scan(&mnt), before);
+    // One byte in the middle of 3 MiB: one 4 KiB block goes to the overlay.
+    for root in [&mnt, &copy] {
+        let f = std::fs::OpenOptions::new().write(true).open(root.join("db/big.ibd")).unwrap();
+        f.write_all_at(b"x", 1_500_001).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert!(allocated(&m.overlay()) <= 64 << 10, "copy-on-write by block: {} bytes", allocated(&m.overlay()));
+    assert_eq!(std::fs::read(mnt.join("db/big-again")).unwrap(), std::fs::read(copy.join("db/big.ibd")).unwrap());
+
+    // The same random operations on both; every result and every touched file equal.
+    let names = ["db/big.ibd", "db/big-again", "db/sub/small", "db/new", "db/sub/other", "top"];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(76);
+    for step in 0..1500 {
+        let (n, n2) = (names[rng.random_range(0..names.len())], names[rng.random_range(0..names.len())]);
+        let op = rng.random_range(0..10);
+        let (off, len) = (rng.random_range(0..(3 << 20) + 20_000u64), rng.random_range(1..40_000usize));
+        let data = prng.bytes(len);
+        let mut results = Vec::new();
+        for root in [&mnt, &copy] {
+            let (p, p2) = (root.join(n), root.join(n2));
+            let r: std::io::Result<Vec<u8>> = match op {
+                0..=3 => std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    // Direct I/O, as InnoDB writes, reaches the filesystem
+                    // unaligned (the copy's filesystem would refuse it).
+                    .custom_flags(if op == 0 && root == &mnt { libc::O_DIRECT } else { 0 })
+                    .open(&p)
+                    .and_then(|f| f.write_all_at(&data, off))
+                    .map(|()| Vec::new()),
+                4 => std::fs::OpenOptions::new().write(true).open(&p).and_then(|f| f.set_len(off)).map(|()| Vec::new()),
+                5 => std::fs::File::open(&p).and_then(|f| {
+                    let mut buf = vec![0u8; len];
+                    let n = f.read_at(&mut buf, off)?;
+                    buf.truncate(n);
+                    Ok(buf)
+                }),
+                6 => std::fs::rename(&p, &p2).map(|()| Vec::new()),
+                7 => std::fs::remove_file(&p).map(|()| Vec::new()),
+                8 => std::fs::hard_link(&p, &p2).map(|()| Vec::new()),
+                _ => std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600 | (off as u32 & 0o077)))
+                    .map(|()| Vec::new()),
+            };
+            results.push(r.map_err(|e| e.raw_os_error()));
+        }
+        assert_eq!(results[0], results[1], "step {step}: op {op} on {n} ({n2}) at {off}");
+        for f in [n, n2] {
+            let a = std::fs::read(mnt.join(f)).map_err(|e| e.raw_os_error());
+            let b = std::fs::read(copy.join(f)).map_err(|e| e.raw_os_error());
+            assert!(a == b, "step {step}: {f} differs after op {op}");
+        }
+    }
+    // A removed file stays readable through a handle opened before.
+    for root in [&mnt, &copy] {
+        std::fs::write(root.join("db/temp"), b"still here").unwrap();
+    }
+    let open = std::fs::File::open(mnt.join("db/temp")).unwrap();
+    std::fs::remove_file(mnt.join("db/temp")).unwrap();
+    std::fs::remove_file(copy.join("db/temp")).unwrap();
+    let mut buf = [0u8; 10];
+    assert_eq!(open.read_at(&mut buf, 0).unwrap(), 10);
+    assert_eq!(&buf, b"still here");
+    drop(open);
+    std::fs::create_dir(mnt.join("db/newdir")).unwrap();
+    std::fs::create_dir(copy.join("db/newdir")).unwrap();
+    assert_eq!(std::fs::remove_dir(mnt.join("db")).unwrap_err().raw_os_error(), Some(libc::ENOTEMPTY));
+    assert_eq!(scan(&mnt), scan(&copy));
+
+    let overlay = m.overlay();
+    let (code, stderr) = m.unmount();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("of changes; removed"), "the overlay's size is reported: {stderr}");
+    assert!(!overlay.exists(), "the overlay is removed with the mount");
+    // The repository is as it was: the snapshot restores as before and checks whole.
+    let again = repo.scratch("again");
+    repo.ok(&["restore", "latest", "--target", again.to_str().unwrap()]);
+    assert_eq!(scan(&again), before);
+    repo.ok(&["check", "--read-data"]);
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 1);
+
+    // An overlay that is not empty is refused: it may be someone's files.
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(overlay.join("keep"), b"mine").unwrap();
+    let out = repo.run(&["restore", "latest", "--mount", mnt.to_str().unwrap(), "--writable"]);
+    assert_eq!(out.status.code(), Some(11), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(overlay.join("keep")).unwrap(), b"mine");
 }

@@ -2,6 +2,7 @@
 //! the real servers' snapshots in `tests/mariadb.rs` and `tests/postgres.rs`).
 
 use crate::Repo;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +30,45 @@ impl Mounted {
             std::thread::sleep(Duration::from_millis(50));
         }
         Mounted { child: Some(child), point }
+    }
+
+    /// `restore SPEC --mount --writable` of `repo` at a new directory of its
+    /// scratch space (the overlay beside it, `<point>.overlay`), once it answers.
+    pub fn writable(repo: &Repo, spec: &str) -> Mounted {
+        let point = repo.scratch("rw");
+        std::fs::create_dir_all(&point).unwrap();
+        let parent_dev = std::fs::metadata(point.parent().unwrap()).unwrap().dev();
+        let child = repo
+            .cmd(["restore", spec, "--mount", point.to_str().unwrap(), "--writable"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::fs::metadata(&point).map_or(true, |m| m.dev() == parent_dev) {
+            assert!(started.elapsed() < Duration::from_secs(30), "the writable mount did not appear");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mounted { child: Some(child), point }
+    }
+
+    /// The overlay directory of a writable mount.
+    pub fn overlay(&self) -> PathBuf {
+        let mut p = self.point.clone().into_os_string();
+        p.push(".overlay");
+        PathBuf::from(p)
+    }
+
+    /// Unmounts as a user does (`fusermount3 -u`); returns the mount's exit code and stderr.
+    pub fn unmount(mut self) -> (Option<i32>, String) {
+        let child = self.child.take().unwrap();
+        let started = Instant::now();
+        // A server that just stopped may still hold the mount busy for a moment.
+        while !std::process::Command::new("fusermount3").arg("-u").arg(&self.point).status().unwrap().success() {
+            assert!(started.elapsed() < Duration::from_secs(30), "fusermount3 -u kept failing");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     /// Interrupts the mount as Ctrl-C does; returns its exit code and stderr.
