@@ -139,6 +139,25 @@ fn mariabackup_roundtrip_restores_prepares_and_starts_with_equal_checksums() {
         assert_eq!(copy.checksums("shop"), want);
     }
 
+    // Instant restore: prepared and started on a writable mount, same
+    // tables, writable; the overlay goes with the mount.
+    {
+        let m = dedupe_suite::mount::Mounted::writable(&repo, "latest");
+        let out = Command::new("mariabackup").arg("--prepare").arg(format!("--target-dir={}", m.point.display())).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "mariabackup --prepare on the mount: {}", String::from_utf8_lossy(&out.stderr));
+        {
+            let instant = Server::start(&work.join("instant"), &m.point);
+            assert_eq!(instant.checksums("shop"), want);
+            instant.sql("CREATE TABLE shop.after_restore (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO shop.after_restore VALUES (1)");
+            assert_eq!(instant.sql("SELECT COUNT(*) FROM shop.after_restore").trim(), "1");
+        }
+        let overlay = m.overlay();
+        let (code, stderr) = m.unmount();
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!overlay.exists());
+    }
+
     // One file alone.
     let one = work.join("one");
     repo.ok(&[

@@ -227,6 +227,22 @@ fn pg_basebackup_roundtrip_gives_identical_tables() {
     let after = copy.table_hashes("shop");
     assert_eq!(after, before);
     drop(copy);
+
+    // Instant restore: the server starts (recovering from the backup label)
+    // on a writable mount of the snapshot, with the same tables; the overlay
+    // goes with the mount.
+    {
+        let m = dedupe_suite::mount::Mounted::writable_at(&repo, "latest", t.join("instant"));
+        let instant = Server::start(&m.point, &sock2, &logs.join("instant.log"));
+        assert_eq!(instant.psql("shop", "SELECT pg_is_in_recovery()"), "f");
+        assert_eq!(instant.table_hashes("shop"), before);
+        instant.psql("shop", "UPDATE notes SET body = 'on the instant copy' WHERE id = 1");
+        drop(instant);
+        let overlay = m.overlay();
+        let (code, stderr) = m.unmount();
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!overlay.exists());
+    }
     drop(source);
     eprintln!("PostgreSQL round trip took {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -35,7 +35,12 @@ impl Mounted {
     /// `restore SPEC --mount --writable` of `repo` at a new directory of its
     /// scratch space (the overlay beside it, `<point>.overlay`), once it answers.
     pub fn writable(repo: &Repo, spec: &str) -> Mounted {
-        let point = repo.scratch("rw");
+        Mounted::writable_at(repo, spec, repo.scratch("rw"))
+    }
+
+    /// The same at `point` (made if missing), for a server that runs as
+    /// another user and must reach it.
+    pub fn writable_at(repo: &Repo, spec: &str, point: PathBuf) -> Mounted {
         std::fs::create_dir_all(&point).unwrap();
         let parent_dev = std::fs::metadata(point.parent().unwrap()).unwrap().dev();
         let child = repo
