@@ -280,6 +280,9 @@ fn every_walkthrough_runs_as_written() {
         ("/var/lib/mysql-pitr.log", t.join("mysql-pitr.log")),
         ("/var/lib/mysql-pitr", t.join("mysql-pitr")),
         ("/var/lib/mysql-restore", t.join("mysql-restore")),
+        ("/var/lib/mysql-instant.log", t.join("mysql-instant.log")),
+        ("/srv/instant", t.join("instant")),
+        ("/mnt/backups", t.join("mnt-backups")),
         ("/var/lib/mysql", my.datadir.clone()),
         ("/run/mysqld", run_mysqld.clone()),
         ("/var/backups/dedupe", t.join("repo")),
@@ -295,7 +298,11 @@ fn every_walkthrough_runs_as_written() {
     ]
     .into_iter()
     .map(|(from, to)| (from.to_string(), to.display().to_string()))
-    .chain([("--port=3307".to_string(), format!("--port={my_port}")), ("-p 5433".to_string(), format!("-p {pg_port}"))])
+    .chain([
+        ("--port=3307".to_string(), format!("--port={my_port}")),
+        ("--port=3308".to_string(), format!("--port={}", mariadb::free_port())),
+        ("-p 5433".to_string(), format!("-p {pg_port}")),
+    ])
     .collect();
     fs::create_dir_all(t.join("man1")).unwrap();
     let mut env: Vec<(String, String)> = vec![
@@ -337,6 +344,19 @@ fn every_walkthrough_runs_as_written() {
     assert!(t.join("pg-restore/PG_VERSION").is_file() && t.join("pg-restore/global/pg_control").is_file());
     assert!(t.join("one-table/sbtest/sbtest1.ibd").is_file() || t.join("one-table/sbtest1.ibd").is_file());
     assert!(t.join("stream-restore/xtrabackup_checkpoints").is_file());
+
+    // Browse, then start last Tuesday's backup on a writable mount.
+    let listed = walk.sh("dedupe mount /mnt/backups", &[], "");
+    assert!(listed.contains("latest") && listed.contains("sbtest1.ibd"), "{listed}");
+    let db1 = snaps[0]["id"].as_str().unwrap().to_string();
+    let queried = walk.sh("--writable", &[("4f2a9c01", db1)], "");
+    assert!(queried.contains("2000"), "the table as it was backed up: {queried}");
+    // The mount's process removes it once fusermount3 has unmounted.
+    let gone = Instant::now();
+    while t.join("instant.overlay").exists() {
+        assert!(gone.elapsed() < Duration::from_secs(30), "the overlay goes with the mount");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // MariaDB point in time: the nightly routine, then the world goes on.
     walk.sh("dedupe binlog push --name db1 --binlog-dir /var/lib/mysql", &[], "");
