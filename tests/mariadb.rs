@@ -143,7 +143,8 @@ fn mariabackup_roundtrip_restores_prepares_and_starts_with_equal_checksums() {
     // tables, writable; the overlay goes with the mount.
     {
         let m = dedupe_suite::mount::Mounted::writable(&repo, "latest");
-        let out = Command::new("mariabackup").arg("--prepare").arg(format!("--target-dir={}", m.point.display())).output();
+        let out =
+            Command::new("mariabackup").arg("--prepare").arg(format!("--target-dir={}", m.point.display())).output();
         let out = out.unwrap();
         assert!(out.status.success(), "mariabackup --prepare on the mount: {}", String::from_utf8_lossy(&out.stderr));
         {

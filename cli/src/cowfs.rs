@@ -59,7 +59,7 @@ impl Upper {
     }
 
     /// Whether the byte at `at` comes from the snapshot.
-    fn from_lower(&self, at: u64) -> bool {
+    fn reads_lower(&self, at: u64) -> bool {
         at < self.lower_len && !self.has(at / BLOCK)
     }
 }
@@ -176,15 +176,7 @@ impl CowFs {
     }
 
     fn push(&mut self, attr: FileAttr, lower: Option<usize>, target: Vec<u8>) -> u64 {
-        self.inodes.push(Inode {
-            attr,
-            children: BTreeMap::new(),
-            target,
-            lower,
-            map: None,
-            upper: None,
-            open: 0,
-        });
+        self.inodes.push(Inode { attr, children: BTreeMap::new(), target, lower, map: None, upper: None, open: 0 });
         self.inodes.len() as u64
     }
 
@@ -287,7 +279,7 @@ impl CowFs {
             // A run of bytes from one side: up to a block boundary or the
             // snapshot's end, then on while the next block is the same side.
             let up = self.inodes[ino as usize - 1].upper.as_ref().expect("made");
-            let lower = up.from_lower(pos);
+            let lower = up.reads_lower(pos);
             let mut run = pos;
             loop {
                 let mut seg = (run / BLOCK + 1) * BLOCK;
@@ -295,7 +287,7 @@ impl CowFs {
                     seg = seg.min(up.lower_len);
                 }
                 run = seg.min(end);
-                if run >= end || up.from_lower(run) != lower {
+                if run >= end || up.reads_lower(run) != lower {
                     break;
                 }
             }
@@ -327,10 +319,10 @@ impl CowFs {
         let end = at + data.len() as u64;
         let (first, last) = (at / BLOCK, (end - 1) / BLOCK);
         // Blocks the write covers only in part keep the rest of their bytes.
-        if at % BLOCK != 0 {
+        if !at.is_multiple_of(BLOCK) {
             self.fill(ino, first)?;
         }
-        if end % BLOCK != 0 {
+        if !end.is_multiple_of(BLOCK) {
             self.fill(ino, last)?;
         }
         let inode = &mut self.inodes[ino as usize - 1];
@@ -352,7 +344,7 @@ impl CowFs {
         if size < lower_len {
             // The bytes of the last block past the new end must read as
             // zeros if the file grows again: that block moves to the overlay.
-            if size % BLOCK != 0 {
+            if !size.is_multiple_of(BLOCK) {
                 self.fill(ino, size / BLOCK)?;
             }
             self.inodes[ino as usize - 1].upper.as_mut().expect("made").lower_len = size;
@@ -378,7 +370,15 @@ impl CowFs {
     }
 
     /// A new inode named `name` in `parent`.
-    fn make(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, kind: FileType, perm: u16, target: Vec<u8>) -> Result<FileAttr, i32> {
+    fn make(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        kind: FileType,
+        perm: u16,
+        target: Vec<u8>,
+    ) -> Result<FileAttr, i32> {
         if self.dir(parent)?.children.contains_key(name) {
             return Err(libc::EEXIST);
         }
@@ -554,7 +554,16 @@ impl Filesystem for CowFs {
         }
     }
 
-    fn mknod(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         // Sockets and pipes are the kernel's business once they have a name; no devices.
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG => FileType::RegularFile,
@@ -644,7 +653,16 @@ impl Filesystem for CowFs {
         }
     }
 
-    fn create(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         match self.make(req, parent, name, FileType::RegularFile, (mode & !umask & 0o7777) as u16, Vec::new()) {
             Ok(a) => {
                 let fh = self.open_handle(a.ino);
@@ -731,7 +749,16 @@ impl Filesystem for CowFs {
         reply.ok();
     }
 
-    fn fallocate(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, length: i64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
             return reply.error(libc::EOPNOTSUPP);
         }
@@ -763,7 +790,8 @@ impl Filesystem for CowFs {
             Ok(d) => d.children.iter().map(|(n, &c)| (c, FileType::RegularFile, n.clone())).collect(),
             Err(e) => return reply.error(e),
         };
-        let mut all = vec![(ino, FileType::Directory, OsString::from(".")), (ino, FileType::Directory, OsString::from(".."))];
+        let mut all =
+            vec![(ino, FileType::Directory, OsString::from(".")), (ino, FileType::Directory, OsString::from(".."))];
         all.extend(entries.into_iter().map(|(c, _, n)| (c, self.inodes[c as usize - 1].attr.kind, n)));
         for (i, (child, kind, name)) in all.into_iter().enumerate().skip(offset.max(0) as usize) {
             if reply.add(child, (i + 1) as i64, kind, &name) {
@@ -775,13 +803,13 @@ impl Filesystem for CowFs {
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
         // The overlay's filesystem: what writes may still use.
-        match nix_statvfs(&self.overlay) {
+        match statvfs(&self.overlay) {
             Ok(s) => reply.statfs(
-                s.f_blocks as u64,
-                s.f_bfree as u64,
-                s.f_bavail as u64,
-                s.f_files as u64,
-                s.f_ffree as u64,
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
                 s.f_bsize as u32,
                 255,
                 s.f_frsize as u32,
@@ -791,7 +819,7 @@ impl Filesystem for CowFs {
     }
 }
 
-fn nix_statvfs(p: &std::path::Path) -> std::io::Result<libc::statvfs> {
+fn statvfs(p: &std::path::Path) -> std::io::Result<libc::statvfs> {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: a NUL-terminated path and a zeroed struct the call fills.
     unsafe {

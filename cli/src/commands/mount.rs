@@ -5,16 +5,21 @@
 //! with `--writable` (`writable`), copy-on-write into an overlay directory
 //! (`cowfs.rs`) that lives as long as the mount.
 
+use crate::cowfs::CowFs;
 use crate::ctx::Ctx;
 use crate::exit::{self, Failure, R};
-use crate::cowfs::CowFs;
 use crate::mountfs::MountFs;
 use fuser::{Filesystem, MountOption};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 fn options() -> Vec<MountOption> {
-    vec![MountOption::RO, MountOption::FSName("dedupe".into()), MountOption::Subtype("dedupe".into()), MountOption::NoExec]
+    vec![
+        MountOption::RO,
+        MountOption::FSName("dedupe".into()),
+        MountOption::Subtype("dedupe".into()),
+        MountOption::NoExec,
+    ]
 }
 
 /// A writable mount is for a database server, which runs as its own user:
@@ -30,8 +35,8 @@ fn writable_options() -> Vec<MountOption> {
     ];
     // SAFETY: a plain getter.
     let root = unsafe { libc::geteuid() } == 0;
-    let allowed = std::fs::read_to_string("/etc/fuse.conf")
-        .is_ok_and(|c| c.lines().any(|l| l.trim() == "user_allow_other"));
+    let allowed =
+        std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|c| c.lines().any(|l| l.trim() == "user_allow_other"));
     if root || allowed {
         o.push(MountOption::AllowOther);
     }
@@ -140,11 +145,7 @@ fn serve(
             let _ = std::fs::remove_dir_all(o);
         }
     });
-    ctx.note(&format!(
-        "{what} at {}; `fusermount3 -u {}` or Ctrl-C unmounts",
-        point.display(),
-        point.display()
-    ));
+    ctx.note(&format!("{what} at {}; `fusermount3 -u {}` or Ctrl-C unmounts", point.display(), point.display()));
     let served = fuser::mount2(fs, point, &options).map_err(|e| mount_failed(point, e));
     crate::interrupt::wait_if_interrupted();
     served
