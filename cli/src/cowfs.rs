@@ -13,7 +13,7 @@
 //! memory: the overlay serves one mount and is removed when it ends; the
 //! repository is never written.
 
-use crate::mountfs::with_parents;
+use crate::mountfs::{attr, with_parents};
 use dedupe_store::{ChunkCache, FileMap, Indexed, Manifest, NodeKind};
 use fuser::{
     FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
@@ -94,26 +94,6 @@ fn time_of(ns: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
 }
 
-fn attr(ino: u64, kind: FileType, perm: u16, uid: u32, gid: u32, size: u64, t: SystemTime) -> FileAttr {
-    FileAttr {
-        ino,
-        size,
-        blocks: size.div_ceil(512),
-        atime: t,
-        mtime: t,
-        ctime: t,
-        crtime: t,
-        kind,
-        perm,
-        nlink: if kind == FileType::Directory { 2 } else { 1 },
-        uid,
-        gid,
-        rdev: 0,
-        blksize: BLOCK as u32,
-        flags: 0,
-    }
-}
-
 fn io_errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
@@ -147,7 +127,7 @@ impl CowFs {
             let target = n.target.clone().unwrap_or_default().into_bytes();
             let size = if kind == FileType::Symlink { target.len() as u64 } else { n.size };
             let ino = fs.inodes.len() as u64 + 1;
-            let a = attr(ino, kind, (n.mode & 0o7777) as u16, n.uid, n.gid, size, time_of(n.mtime_ns));
+            let a = attr(ino, kind, (n.mode & 0o7777) as u16, size, time_of(n.mtime_ns), n.uid, n.gid);
             fs.push(a, (kind == FileType::RegularFile).then_some(i), target);
             ino_of.insert(n.path.as_str(), ino);
         }
@@ -384,7 +364,7 @@ impl CowFs {
         }
         let ino = self.inodes.len() as u64 + 1;
         let size = target.len() as u64;
-        let a = attr(ino, kind, perm, req.uid(), req.gid(), size, SystemTime::now());
+        let a = attr(ino, kind, perm, size, SystemTime::now(), req.uid(), req.gid());
         self.push(a, None, target);
         let p = self.dir(parent)?;
         p.children.insert(name.to_os_string(), ino);

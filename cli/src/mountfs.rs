@@ -139,6 +139,28 @@ pub(crate) fn with_parents(mut nodes: Vec<Node>) -> Vec<Node> {
     nodes
 }
 
+/// The attributes of a file the mount shows, all its times `t`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attr(ino: u64, kind: FileType, perm: u16, size: u64, t: SystemTime, uid: u32, gid: u32) -> FileAttr {
+    FileAttr {
+        ino,
+        size,
+        blocks: size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 impl MountFs {
     /// Nothing shown yet.
     fn empty(repo: Indexed) -> MountFs {
@@ -375,38 +397,17 @@ impl MountFs {
     }
 
     fn dir_attr(&self, ino: u64) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0o555, 0, self.started, self.uid, self.gid)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64, t: SystemTime, uid: u32, gid: u32) -> FileAttr {
-        FileAttr {
-            ino,
-            size,
-            blocks: size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid,
-            gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
+        attr(ino, FileType::Directory, 0o555, 0, self.started, self.uid, self.gid)
     }
 
     fn getattr_of(&mut self, ino: u64) -> Option<FileAttr> {
         match self.entries.get(ino as usize - 1)? {
             Entry::Dir(_) => return Some(self.dir_attr(ino)),
             Entry::Link(t) => {
-                return Some(self.attr(ino, FileType::Symlink, 0o777, t.len() as u64, self.started, self.uid, self.gid))
+                return Some(attr(ino, FileType::Symlink, 0o777, t.len() as u64, self.started, self.uid, self.gid))
             }
             Entry::Log { size, time, .. } => {
-                return Some(self.attr(ino, FileType::RegularFile, 0o440, *size, *time, self.uid, self.gid))
+                return Some(attr(ino, FileType::RegularFile, 0o440, *size, *time, self.uid, self.gid))
             }
             _ => {}
         }
@@ -419,7 +420,7 @@ impl MountFs {
             NodeKind::Symlink => (FileType::Symlink, n.target.as_deref().map_or(0, |t| t.len() as u64)),
             NodeKind::File | NodeKind::Hardlink => (FileType::RegularFile, n.size),
         };
-        Some(self.attr(shown, kind, (n.mode & 0o7777) as u16, size, t, n.uid, n.gid))
+        Some(attr(shown, kind, (n.mode & 0o7777) as u16, size, t, n.uid, n.gid))
     }
 
     /// The inode of `name` in directory `ino` (one map lookup, not a copy of the listing).
