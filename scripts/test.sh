@@ -17,6 +17,8 @@ need mariadb-binlog || missing+=(mariadb-client)
 need tar || missing+=(tar)
 # `dedupe mount` (tests/mount.rs): FUSE's mount helper.
 need fusermount3 || missing+=(fuse3)
+# `backup --snapshot btrfs` (tests/snapshot_btrfs.rs): a btrfs on a loop device.
+need mkfs.btrfs || missing+=(btrfs-progs)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -22,6 +22,8 @@ pub struct DirSource {
     links: HashMap<(u64, u64), String>,
     chunking: Chunking,
     warnings: Vec<String>,
+    /// Names left out at the root (a snapshot's own placeholder directory).
+    excluded: Vec<String>,
 }
 
 impl DirSource {
@@ -37,7 +39,14 @@ impl DirSource {
             links: HashMap::new(),
             chunking,
             warnings: Vec::new(),
+            excluded: Vec::new(),
         })
+    }
+
+    /// Leaves out these names at the root of the tree.
+    pub fn excluding(mut self, names: Vec<String>) -> Self {
+        self.excluded = names;
+        self
     }
 
     fn list(&mut self, dir: &Path, rel: &str) -> Result<()> {
@@ -50,6 +59,9 @@ impl DirSource {
                 self.warnings.push(format!("skipped {}: the name is not UTF-8", de.path().display()));
                 continue;
             };
+            if rel == ROOT && self.excluded.iter().any(|x| x == name) {
+                continue;
+            }
             let path = if rel == ROOT { name.to_string() } else { format!("{rel}/{name}") };
             children.push((de.path(), path));
         }

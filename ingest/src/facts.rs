@@ -43,6 +43,23 @@ pub struct SnapshotFacts {
     pub database: Option<Database>,
     pub mysql: Option<MysqlFacts>,
     pub postgresql: Option<PgFacts>,
+    /// A backup of a filesystem snapshot of a running server's data directory.
+    pub snapshot: Option<FsSnapshotFacts>,
+}
+
+/// How a `backup --snapshot` was taken.
+#[skip_serializing_none]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FsSnapshotFacts {
+    /// `btrfs`, `lvm`, `zfs`.
+    pub provider: Option<String>,
+    /// The data directory on the server.
+    pub datadir: Option<String>,
+    /// How long the server's writes (commits) were blocked, in seconds.
+    pub locked_seconds: Option<f64>,
+    /// How the lock was taken: `BACKUP STAGE BLOCK_COMMIT`, `FLUSH TABLES WITH READ LOCK`, `pg_backup_start`.
+    pub lock: Option<String>,
 }
 
 /// A MariaDB/MySQL backup: mariabackup/xtrabackup's own files, or a
@@ -74,6 +91,12 @@ pub struct MysqlFacts {
     pub uuid: Option<String>,
     pub partial: Option<String>,
     pub incremental: Option<String>,
+    /// Taken on a replica: the primary's binlog coordinates it had executed
+    /// up to, and its GTID position, to start a new replica from the backup.
+    pub primary_binlog_file: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub primary_binlog_position: Option<u64>,
+    pub primary_gtid: Option<String>,
 }
 
 impl MysqlFacts {
@@ -124,6 +147,7 @@ impl SnapshotFacts {
             database: field(md, "database"),
             mysql: field(md, "mysql"),
             postgresql: field(md, "postgresql"),
+            snapshot: field(md, "snapshot"),
         }
     }
 

@@ -13,6 +13,8 @@ pub mod archive;
 pub mod chain;
 pub mod copy;
 mod error;
+pub mod fssnap;
+pub mod mysql_lock;
 pub mod plan;
 pub mod prepare;
 pub mod replay;

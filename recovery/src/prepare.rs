@@ -22,13 +22,15 @@ fn tool_for(facts: &SnapshotFacts) -> &'static str {
 pub enum Prepared {
     /// Ran `tool --prepare` on the target.
     With(&'static str),
-    /// PostgreSQL needs no prepare step.
+    /// The server's own recovery at start is all it needs: PostgreSQL, or a
+    /// filesystem snapshot of a MariaDB/MySQL data directory (crash recovery).
     NotNeeded,
 }
 
 /// Prepares a restored (non-incremental) mariabackup/xtrabackup snapshot in `target`.
 pub fn prepare(facts: &SnapshotFacts, target: &Path) -> Result<Prepared> {
     match facts.database {
+        Some(d) if d.is_mysql_family() && facts.format() == "directory" => return Ok(Prepared::NotNeeded),
         Some(d) if d.is_mysql_family() => {}
         Some(Database::Postgresql) => return Ok(Prepared::NotNeeded),
         _ => return Err(Error::Usage("--prepare is for mariabackup/xtrabackup snapshots; this one is not".into())),

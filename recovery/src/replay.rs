@@ -7,9 +7,28 @@ use crate::error::{Error, Result};
 use dedupe_store::Indexed;
 use std::path::{Path, PathBuf};
 
-/// The binlog coordinates a restored mariabackup/xtrabackup backup recorded.
+/// Where a restored filesystem-snapshot backup (`backup --snapshot`) keeps
+/// the binlog coordinates its lock recorded, in xtrabackup_binlog_info's
+/// layout, since the data directory itself has none.
+pub const SNAPSHOT_BINLOG_INFO: &str = "dedupe_binlog_info";
+
+/// Writes a restored filesystem-snapshot backup's binlog coordinates into
+/// `dir` (`SNAPSHOT_BINLOG_INFO`), for `binlog replay`; false when the
+/// snapshot is not one or recorded none.
+pub fn record_binlog_position(facts: &dedupe_ingest::facts::SnapshotFacts, dir: &Path) -> Result<bool> {
+    let Some(m) = facts.mysql.as_ref().filter(|_| facts.format() == "directory" && facts.snapshot.is_some()) else {
+        return Ok(false);
+    };
+    let (Some(file), Some(pos)) = (&m.binlog_file, m.binlog_position) else { return Ok(false) };
+    let text = format!("{file}\t{pos}\t{}\n", m.gtid.as_deref().unwrap_or(""));
+    let p = dir.join(SNAPSHOT_BINLOG_INFO);
+    std::fs::write(&p, text).map_err(|e| Error::Storage(format!("cannot write {}: {e}", p.display())))?;
+    Ok(true)
+}
+
+/// The binlog coordinates a restored backup recorded (mariabackup's files, or `record_binlog_position`'s).
 pub fn restored_binlog_position(dir: &Path) -> Result<(String, u64)> {
-    for f in ["mariadb_backup_binlog_info", "xtrabackup_binlog_info"] {
+    for f in [SNAPSHOT_BINLOG_INFO, "mariadb_backup_binlog_info", "xtrabackup_binlog_info"] {
         if let Ok(text) = std::fs::read_to_string(dir.join(f)) {
             let m = dedupe_ingest::meta::binlog_info(&text);
             if let (Some(file), Some(pos)) = (m.binlog_file, m.binlog_position) {

@@ -41,6 +41,26 @@ pub(crate) struct Args {
     /// zstd level for new chunks (0 stores raw).
     #[arg(long)]
     compression: Option<i32>,
+    /// Back up a running server's data directory (--datadir) from a filesystem
+    /// snapshot, btrfs, lvm or zfs, taken under a short lock that records the
+    /// binlog coordinates (MariaDB/MySQL).
+    #[arg(long, requires = "datadir", conflicts_with_all = ["source", "command"])]
+    snapshot: Option<String>,
+    /// The running server's data directory, for --snapshot.
+    #[arg(long, requires = "snapshot")]
+    datadir: Option<std::path::PathBuf>,
+    /// With --snapshot: the server's socket (else the client's defaults).
+    #[arg(long)]
+    mysql_socket: Option<String>,
+    #[arg(long)]
+    mysql_host: Option<String>,
+    #[arg(long)]
+    mysql_port: Option<u16>,
+    #[arg(long)]
+    mysql_user: Option<String>,
+    /// An option file with the connection and password, read first (`[client]`).
+    #[arg(long)]
+    mysql_defaults_file: Option<String>,
     /// The snapshot's time instead of now ("YYYY-MM-DD HH:MM:SS" local time, or
     /// RFC 3339): for importing older backups; retention and `latest` go by it.
     #[arg(long)]
@@ -59,7 +79,24 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     let mut facts = SnapshotFacts::default();
     let mut producer = None;
     let mut notes: Vec<String> = Vec::new();
+    let mut taken = None;
     let (src, description): (Box<dyn Source>, String) = match (&a.source, &a.command) {
+        _ if a.snapshot.is_some() => {
+            let (provider, datadir) = (a.snapshot.as_deref().expect("matched"), a.datadir.as_deref().expect("clap"));
+            let conn = dedupe_recovery::mysql_lock::MysqlConn {
+                defaults_file: a.mysql_defaults_file.clone(),
+                socket: a.mysql_socket.clone(),
+                host: a.mysql_host.clone(),
+                port: a.mysql_port,
+                user: a.mysql_user.clone(),
+            };
+            let t = super::fs_backup::take(ctx, provider, datadir, &conn)?;
+            facts = t.facts.clone();
+            let src =
+                DirSource::new(&t.snap.datadir, chunking)?.excluding(t.snap.placeholder.iter().cloned().collect());
+            taken = Some(t);
+            (Box::new(src), format!("{provider} snapshot of {}", datadir.display()))
+        }
         (Some(dir), None) if dir != "-" => {
             let abs = std::fs::canonicalize(dir)
                 .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {dir}: {e}")))?;
@@ -146,6 +183,11 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     crate::interrupt::say("no snapshot was committed; the next backup reuses what was already uploaded");
     let result = repo.backup(src, opts, &bar);
     bar.finish();
+    let removed = taken.map(super::fs_backup::Taken::finish).unwrap_or(Ok(()));
+    if let (Err(_), Err(f)) = (&result, &removed) {
+        // The backup's failure is the error; this one must not go unsaid.
+        eprintln!("dedupe: {}", f.message);
+    }
     // A failed producer explains whatever the stream looked like.
     if result.is_err() {
         if let Some(f) = producer_failed(producer.as_ref()) {
@@ -154,6 +196,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     }
     let result = result?;
     crate::interrupt::say(format!("snapshot {} was committed", short(&result.snapshot_id)));
+    removed?;
     let m = &result.manifest;
     let s = &m.stats;
     let warnings: Vec<&String> = notes.iter().chain(&result.warnings).collect();

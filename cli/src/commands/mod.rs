@@ -8,6 +8,7 @@ pub(crate) mod catalogue;
 pub(crate) mod check;
 pub(crate) mod copy;
 pub(crate) mod forget;
+pub(crate) mod fs_backup;
 pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod log;

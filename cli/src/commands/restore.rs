@@ -126,6 +126,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         return Ok(());
     }
     let tree = repo.read_tree(&manifest)?;
+    let whole = path.is_none();
     let nodes = Selection { path }.apply(tree)?;
     let postgresql = facts.database == Some(Database::Postgresql);
     // A pg_basebackup with tablespaces lists them in tablespace_map; their
@@ -180,12 +181,20 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Failure::new(exit::STORAGE, format!("cannot chmod {}: {e}", target.display())))?;
     }
+    // A filesystem snapshot's data directory has no file with the binlog
+    // coordinates its lock recorded: `binlog replay` reads them from this one.
+    if whole {
+        dedupe_recovery::replay::record_binlog_position(&facts, target)?;
+    }
     if prep {
         match prepare(&facts, target)? {
             Prepared::With(tool) => ctx.note(&format!("prepared {} with {tool} --prepare", target.display())),
-            Prepared::NotNeeded => {
+            Prepared::NotNeeded if postgresql => {
                 ctx.note("PostgreSQL needs no prepare step: start the server on the restored directory")
             }
+            Prepared::NotNeeded => ctx.note(
+                "a filesystem snapshot needs no prepare step: the server recovers from its own redo log when it starts",
+            ),
         }
     } else if facts.is_incremental() {
         ctx.note("this is an incremental backup: --prepare restores and prepares its whole chain");

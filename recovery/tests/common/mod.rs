@@ -89,6 +89,7 @@ pub fn maria_base(time: Timestamp, file: &str, position: u64) -> Obj {
                 ..Default::default()
             }),
             postgresql: None,
+            snapshot: None,
         },
     )
 }
@@ -120,6 +121,7 @@ pub fn pg_base(time: Timestamp, start_file: &str, timeline: u64) -> Obj {
                 backup_method: Some("streamed".into()),
                 ..Default::default()
             }),
+            snapshot: None,
         },
     )
 }

@@ -1,0 +1,109 @@
+//! `backup --snapshot btrfs|lvm|zfs --datadir DIR`: a running server's data
+//! directory, copied from a filesystem snapshot taken under the lightest
+//! lock that gives consistent binlog coordinates (`mysql_lock`), so a
+//! point-in-time restore starts from it as from a mariabackup stream. The
+//! lock is held only while the snapshot is taken; the snapshot is removed
+//! on every way out (`Taken::finish`, a drop, or the interrupt handler).
+
+use crate::ctx::Ctx;
+use crate::exit::{self, Failure, R};
+use dedupe_ingest::facts::{Database, FsSnapshotFacts, MysqlFacts, SnapshotFacts};
+use dedupe_recovery::fssnap::{self, FsSnapshot, Provider};
+use dedupe_recovery::mysql_lock::{MysqlConn, MysqlLock};
+use std::path::{Path, PathBuf};
+
+/// A snapshot in place, and what the backup of it records.
+pub(crate) struct Taken {
+    pub snap: FsSnapshot,
+    pub facts: SnapshotFacts,
+}
+
+fn failed(what: &str, e: dedupe_recovery::Error) -> Failure {
+    match e {
+        dedupe_recovery::Error::Usage(m) => Failure::usage(m),
+        e => Failure::new(exit::SNAPSHOT_FAILED, format!("{what}: {e}; nothing was backed up")),
+    }
+}
+
+/// Which server's data directory `dir` is.
+fn database_of(dir: &Path) -> R<Database> {
+    if dir.join("PG_VERSION").is_file() {
+        return Ok(Database::Postgresql);
+    }
+    if dir.join("ibdata1").is_file() || dir.join("aria_log_control").is_file() || dir.join("mysql").is_dir() {
+        return Ok(Database::Mariadb);
+    }
+    Err(Failure::usage(format!(
+        "{} holds no MariaDB/MySQL data directory (no ibdata1, aria_log_control or mysql/): give the server's datadir",
+        dir.display()
+    )))
+}
+
+/// Locks the server, snapshots `datadir`'s filesystem, unlocks.
+pub(crate) fn take(ctx: &Ctx, provider: &str, datadir: &Path, conn: &MysqlConn) -> R<Taken> {
+    let provider = Provider::parse(provider)
+        .ok_or_else(|| Failure::usage(format!("unknown --snapshot {provider}: btrfs, lvm or zfs")))?;
+    let datadir: PathBuf = std::fs::canonicalize(datadir)
+        .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", datadir.display())))?;
+    if database_of(&datadir)? == Database::Postgresql {
+        return Err(Failure::usage(
+            "backup --snapshot takes MariaDB/MySQL data directories so far; back PostgreSQL up with --command 'pg_basebackup -D - -Ft -X fetch'",
+        ));
+    }
+    let id =
+        format!("{:08x}", std::process::id() ^ (std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos() as u32));
+    let (lock, coords) = MysqlLock::acquire(conn).map_err(|e| failed("cannot lock the server", e))?;
+    // From here until the snapshot is gone, an interruption removes it
+    // (the lock goes with this process's client session).
+    let snap = fssnap::take(provider, &datadir, &id).map_err(|e| failed("cannot take the snapshot", e))?;
+    let removal = snap.removal();
+    crate::interrupt::before_exit(move || {
+        let _ = fssnap::remove_with(&removal);
+    });
+    let held = lock.release().map_err(|e| failed("cannot release the lock", e))?;
+    let how = if coords.mariadb { "BACKUP STAGE BLOCK_COMMIT" } else { "FLUSH TABLES WITH READ LOCK" };
+    ctx.note(&format!(
+        "{} snapshot taken; commits were blocked for {:.3} s ({how}); binlog {}:{}",
+        provider.name(),
+        held.as_secs_f64(),
+        coords.binlog_file.as_deref().unwrap_or("(binary log off)"),
+        coords.binlog_position.map_or(String::new(), |p| p.to_string()),
+    ));
+    let facts = SnapshotFacts {
+        format: Some("directory".into()),
+        database: Some(if coords.mariadb { Database::Mariadb } else { Database::Mysql }),
+        mysql: Some(MysqlFacts {
+            binlog_file: coords.binlog_file,
+            binlog_position: coords.binlog_position,
+            gtid: coords.gtid,
+            server_version: Some(coords.server_version),
+            primary_binlog_file: coords.primary_binlog_file,
+            primary_binlog_position: coords.primary_binlog_position,
+            primary_gtid: coords.primary_gtid,
+            ..Default::default()
+        }),
+        snapshot: Some(FsSnapshotFacts {
+            provider: Some(provider.name().into()),
+            datadir: Some(datadir.display().to_string()),
+            locked_seconds: Some(held.as_secs_f64()),
+            lock: Some(how.into()),
+        }),
+        ..Default::default()
+    };
+    Ok(Taken { snap, facts })
+}
+
+impl Taken {
+    /// Removes the snapshot once the backup is over, whatever its outcome.
+    pub(crate) fn finish(self) -> R {
+        let provider = self.snap.provider.name();
+        let removed = self.snap.remove();
+        crate::interrupt::before_exit(|| {});
+        removed.map_err(|e| {
+            Failure::new(
+                exit::SNAPSHOT_FAILED,
+                format!("the {provider} snapshot was not removed: {e}; remove it by hand"),
+            )
+        })
+    }
+}
