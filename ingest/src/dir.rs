@@ -24,6 +24,9 @@ pub struct DirSource {
     warnings: Vec<String>,
     /// Names left out at the root (a snapshot's own placeholder directory).
     excluded: Vec<String>,
+    /// Files given in memory, added at the root (a PostgreSQL backup label).
+    extra: Vec<(String, Vec<u8>)>,
+    root_meta: Option<Metadata>,
 }
 
 impl DirSource {
@@ -40,7 +43,17 @@ impl DirSource {
             chunking,
             warnings: Vec::new(),
             excluded: Vec::new(),
+            extra: Vec::new(),
+            root_meta: None,
         })
+    }
+
+    /// Adds files at the root with these names and contents (private, owned
+    /// as the root directory), in place of any of the same name in the tree.
+    pub fn with_files(mut self, files: Vec<(String, Vec<u8>)>) -> Self {
+        self.excluded.extend(files.iter().map(|(n, _)| n.clone()));
+        self.extra = files;
+        self
     }
 
     /// Leaves out these names at the root of the tree.
@@ -138,7 +151,15 @@ impl DirSource {
             let mut node = node_from(ROOT.into(), NodeKind::Dir, &m);
             node.inode = 0;
             node.ctime_ns = 0;
+            self.root_meta = Some(m);
             return Ok(Some(Entry { node, body: Body::None, chunking: self.chunking }));
+        }
+        if let Some((name, data)) = self.extra.pop() {
+            let m = self.root_meta.as_ref().expect("the root came first");
+            let mut node = node_from(name, NodeKind::File, m);
+            (node.mode, node.size, node.inode, node.ctime_ns) = (0o600, data.len() as u64, 0, 0);
+            let body = Body::Stream(Box::new(std::io::Cursor::new(data)));
+            return Ok(Some(Entry { node, body, chunking: self.chunking }));
         }
         loop {
             let Some(top) = self.stack.last_mut() else {

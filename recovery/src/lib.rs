@@ -15,6 +15,7 @@ pub mod copy;
 mod error;
 pub mod fssnap;
 pub mod mysql_lock;
+pub mod pg_backup;
 pub mod plan;
 pub mod prepare;
 pub mod replay;

@@ -4,6 +4,7 @@
 //! The binary is the one cargo built next to the test executable
 //! (`target/<profile>/dedupe`); `.ci/run` builds the workspace first.
 
+pub mod btrfs;
 pub mod mariadb;
 pub mod mount;
 pub mod postgres;

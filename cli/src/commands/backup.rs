@@ -61,6 +61,10 @@ pub(crate) struct Args {
     /// An option file with the connection and password, read first (`[client]`).
     #[arg(long)]
     mysql_defaults_file: Option<String>,
+    /// With --snapshot of a PostgreSQL data directory: a libpq connection
+    /// string ("host=/run/postgresql user=postgres"); else PGHOST, PGPORT, PGUSER.
+    #[arg(long)]
+    pg_conn: Option<String>,
     /// The snapshot's time instead of now ("YYYY-MM-DD HH:MM:SS" local time, or
     /// RFC 3339): for importing older backups; retention and `latest` go by it.
     #[arg(long)]
@@ -83,17 +87,20 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     let (src, description): (Box<dyn Source>, String) = match (&a.source, &a.command) {
         _ if a.snapshot.is_some() => {
             let (provider, datadir) = (a.snapshot.as_deref().expect("matched"), a.datadir.as_deref().expect("clap"));
-            let conn = dedupe_recovery::mysql_lock::MysqlConn {
-                defaults_file: a.mysql_defaults_file.clone(),
-                socket: a.mysql_socket.clone(),
-                host: a.mysql_host.clone(),
-                port: a.mysql_port,
-                user: a.mysql_user.clone(),
+            let conn = super::fs_backup::Conn {
+                mysql: dedupe_recovery::mysql_lock::MysqlConn {
+                    defaults_file: a.mysql_defaults_file.clone(),
+                    socket: a.mysql_socket.clone(),
+                    host: a.mysql_host.clone(),
+                    port: a.mysql_port,
+                    user: a.mysql_user.clone(),
+                },
+                pg: a.pg_conn.clone(),
             };
             let t = super::fs_backup::take(ctx, provider, datadir, &conn)?;
             facts = t.facts.clone();
             let src =
-                DirSource::new(&t.snap.datadir, chunking)?.excluding(t.snap.placeholder.iter().cloned().collect());
+                DirSource::new(&t.snap.datadir, chunking)?.excluding(t.excluded.clone()).with_files(t.files.clone());
             taken = Some(t);
             (Box::new(src), format!("{provider} snapshot of {}", datadir.display()))
         }

@@ -1,21 +1,35 @@
 //! `backup --snapshot btrfs|lvm|zfs --datadir DIR`: a running server's data
 //! directory, copied from a filesystem snapshot taken under the lightest
-//! lock that gives consistent binlog coordinates (`mysql_lock`), so a
-//! point-in-time restore starts from it as from a mariabackup stream. The
-//! lock is held only while the snapshot is taken; the snapshot is removed
-//! on every way out (`Taken::finish`, a drop, or the interrupt handler).
+//! lock that gives consistent binlog coordinates (`mysql_lock`), or for
+//! PostgreSQL between `pg_backup_start` and `pg_backup_stop` (`pg_backup`),
+//! so a point-in-time restore starts from it as from a mariabackup stream
+//! or a pg_basebackup. The lock is held only while the snapshot is taken;
+//! the snapshot is removed on every way out (`Taken::finish`, a drop, or
+//! the interrupt handler).
 
 use crate::ctx::Ctx;
 use crate::exit::{self, Failure, R};
 use dedupe_ingest::facts::{Database, FsSnapshotFacts, MysqlFacts, SnapshotFacts};
 use dedupe_recovery::fssnap::{self, FsSnapshot, Provider};
 use dedupe_recovery::mysql_lock::{MysqlConn, MysqlLock};
+use dedupe_recovery::pg_backup::PgBackup;
 use std::path::{Path, PathBuf};
 
 /// A snapshot in place, and what the backup of it records.
 pub(crate) struct Taken {
     pub snap: FsSnapshot,
     pub facts: SnapshotFacts,
+    /// Names at the data directory's root the backup leaves out.
+    pub excluded: Vec<String>,
+    /// Files the backup adds at the root (PostgreSQL's backup label).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// How to reach the server.
+pub(crate) struct Conn {
+    pub mysql: MysqlConn,
+    /// A libpq connection string; else the `PG*` environment.
+    pub pg: Option<String>,
 }
 
 fn failed(what: &str, e: dedupe_recovery::Error) -> Failure {
@@ -39,27 +53,73 @@ fn database_of(dir: &Path) -> R<Database> {
     )))
 }
 
-/// Locks the server, snapshots `datadir`'s filesystem, unlocks.
-pub(crate) fn take(ctx: &Ctx, provider: &str, datadir: &Path, conn: &MysqlConn) -> R<Taken> {
+/// Snapshots `datadir`'s filesystem inside the server's backup window:
+/// MariaDB/MySQL locked (`mysql_lock`), PostgreSQL between
+/// `pg_backup_start` and `pg_backup_stop` (`pg_backup`).
+pub(crate) fn take(ctx: &Ctx, provider: &str, datadir: &Path, conn: &Conn) -> R<Taken> {
     let provider = Provider::parse(provider)
         .ok_or_else(|| Failure::usage(format!("unknown --snapshot {provider}: btrfs, lvm or zfs")))?;
     let datadir: PathBuf = std::fs::canonicalize(datadir)
         .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", datadir.display())))?;
-    if database_of(&datadir)? == Database::Postgresql {
-        return Err(Failure::usage(
-            "backup --snapshot takes MariaDB/MySQL data directories so far; back PostgreSQL up with --command 'pg_basebackup -D - -Ft -X fetch'",
-        ));
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos() as u32;
+    let id = format!("{:08x}", std::process::id() ^ nanos);
+    match database_of(&datadir)? {
+        Database::Postgresql => take_pg(ctx, provider, &datadir, &id, conn.pg.as_deref()),
+        _ => take_mysql(ctx, provider, &datadir, &id, &conn.mysql),
     }
-    let id =
-        format!("{:08x}", std::process::id() ^ (std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos() as u32));
-    let (lock, coords) = MysqlLock::acquire(conn).map_err(|e| failed("cannot lock the server", e))?;
-    // From here until the snapshot is gone, an interruption removes it
-    // (the lock goes with this process's client session).
-    let snap = fssnap::take(provider, &datadir, &id).map_err(|e| failed("cannot take the snapshot", e))?;
+}
+
+/// Takes the snapshot; an interruption from now on removes it.
+fn snapshot(provider: Provider, datadir: &Path, id: &str) -> R<FsSnapshot> {
+    let snap = fssnap::take(provider, datadir, id).map_err(|e| failed("cannot take the snapshot", e))?;
     let removal = snap.removal();
     crate::interrupt::before_exit(move || {
         let _ = fssnap::remove_with(&removal);
     });
+    Ok(snap)
+}
+
+fn take_pg(ctx: &Ctx, provider: Provider, datadir: &Path, id: &str, conn: Option<&str>) -> R<Taken> {
+    let started = std::time::Instant::now();
+    let session = PgBackup::start(conn).map_err(|e| failed("cannot start the backup on the server", e))?;
+    let snap = snapshot(provider, datadir, id)?;
+    let stopped = session.stop().map_err(|e| failed("cannot stop the backup on the server", e))?;
+    let mut pg = dedupe_ingest::meta::backup_label(&stopped.label);
+    pg.stop_wal_location = Some(stopped.lsn.clone());
+    pg.tablespace_map = Some(!stopped.tablespace_map.is_empty());
+    ctx.note(&format!(
+        "{} snapshot taken between pg_backup_start and pg_backup_stop ({:.1} s); WAL from {} to {}",
+        provider.name(),
+        started.elapsed().as_secs_f64(),
+        pg.start_wal_location.as_deref().unwrap_or("?"),
+        stopped.lsn
+    ));
+    let mut files = vec![("backup_label".to_string(), stopped.label.into_bytes())];
+    if !stopped.tablespace_map.is_empty() {
+        files.push(("tablespace_map".to_string(), stopped.tablespace_map.into_bytes()));
+    }
+    // What pg_basebackup leaves out too: the live server's pid file and options.
+    let mut excluded: Vec<String> = ["postmaster.pid", "postmaster.opts"].map(String::from).to_vec();
+    excluded.extend(snap.placeholder.clone());
+    let facts = SnapshotFacts {
+        format: Some("directory".into()),
+        database: Some(Database::Postgresql),
+        postgresql: Some(pg),
+        snapshot: Some(FsSnapshotFacts {
+            provider: Some(provider.name().into()),
+            datadir: Some(datadir.display().to_string()),
+            locked_seconds: None,
+            lock: Some("pg_backup_start".into()),
+        }),
+        ..Default::default()
+    };
+    Ok(Taken { snap, facts, excluded, files })
+}
+
+fn take_mysql(ctx: &Ctx, provider: Provider, datadir: &Path, id: &str, conn: &MysqlConn) -> R<Taken> {
+    let (lock, coords) = MysqlLock::acquire(conn).map_err(|e| failed("cannot lock the server", e))?;
+    // The lock goes with this process's client session, whatever happens.
+    let snap = snapshot(provider, datadir, id)?;
     let held = lock.release().map_err(|e| failed("cannot release the lock", e))?;
     let how = if coords.mariadb { "BACKUP STAGE BLOCK_COMMIT" } else { "FLUSH TABLES WITH READ LOCK" };
     ctx.note(&format!(
@@ -90,7 +150,8 @@ pub(crate) fn take(ctx: &Ctx, provider: &str, datadir: &Path, conn: &MysqlConn) 
         }),
         ..Default::default()
     };
-    Ok(Taken { snap, facts })
+    let excluded = snap.placeholder.iter().cloned().collect();
+    Ok(Taken { snap, facts, excluded, files: Vec::new() })
 }
 
 impl Taken {
