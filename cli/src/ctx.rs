@@ -18,6 +18,9 @@ pub(crate) struct Ctx {
     pub(crate) cache_dir: PathBuf,
     pub(crate) json: bool,
     pub(crate) quiet: bool,
+    /// The password once read: a command that opens the repository twice
+    /// (`drill`) asks once.
+    pub(crate) typed: std::sync::OnceLock<String>,
 }
 
 /// Where the local cache lives unless --cache-dir says.
@@ -46,12 +49,16 @@ impl Ctx {
     }
 
     pub(crate) fn password(&self) -> R<String> {
-        PasswordSource {
+        if let Some(p) = self.typed.get() {
+            return Ok(p.clone());
+        }
+        let p = PasswordSource {
             file: self.password_file.as_deref(),
             command: self.password_command.as_deref(),
             env: "DEDUPE_PASSWORD",
         }
-        .get()
+        .get()?;
+        Ok(self.typed.get_or_init(|| p).clone())
     }
 
     /// The password options as arguments for a command dedupe itself

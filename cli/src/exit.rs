@@ -26,6 +26,7 @@ pub(crate) const NOT_RESTORABLE: i32 = 16;
 pub(crate) const DAMAGED_INPUT: i32 = 17;
 pub(crate) const MOUNT_FAILED: i32 = 18;
 pub(crate) const SNAPSHOT_FAILED: i32 = 19;
+pub(crate) const DRILL_FAILED: i32 = 20;
 
 /// What a shell reports for a process ended by SIGPIPE: the reader of
 /// our output went away (`| head`), which is not an error.

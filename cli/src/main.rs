@@ -75,6 +75,9 @@ enum Command {
     Backup(backup::Args),
     /// Restore a snapshot into a directory, or a file of it to stdout.
     Restore(restore::Args),
+    /// Restore drill: restore a snapshot into a scratch directory, start a
+    /// throwaway server on it, check every table, report the times; removed afterwards.
+    Drill(drill::Args),
     /// MySQL/MariaDB binary logs: archive, list, replay.
     Binlog {
         #[command(subcommand)]
@@ -215,11 +218,13 @@ fn run(cli: Cli) -> exit::R {
         cache_dir: cli.cache_dir.unwrap_or_else(ctx::default_cache),
         json: cli.json,
         quiet: cli.quiet,
+        typed: std::sync::OnceLock::new(),
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Backup(args) => backup::run(&ctx, args),
         Command::Restore(args) => restore::run(&ctx, args),
+        Command::Drill(args) => drill::run(&ctx, args),
         Command::Binlog { command } => binlog::run(&ctx, command),
         Command::Wal { command } => wal::run(&ctx, command),
         Command::Copy(args) => copy::run(&ctx, args),

@@ -12,6 +12,7 @@
 pub mod archive;
 pub mod chain;
 pub mod copy;
+pub mod drill;
 mod error;
 pub mod fssnap;
 pub mod mysql_lock;

@@ -43,7 +43,7 @@ pub fn restored_binlog_position(dir: &Path) -> Result<(String, u64)> {
 }
 
 /// Writes the SQL that replays `files` from `start_pos` (with mariadb-binlog's
-/// `stop_args`) to this process's stdout. The files are fetched under their
+/// `stop_args`) to `out` (this process's stdout, or a client's stdin). The files are fetched under their
 /// own names beside `near` (on the disk that had room for the restore,
 /// rather than a possibly small /tmp), then one mariadb-binlog runs over all
 /// of them: one stream of SQL, so one client session replays it all
@@ -54,6 +54,7 @@ pub fn replay_binlogs(
     start_pos: u64,
     stop_args: &[String],
     near: &Path,
+    out: std::process::Stdio,
 ) -> Result<()> {
     let bin = crate::tool::require(&["mariadb-binlog", "mysqlbinlog"])?;
     let dir = scratch_dir(near)?;
@@ -68,6 +69,7 @@ pub fn replay_binlogs(
             .arg(format!("--start-position={start_pos}"))
             .args(stop_args)
             .args(&paths)
+            .stdout(out)
             .status()
             .map_err(|e| Error::Tool(format!("cannot run {bin}: {e}")))
     });

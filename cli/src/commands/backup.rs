@@ -108,6 +108,9 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             let abs = std::fs::canonicalize(dir)
                 .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {dir}: {e}")))?;
             facts.format = Some("directory".into());
+            // A data directory (a mounted snapshot of a stopped or crashed
+            // server) says which server it is; `drill` starts that one.
+            facts.database = super::fs_backup::database_in(&abs);
             (Box::new(DirSource::new(&abs, chunking)?), format!("directory {}", abs.display()))
         }
         (Some(_), Some(_)) => return Err(Failure::usage("give a source or --command, not both")),

@@ -104,7 +104,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
             let repo = ctx.indexed_for_logs()?;
             let (files, stop_args) = dedupe_recovery::plan::replay(repo.catalogue(), &name, &start_file, &stop)
                 .map_err(|e| crate::exit::or_damaged_log(&repo, e))?;
-            replay_binlogs(&repo, &files, start_pos, &stop_args, &target)?;
+            replay_binlogs(&repo, &files, start_pos, &stop_args, &target, std::process::Stdio::inherit())?;
             // stdout is the SQL: the summary goes to stderr, as restore --stdout's.
             if ctx.json {
                 let names: Vec<&str> = files.iter().map(|f| f.file()).collect();

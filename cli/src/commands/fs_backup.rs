@@ -39,16 +39,24 @@ fn failed(what: &str, e: dedupe_recovery::Error) -> Failure {
     }
 }
 
+/// Which server's data directory `dir` is, if it is one.
+pub(crate) fn database_in(dir: &Path) -> Option<Database> {
+    if dir.join("PG_VERSION").is_file() && dir.join("global").is_dir() {
+        return Some(Database::Postgresql);
+    }
+    if dir.join("ibdata1").is_file() || dir.join("aria_log_control").is_file() {
+        return Some(Database::Mariadb);
+    }
+    None
+}
+
 /// Which server's data directory `dir` is.
 fn database_of(dir: &Path) -> R<Database> {
-    if dir.join("PG_VERSION").is_file() {
-        return Ok(Database::Postgresql);
-    }
-    if dir.join("ibdata1").is_file() || dir.join("aria_log_control").is_file() || dir.join("mysql").is_dir() {
-        return Ok(Database::Mariadb);
+    if let Some(d) = database_in(dir) {
+        return Ok(d);
     }
     Err(Failure::usage(format!(
-        "{} holds no MariaDB/MySQL data directory (no ibdata1, aria_log_control or mysql/): give the server's datadir",
+        "{} is no MariaDB/MySQL or PostgreSQL data directory (no ibdata1, aria_log_control or PG_VERSION): give the server's datadir",
         dir.display()
     )))
 }

@@ -7,6 +7,7 @@ pub(crate) mod binlog;
 pub(crate) mod catalogue;
 pub(crate) mod check;
 pub(crate) mod copy;
+pub(crate) mod drill;
 pub(crate) mod forget;
 pub(crate) mod fs_backup;
 pub(crate) mod init;

@@ -52,6 +52,36 @@ pub(crate) struct Args {
     /// After restoring a mariabackup snapshot, run `mariabackup --prepare` on the target.
     #[arg(long)]
     prepare: bool,
+    /// Whether the summary is printed (`drill` prints its own).
+    #[arg(skip = true)]
+    summary: bool,
+}
+
+impl Args {
+    /// What `drill` restores: a snapshot (or the base `--until` picks) into
+    /// `target`, prepared (a whole incremental chain) when asked.
+    pub(crate) fn into_dir(
+        snapshot: Option<String>,
+        until: Option<String>,
+        name: Option<String>,
+        target: PathBuf,
+        prepare: bool,
+    ) -> Args {
+        Args {
+            snapshot,
+            until,
+            name,
+            target: Some(target),
+            mount: None,
+            writable: false,
+            overlay: None,
+            stdout: false,
+            path: None,
+            force: false,
+            prepare,
+            summary: false,
+        }
+    }
 }
 
 fn dir_is_empty(p: &Path) -> R<bool> {
@@ -63,7 +93,8 @@ fn dir_is_empty(p: &Path) -> R<bool> {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
-    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep, mount, writable, overlay } = a;
+    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep, mount, writable, overlay, summary } =
+        a;
     let (name, target) = (name.as_deref(), target.as_deref());
     if let Some(point) = mount {
         let spec = snapshot.as_deref().unwrap_or("latest");
@@ -203,6 +234,9 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         finish_until(ctx, plan, target, text)?;
     }
     let secs = started.elapsed().as_secs_f64();
+    if !summary {
+        return Ok(());
+    }
     if ctx.json {
         outln!(
             "{}",

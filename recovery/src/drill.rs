@@ -1,0 +1,346 @@
+//! Restore drills: a throwaway server started on a restored data directory
+//! (its own socket directory and a free loopback port, as the right user),
+//! and every table of it checked: `CHECK TABLE` and `CHECKSUM TABLE` (which
+//! reads every row) for MariaDB/MySQL; `pg_amcheck` and a `pg_dump` of
+//! every database (which reads every row) for PostgreSQL. A failure names
+//! the table, or the server's own last words when it died on the data.
+
+use crate::error::{Error, Result};
+use dedupe_ingest::facts::Database;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A check that found something wrong with the restored data (not with the tools).
+#[derive(Debug)]
+pub struct Failed(pub String);
+
+/// How long a server may take to start (crash recovery, WAL replay).
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn is_root() -> bool {
+    // SAFETY: a plain getter.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid and gid of `user`, if it exists.
+fn user(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    // SAFETY: non-null, as checked.
+    (!pw.is_null()).then(|| unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+/// Gives `dir` and everything below it to `owner`.
+fn chown_all(dir: &Path, owner: (u32, u32)) -> Result<()> {
+    let err = |p: &Path, e: std::io::Error| Error::Storage(format!("cannot chown {}: {e}", p.display()));
+    std::os::unix::fs::lchown(dir, Some(owner.0), Some(owner.1)).map_err(|e| err(dir, e))?;
+    if std::fs::symlink_metadata(dir).map_err(|e| err(dir, e))?.is_dir() {
+        for e in std::fs::read_dir(dir).map_err(|e| err(dir, e))? {
+            chown_all(&e.map_err(|e| err(dir, e))?.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
+/// A free loopback port.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Tool(format!("no free port: {e}")))?;
+    Ok(l.local_addr().map_err(|e| Error::Tool(format!("no free port: {e}")))?.port())
+}
+
+/// The last lines of a server's log, for an error.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+/// A server running on a restored data directory; stopped when dropped.
+pub struct Server {
+    pub database: Database,
+    pub datadir: PathBuf,
+    /// Its socket's directory (and, for MariaDB, the socket is `sock` inside it).
+    pub run: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+    /// mariadbd, run in the foreground as our child.
+    child: Option<Child>,
+    /// PostgreSQL's binaries and who runs them.
+    pg_bin: PathBuf,
+    as_postgres: bool,
+}
+
+impl Server {
+    /// Starts the right server on `datadir`; `run` is a new directory for
+    /// its socket and log. Waits until it answers (PostgreSQL: promoted, when it was recovering to a target).
+    pub fn start(database: Database, datadir: &Path, run: &Path) -> Result<Server> {
+        std::fs::create_dir_all(run).map_err(|e| Error::Storage(format!("cannot create {}: {e}", run.display())))?;
+        let port = free_port()?;
+        let log = run.join("server.log");
+        let mut s = Server {
+            database,
+            datadir: datadir.to_path_buf(),
+            run: run.to_path_buf(),
+            port,
+            log,
+            child: None,
+            pg_bin: PathBuf::new(),
+            as_postgres: false,
+        };
+        match database {
+            Database::Postgresql => s.start_pg()?,
+            _ => s.start_mysql()?,
+        }
+        Ok(s)
+    }
+
+    fn start_mysql(&mut self) -> Result<()> {
+        let bin = crate::tool::require(&["mariadbd", "mysqld"])?;
+        // As root, the server runs as `mysql` when that user exists, as DBAs do.
+        let mut runas = "root".to_string();
+        if is_root() {
+            if let Some(owner) = user("mysql") {
+                chown_all(&self.datadir, owner)?;
+                chown_all(&self.run, owner)?;
+                runas = "mysql".into();
+            }
+        }
+        let child = Command::new(&bin)
+            .arg("--no-defaults")
+            .arg(format!("--user={runas}"))
+            .arg(format!("--datadir={}", self.datadir.display()))
+            .arg(format!("--socket={}", self.run.join("sock").display()))
+            .arg(format!("--pid-file={}", self.run.join("pid").display()))
+            .arg(format!("--log-error={}", self.log.display()))
+            .arg(format!("--tmpdir={}", self.run.display()))
+            .arg(format!("--port={}", self.port))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-log-bin",
+                "--skip-slave-start",
+                "--innodb-buffer-pool-size=128M",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Tool(format!("cannot run {bin}: {e}")))?;
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if self.mysql(&["-e", "SELECT 1"]).is_ok() {
+                return Ok(());
+            }
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(Error::Tool(format!("{bin} exited ({st}) while starting: {}", tail(&self.log))));
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(Error::Tool(format!(
+                    "{bin} did not answer within {} s: {}",
+                    START_TIMEOUT.as_secs(),
+                    tail(&self.log)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The MariaDB client on this server's socket with `args`; its output, or its error.
+    pub fn mysql(&self, args: &[&str]) -> std::result::Result<String, String> {
+        let client = crate::tool::require(&["mariadb", "mysql"]).map_err(|e| e.to_string())?;
+        let out = Command::new(&client)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.run.join("sock").display()))
+            .args(["-uroot", "--batch", "--skip-column-names"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(dedupe_ingest::producer::last_line(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command for this server's PostgreSQL tool `tool`, as the server's user.
+    fn pg(&self, tool: &str) -> Command {
+        let program = self.pg_bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn start_pg(&mut self) -> Result<()> {
+        let version = std::fs::read_to_string(self.datadir.join("PG_VERSION")).unwrap_or_default();
+        let versioned = PathBuf::from(format!("/usr/lib/postgresql/{}/bin", version.trim()));
+        self.pg_bin = if versioned.join("pg_ctl").is_file() {
+            versioned
+        } else {
+            crate::tool::which(&["pg_ctl"])
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .ok_or_else(|| Error::Tool(format!("pg_ctl for PostgreSQL {} is not installed", version.trim())))?
+        };
+        // PostgreSQL refuses to run as root.
+        if is_root() {
+            let owner = user("postgres")
+                .ok_or_else(|| Error::Tool("there is no `postgres` user to run the server as".into()))?;
+            chown_all(&self.datadir, owner)?;
+            chown_all(&self.run, owner)?;
+            self.as_postgres = true;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.datadir, std::fs::Permissions::from_mode(0o700));
+        let opts =
+            format!("-c listen_addresses='' -c port={} -k {} -c archive_mode=off", self.port, self.run.display());
+        let out = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(&self.datadir)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", &START_TIMEOUT.as_secs().to_string(), "-o", &opts, "start"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Tool(format!("cannot run pg_ctl: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Tool(format!("pg_ctl start failed: {}", tail(&self.log))));
+        }
+        // Recovering to a target: wait for the promotion.
+        let started = Instant::now();
+        while self.psql("postgres", "SELECT pg_is_in_recovery()").map_err(Error::Tool)? != "f" {
+            if started.elapsed() > START_TIMEOUT {
+                return Err(Error::Tool(format!(
+                    "the server was still recovering after {} s: {}",
+                    START_TIMEOUT.as_secs(),
+                    tail(&self.log)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// One query's output (unaligned, no headers), or the error.
+    pub fn psql(&self, db: &str, sql: &str) -> std::result::Result<String, String> {
+        let out = self
+            .pg("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.run)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(dedupe_ingest::producer::last_line(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Checks every table; how many, or what is wrong.
+    pub fn check(&self) -> Result<std::result::Result<usize, Failed>> {
+        match self.database {
+            Database::Postgresql => self.check_pg(),
+            _ => self.check_mysql(),
+        }
+    }
+
+    fn check_mysql(&self) -> Result<std::result::Result<usize, Failed>> {
+        let died = |what: &str, e: String| Failed(format!("{what}: {e} (server log: {})", tail(&self.log)));
+        let tables = match self.mysql(&[
+            "-e",
+            "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('information_schema', 'performance_schema', 'sys')",
+        ]) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(died("listing the tables failed", e))),
+        };
+        let tables: Vec<&str> = tables.lines().filter(|l| !l.is_empty()).collect();
+        for t in &tables {
+            // CHECK TABLE's rows: table, op, msg_type, msg_text; an error or a
+            // status other than OK is a finding.
+            let out = match self.mysql(&["-e", &format!("CHECK TABLE {t}; CHECKSUM TABLE {t}")]) {
+                Ok(o) => o,
+                Err(e) => return Ok(Err(died(&format!("checking {t} failed"), e))),
+            };
+            for row in out.lines() {
+                let f: Vec<&str> = row.split('\t').collect();
+                if f.len() == 4 && (f[2] == "error" || (f[2] == "status" && f[3] != "OK")) {
+                    return Ok(Err(Failed(format!("CHECK TABLE {t}: {}", f[3]))));
+                }
+            }
+        }
+        Ok(Ok(tables.len()))
+    }
+
+    fn check_pg(&self) -> Result<std::result::Result<usize, Failed>> {
+        let dbs = match self.psql("postgres", "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1") {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(Failed(format!("listing the databases failed: {e}")))),
+        };
+        let mut tables = 0;
+        for db in dbs.lines().filter(|l| !l.is_empty()) {
+            let n = self.psql(db, "SELECT count(*) FROM pg_class WHERE relkind IN ('r', 'm') AND relpersistence = 'p'");
+            tables += n.ok().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+            // Heap and index structure, with amcheck installed into the throwaway copy.
+            let out = self
+                .pg("pg_amcheck")
+                .args(["--install-missing", "--heapallindexed", "-h"])
+                .arg(&self.run)
+                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+                .output()
+                .map_err(|e| Error::Tool(format!("cannot run pg_amcheck: {e}")))?;
+            if !out.status.success() {
+                let said = String::from_utf8_lossy(&out.stdout);
+                let first = said.lines().map(str::trim).filter(|l| !l.is_empty()).take(2).collect::<Vec<_>>().join(" ");
+                let why = if first.is_empty() { dedupe_ingest::producer::last_line(&out.stderr) } else { first };
+                return Ok(Err(Failed(format!("pg_amcheck on database {db}: {why}"))));
+            }
+            // Every row read: a damaged page or TOAST value fails the dump, naming the table.
+            let out = self
+                .pg("pg_dump")
+                .args(["-h"])
+                .arg(&self.run)
+                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-f", "/dev/null"])
+                .output()
+                .map_err(|e| Error::Tool(format!("cannot run pg_dump: {e}")))?;
+            if !out.status.success() {
+                let why = String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .filter(|l| l.contains("error"))
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                return Ok(Err(Failed(format!("reading every row of database {db}: {why}"))));
+            }
+        }
+        Ok(Ok(tables))
+    }
+}
+
+/// A MariaDB/MySQL client on `server`'s socket, as root, for SQL on its stdin.
+pub fn client_for(server: &Server) -> Result<Command> {
+    let client = crate::tool::require(&["mariadb", "mysql"])?;
+    let mut c = Command::new(client);
+    c.arg("--no-defaults").arg(format!("--socket={}", server.run.join("sock").display())).arg("-uroot");
+    Ok(c)
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        match self.database {
+            Database::Postgresql => {
+                let _ = self.pg("pg_ctl").arg("-D").arg(&self.datadir).args(["-m", "immediate", "-w", "stop"]).output();
+            }
+            _ => {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `dedupe drill`: real MariaDB and PostgreSQL backups restored into a
+//! scratch directory, a throwaway server started on each and every table
+//! checked. Good backups pass; a repository object damaged after the
+//! backup fails the restore (exit 7, naming the pack); a data directory
+//! with a corrupted page fails the check (exit 20, naming the table).
+
+use dedupe_suite::mariadb::{serial, Server};
+use dedupe_suite::postgres::{as_postgres, ok, pg_tempdir, postgres_dir, Server as PgServer, PORT};
+use dedupe_suite::*;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const CORRUPT: i32 = 7;
+const DRILL_FAILED: i32 = 20;
+
+fn drill(repo: &Repo, scratch: &Path, args: &[&str]) -> Output {
+    let mut c = repo.cmd(["--json", "drill", "--scratch"]);
+    c.arg(scratch).args(args);
+    c.output().unwrap()
+}
+
+fn leftovers(scratch: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(scratch).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
+/// Flips bytes in the middle of the `n`th 16 KiB page of `file` (a data page, not the header).
+fn corrupt_page(file: &Path, page: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(file).unwrap();
+    let mut buf = [0u8; 64];
+    let at = page * 16384 + 4000;
+    f.read_exact_at(&mut buf, at).unwrap();
+    for b in &mut buf {
+        *b ^= 0x5a;
+    }
+    f.write_all_at(&buf, at).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    let scratch = repo.scratch("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let src = Server::init(&work.join("src"));
+    src.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(200)) ENGINE=InnoDB");
+    src.sql("INSERT INTO shop.t (note) SELECT REPEAT(MD5(seq), 6) FROM shop.seq_1_to_20000");
+    repo.ok(&["backup", "--name", "m", "--command", &src.backup_command(&work.join("mbtmp"), 1)]);
+
+    // A good backup: restored, prepared, started, every table checked.
+    let out = drill(&repo, &scratch, &["latest", "--name", "m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["tables_checked"].as_u64().unwrap() >= 30, "shop.t and the system tables: {r}");
+    assert!(r["restore_seconds"].as_f64().unwrap() > 0.0 && r["start_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(leftovers(&scratch).is_empty(), "the scratch copy is removed");
+
+    // A data directory with a corrupted page of shop.t, backed up as a directory.
+    drop(src);
+    corrupt_page(&work.join("src/data/shop/t.ibd"), 4);
+    repo.ok(&["backup".as_ref(), "--name".as_ref(), "damaged".as_ref(), work.join("src/data").as_os_str()]);
+    let out = drill(&repo, &scratch, &["latest", "--name", "damaged"]);
+    assert_eq!(out.status.code(), Some(DRILL_FAILED), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false, "{r}");
+    let err = one_line_error(&out);
+    assert!(err.contains("shop") && err.contains('t'), "names the table: {err}");
+    assert!(leftovers(&scratch).is_empty(), "the scratch copy is removed after a failure too");
+
+    // The good backup's pack damaged after the backup: the restore fails, naming it.
+    let pack = repo.packs().into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&pack, bytes).unwrap();
+    let first = repo.json(&["snapshots", "--name", "m"])[0]["id"].as_str().unwrap().to_string();
+    let out = drill(&repo, &scratch, &[&first]);
+    assert_eq!(out.status.code(), Some(CORRUPT), "{}", String::from_utf8_lossy(&out.stderr));
+    let leaf = pack.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(one_line_error(&out).contains(&leaf[..16]), "names the pack: {}", one_line_error(&out));
+    assert!(leftovers(&scratch).is_empty());
+}
+
+#[test]
+fn postgresql_drills_pass_on_a_good_base_backup_and_fail_on_a_corrupted_page() {
+    let repo = Repo::new();
+    let tmp = pg_tempdir();
+    let t = tmp.path();
+    let (src, logs, sock) =
+        (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")), postgres_dir(&t.join("sock")));
+    let scratch = postgres_dir(&t.join("scratch"));
+    let mut initdb = as_postgres("initdb");
+    initdb.arg("-D").arg(&src).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
+    ok(initdb, "initdb");
+    let source = PgServer::start(&src, &sock, &logs.join("src.log"));
+    source.psql("postgres", "CREATE DATABASE shop");
+    source.psql("shop", "CREATE TABLE notes AS SELECT g AS id, md5(g::text) || repeat('x', 100) AS body FROM generate_series(1, 20000) g");
+    let producer = dedupe_suite::postgres::as_postgres_shell(
+        "pg_basebackup",
+        &format!("-h {} -p {PORT} -D - -Ft -X fetch -c fast", sock.display()),
+    );
+    repo.ok(&["backup", "--name", "pg", "--command", &producer]);
+
+    let out = drill(&repo, &scratch, &["latest", "--name", "pg"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["tables_checked"].as_u64().unwrap() >= 1, "{r}");
+    assert!(leftovers(&scratch).is_empty());
+
+    // The cluster stopped, a heap page of `notes` corrupted, the directory backed up.
+    let rel = source.psql("shop", "SELECT pg_relation_filepath('notes')");
+    source.psql("shop", "CHECKPOINT");
+    drop(source);
+    corrupt_page(&src.join(rel), 1);
+    repo.ok(&["backup".as_ref(), "--name".as_ref(), "pg-damaged".as_ref(), src.as_os_str()]);
+    let out = drill(&repo, &scratch, &["latest", "--name", "pg-damaged"]);
+    assert_eq!(out.status.code(), Some(DRILL_FAILED), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains("shop"), "names the database and what failed: {err}");
+    assert!(leftovers(&scratch).is_empty());
+}
