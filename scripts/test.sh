@@ -43,6 +43,12 @@ if ! need moto_server; then
   pip3 install --quiet 'moto[server]' || pip3 install --quiet --break-system-packages 'moto[server]'
 fi
 
+# Prometheus's own text-format parser, for the metrics file (tests/metrics.rs).
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  need pip3 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-pip >/dev/null; }
+  pip3 install --quiet prometheus-client || pip3 install --quiet --break-system-packages prometheus-client
+fi
+
 # Integration tests drive the real binary, so build it first; heavy tests
 # (GiB streams) need the release profile.
 cargo build --release --workspace --all-targets --locked

@@ -13,10 +13,17 @@ use std::process::Output;
 const CORRUPT: i32 = 7;
 const DRILL_FAILED: i32 = 20;
 
+/// `drill --json` with its scratch space in `scratch` and its metrics in `drill.prom` beside the repository.
 fn drill(repo: &Repo, scratch: &Path, args: &[&str]) -> Output {
     let mut c = repo.cmd(["--json", "drill", "--scratch"]);
-    c.arg(scratch).args(args);
+    c.arg(scratch).arg("--metrics-file").arg(repo.scratch("drill.prom")).args(args);
     c.output().unwrap()
+}
+
+/// The metrics file's sample for `series` (exactly as written).
+fn metric(repo: &Repo, series: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(repo.scratch("drill.prom")).unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn leftovers(scratch: &Path) -> Vec<PathBuf> {
@@ -57,6 +64,8 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     assert!(r["tables_checked"].as_u64().unwrap() >= 30, "shop.t and the system tables: {r}");
     assert!(r["restore_seconds"].as_f64().unwrap() > 0.0 && r["start_seconds"].as_f64().unwrap() > 0.0, "{r}");
     assert!(leftovers(&scratch).is_empty(), "the scratch copy is removed");
+    assert_eq!(metric(&repo, "dedupe_drill_success{name=\"m\"}"), Some(1.0));
+    assert_eq!(metric(&repo, "dedupe_drill_tables_checked{name=\"m\"}"), r["tables_checked"].as_f64());
 
     // A data directory with a corrupted page of shop.t, backed up as a directory.
     drop(src);
@@ -69,6 +78,8 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     let err = one_line_error(&out);
     assert!(err.contains("shop") && err.contains('t'), "names the table: {err}");
     assert!(leftovers(&scratch).is_empty(), "the scratch copy is removed after a failure too");
+    assert_eq!(metric(&repo, "dedupe_drill_success{name=\"damaged\"}"), Some(0.0));
+    assert_eq!(metric(&repo, "dedupe_drill_success{name=\"m\"}"), Some(1.0), "another name's result stays");
 
     // The good backup's pack damaged after the backup: the restore fails, naming it.
     let pack = repo.packs().into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();

@@ -21,6 +21,9 @@ pub(crate) struct Ctx {
     /// The password once read: a command that opens the repository twice
     /// (`drill`) asks once.
     pub(crate) typed: std::sync::OnceLock<String>,
+    /// `--metrics-file`, `--on-failure`: for backups, pushes and drills (`report.rs`).
+    pub(crate) metrics_file: Option<PathBuf>,
+    pub(crate) on_failure: Option<String>,
 }
 
 /// Where the local cache lives unless --cache-dir says.
@@ -119,6 +122,22 @@ impl Ctx {
     /// A progress display on stderr, drawn only on a terminal and without --quiet.
     pub(crate) fn progress(&self) -> Bar {
         Bar::new(!self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    }
+
+    /// After a backup, a push or a drill (`what`) of `name`: its samples
+    /// into the metrics file, or its failure there and to `--on-failure`.
+    pub(crate) fn report(&self, what: &'static str, name: &str, r: R<Vec<crate::report::Sample>>) -> R {
+        let (metrics, hook) = (self.metrics_file.as_deref(), self.on_failure.as_deref());
+        match r {
+            Ok(samples) => {
+                crate::report::outcome(metrics, hook, what, name, None, samples);
+                Ok(())
+            }
+            Err(f) => {
+                crate::report::outcome(metrics, hook, what, name, Some((f.code, &f.message)), Vec::new());
+                Err(f)
+            }
+        }
     }
 
     /// A remark on stderr unless --quiet.

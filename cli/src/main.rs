@@ -24,6 +24,7 @@ mod interrupt;
 mod mountfs;
 mod password;
 mod progress;
+mod report;
 
 use clap::{Parser, Subcommand};
 use commands::*;
@@ -63,6 +64,14 @@ struct Cli {
     /// No progress bars, no summary (errors still go to stderr).
     #[arg(long, short, global = true, help_heading = "Global options")]
     quiet: bool,
+    /// After a backup, a push or a drill: write its figures (or its failure)
+    /// into this Prometheus text file, for node_exporter's textfile collector.
+    #[arg(long, env = "DEDUPE_METRICS_FILE", global = true, help_heading = "Global options")]
+    metrics_file: Option<PathBuf>,
+    /// When a backup, a push or a drill fails: run this shell command, with
+    /// DEDUPE_ERROR, DEDUPE_EXIT_CODE, DEDUPE_COMMAND and DEDUPE_NAME set.
+    #[arg(long, env = "DEDUPE_ON_FAILURE", global = true, help_heading = "Global options")]
+    on_failure: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -219,6 +228,8 @@ fn run(cli: Cli) -> exit::R {
         json: cli.json,
         quiet: cli.quiet,
         typed: std::sync::OnceLock::new(),
+        metrics_file: cli.metrics_file,
+        on_failure: cli.on_failure,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),

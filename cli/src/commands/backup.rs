@@ -3,6 +3,7 @@
 
 use crate::ctx::{human, short, Ctx};
 use crate::exit::{self, Failure, R};
+use crate::report::{now, Sample};
 use dedupe_ingest::facts::{Database, SnapshotFacts};
 use dedupe_ingest::sniff::{self, Format};
 use dedupe_ingest::tar::TarSource;
@@ -72,6 +73,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
+    let name = a.name.clone().unwrap_or_else(dedupe_store::hostname);
+    ctx.report("backup", &name, backup(ctx, a))
+}
+
+fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
     // Checked before the repository is opened or any input read.
     let time = a.time.as_deref().map(dedupe_recovery::time::parse_time).transpose()?;
     let repo = ctx.indexed()?;
@@ -258,7 +264,23 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         human(s.new_bytes_stored),
         s.seconds
     ));
-    Ok(())
+    let n = m.name.as_str();
+    Ok(vec![
+        Sample::new(
+            "dedupe_backup_last_success_timestamp_seconds",
+            "When the last backup succeeded (unix time).",
+            n,
+            now(),
+        ),
+        Sample::new("dedupe_backup_duration_seconds", "How long the last successful backup took.", n, s.seconds),
+        Sample::new("dedupe_backup_read_bytes", "Bytes the last successful backup read.", n, s.bytes_read as f64),
+        Sample::new(
+            "dedupe_backup_new_stored_bytes",
+            "Bytes the last successful backup added to the repository (compressed, encrypted).",
+            n,
+            s.new_bytes_stored as f64,
+        ),
+    ])
 }
 
 /// A stream refused from its first bytes (empty, or a damaged or cut format):

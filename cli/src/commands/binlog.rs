@@ -56,36 +56,49 @@ pub(crate) enum Command {
     },
 }
 
+/// `binlog push`: every closed binlog file not yet archived.
+fn push(
+    ctx: &Ctx,
+    name: &str,
+    binlog_dir: Option<PathBuf>,
+    index: Option<PathBuf>,
+    include_active: bool,
+) -> R<Vec<crate::report::Sample>> {
+    let files = binlog_files(binlog_dir.as_deref(), index.as_deref())?;
+    let repo = ctx.indexed_for_logs()?;
+    crate::interrupt::say("the files archived so far stay archived: push again for the rest");
+    let pushed = push_binlogs(&repo, name, &files, include_active)?;
+    let report: Vec<_> = pushed
+        .iter()
+        .map(|p| {
+            let (status, bytes) = match p.outcome {
+                Outcome::Stored { bytes, partial: true } => ("stored (partial)", bytes),
+                Outcome::Stored { bytes, partial: false } => ("stored", bytes),
+                Outcome::AlreadyArchived => ("already archived", 0),
+            };
+            json!({"file": p.file, "status": status, "bytes": bytes})
+        })
+        .collect();
+    if ctx.json {
+        outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        for r in report.iter().filter(|r| r["status"] != "already archived") {
+            ctx.say(format!(
+                "{}: {}",
+                r["file"].as_str().unwrap_or_default(),
+                r["status"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    // Only when asked: it lists every archived file of the name.
+    Ok(if ctx.metrics_file.is_some() { crate::report::pushed(&repo, name, LogKind::Binlog) } else { Vec::new() })
+}
+
 pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
         Command::Push { name, binlog_dir, index, include_active } => {
-            let files = binlog_files(binlog_dir.as_deref(), index.as_deref())?;
-            let repo = ctx.indexed_for_logs()?;
-            crate::interrupt::say("the files archived so far stay archived: push again for the rest");
-            let pushed = push_binlogs(&repo, &name, &files, include_active)?;
-            let report: Vec<_> = pushed
-                .iter()
-                .map(|p| {
-                    let (status, bytes) = match p.outcome {
-                        Outcome::Stored { bytes, partial: true } => ("stored (partial)", bytes),
-                        Outcome::Stored { bytes, partial: false } => ("stored", bytes),
-                        Outcome::AlreadyArchived => ("already archived", 0),
-                    };
-                    json!({"file": p.file, "status": status, "bytes": bytes})
-                })
-                .collect();
-            if ctx.json {
-                outln!("{}", serde_json::to_string_pretty(&report).expect("json"));
-            } else {
-                for r in report.iter().filter(|r| r["status"] != "already archived") {
-                    ctx.say(format!(
-                        "{}: {}",
-                        r["file"].as_str().unwrap_or_default(),
-                        r["status"].as_str().unwrap_or_default()
-                    ));
-                }
-            }
-            Ok(())
+            let pushed = push(ctx, &name, binlog_dir, index, include_active);
+            ctx.report("binlog push", &name, pushed)
         }
         Command::List { name } => list(ctx, &name),
         Command::Replay { name, target, until, until_gtid, until_position } => {

@@ -9,6 +9,7 @@
 
 use crate::ctx::{short, Ctx};
 use crate::exit::{self, Failure, R};
+use crate::report::Sample;
 use dedupe_ingest::facts::{Database, SnapshotFacts};
 use dedupe_recovery::drill::{Failed, Server};
 use serde_json::json;
@@ -43,6 +44,12 @@ struct Report {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
+    let mut name = a.name.clone().unwrap_or_default();
+    let r = drill_run(ctx, a, &mut name);
+    ctx.report("drill", &name, r)
+}
+
+fn drill_run(ctx: &Ctx, a: Args, server_name: &mut String) -> R<Vec<Sample>> {
     let repo = ctx.indexed()?;
     let name = a.name.as_deref();
     let (id, manifest, plan) = match &a.until {
@@ -56,6 +63,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             (id, m, None)
         }
     };
+    server_name.clone_from(&manifest.name);
     let facts = SnapshotFacts::of(&manifest);
     let database = match (facts.database, facts.format()) {
         (Some(d), "xbstream" | "tar" | "directory") => d,
@@ -111,7 +119,19 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         report.tables,
         report.check
     ));
-    Ok(())
+    let n = manifest.name.as_str();
+    let mut samples = crate::report::drill_ran(n, true);
+    samples.extend([
+        Sample::new("dedupe_drill_restore_seconds", "How long the last drill's restore took.", n, report.restore),
+        Sample::new(
+            "dedupe_drill_first_query_seconds",
+            "From the start of the last drill's restore to its server answering: the recovery time to expect.",
+            n,
+            report.restore + report.prepare + report.start,
+        ),
+        Sample::new("dedupe_drill_tables_checked", "Tables the last drill checked.", n, report.tables as f64),
+    ]);
+    Ok(samples)
 }
 
 /// Restores, prepares, starts and checks; a finding (the server would not

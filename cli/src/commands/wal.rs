@@ -28,25 +28,36 @@ pub(crate) enum Command {
     },
 }
 
+/// `wal push`: one WAL file, as PostgreSQL's archive_command.
+fn push(ctx: &Ctx, name: &str, path: &std::path::Path) -> R<Vec<crate::report::Sample>> {
+    let wal = WalFile::read(path)?;
+    let repo = ctx.indexed_for_logs()?;
+    crate::interrupt::say("the WAL file may not be archived: PostgreSQL retries the archive_command");
+    let outcome = push_wal(&repo, name, &wal)?;
+    if ctx.json {
+        let (stored, bytes) = match outcome {
+            Outcome::Stored { bytes, .. } => (true, bytes),
+            Outcome::AlreadyArchived => (false, 0),
+        };
+        outln!("{}", serde_json::json!({"file": wal.file, "stored": stored, "new_bytes": bytes}));
+    }
+    match outcome {
+        Outcome::Stored { bytes, .. } => ctx.say(format!("{}: stored ({})", wal.file, human(bytes))),
+        Outcome::AlreadyArchived => ctx.say(format!("{}: already archived", wal.file)),
+    }
+    // Only when asked: it lists every archived file of the name.
+    Ok(if ctx.metrics_file.is_some() {
+        crate::report::pushed(&repo, name, dedupe_ingest::facts::LogKind::Wal)
+    } else {
+        Vec::new()
+    })
+}
+
 pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
         Command::Push { name, path } => {
-            let wal = WalFile::read(&path)?;
-            let repo = ctx.indexed_for_logs()?;
-            crate::interrupt::say("the WAL file may not be archived: PostgreSQL retries the archive_command");
-            let outcome = push_wal(&repo, &name, &wal)?;
-            if ctx.json {
-                let (stored, bytes) = match outcome {
-                    Outcome::Stored { bytes, .. } => (true, bytes),
-                    Outcome::AlreadyArchived => (false, 0),
-                };
-                outln!("{}", serde_json::json!({"file": wal.file, "stored": stored, "new_bytes": bytes}));
-            }
-            match outcome {
-                Outcome::Stored { bytes, .. } => ctx.say(format!("{}: stored ({})", wal.file, human(bytes))),
-                Outcome::AlreadyArchived => ctx.say(format!("{}: already archived", wal.file)),
-            }
-            Ok(())
+            let pushed = push(ctx, &name, &path);
+            ctx.report("wal push", &name, pushed)
         }
         Command::Fetch { name, file, path } => {
             let repo = ctx.indexed_for_logs()?;
