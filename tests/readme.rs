@@ -26,6 +26,10 @@ const README: &str = include_str!("../README.md");
 const NOT_RUN: &[(&str, &str)] = &[
     ("scripts/test.sh", "the command that runs this test"),
     ("cargo install", "run by the_first_command_installs_and_backs_up, a step of its own in scripts/test.sh"),
+    (
+        "systemctl daemon-reload",
+        "a test machine runs no systemd: the walk checks the units with systemd-analyze verify and runs their commands",
+    ),
 ];
 
 struct Block {
@@ -294,6 +298,7 @@ fn every_walkthrough_runs_as_written() {
         ("/usr/local/bin/dedupe", dedupe_bin()),
         ("/usr/lib/postgresql/15/bin", PathBuf::from(PG_BIN)),
         ("/etc/bash_completion.d/dedupe", t.join("completion-dedupe")),
+        ("/var/lib/prometheus/node-exporter/dedupe.prom", t.join("dedupe.prom")),
         ("/usr/local/share/man/man1", t.join("man1")),
     ]
     .into_iter()
@@ -445,6 +450,21 @@ fn every_walkthrough_runs_as_written() {
         local_time(until)
     );
 
+    // Run it every night: the units' environment files, then each unit's
+    // command as systemd runs it (no systemd here), then a drill by hand.
+    walk.sh("cat > /etc/dedupe/dedupe.env", &[], "");
+    run_units(&walk, t);
+    let prom = fs::read_to_string(t.join("dedupe.prom")).unwrap();
+    for series in [
+        "dedupe_backup_last_success_timestamp_seconds{name=\"db1\"}",
+        "dedupe_log_last_push_timestamp_seconds{name=\"db1\",kind=\"binlog\"}",
+        "dedupe_drill_success{name=\"db1\"} 1",
+    ] {
+        assert!(prom.contains(series), "{series} in the metrics file:\n{prom}");
+    }
+    let drilled = walk.sh("dedupe drill latest --name db1", &[], "");
+    assert!(drilled.contains("passed"), "{drilled}");
+
     // Object storage, the offsite copy, retention, check and repair, help.
     walk.sh("export DEDUPE_REPO=s3://backups/db1", &[], "");
     walk.sh("dedupe init --repo s3://offsite/db1", &[], "another password\n");
@@ -452,7 +472,11 @@ fn every_walkthrough_runs_as_written() {
         "--repo s3://offsite/db1 --password-file {} snapshots --name db1",
         t.join("etc-dedupe/offsite-password").display()
     ));
-    assert_eq!(copied.as_array().unwrap().len(), 2, "db1's two backups are offsite: {copied}");
+    assert_eq!(
+        copied.as_array().unwrap().len(),
+        3,
+        "db1's three backups (the nightly unit's too) are offsite: {copied}"
+    );
     walk.sh("dedupe forget --name db1 --keep-pitr 14d", &[], "");
     walk.sh("dedupe prune ", &[], "");
     walk.sh("dedupe check --read-data-subset 1/7", &[], "");
@@ -462,6 +486,68 @@ fn every_walkthrough_runs_as_written() {
     assert!(fs::read_to_string(t.join("man1/dedupe-backup.1")).unwrap().contains(".TH dedupe-backup 1"));
     walk.all_ran();
     drop(pg);
+}
+
+/// The units of contrib/systemd as far as a machine without systemd
+/// allows: `systemd-analyze verify` on their db1 instances (when it is
+/// installed), then each service's ExecStart run as systemd would run it:
+/// `%i` the instance, `${VAR}` one word from its EnvironmentFiles (the
+/// walk's /etc/dedupe), no shell.
+fn run_units(walk: &Walk, t: &Path) {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let etc = t.join("etc-dedupe");
+    let mut env: Vec<(String, String)> = walk.env.clone();
+    for file in ["dedupe.env", "db1.env"] {
+        for line in fs::read_to_string(etc.join(file)).unwrap().lines() {
+            let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("{file}: {line}"));
+            env.push((k.to_string(), v.trim_matches('\'').to_string()));
+        }
+    }
+    let lookup = |k: &str| env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let verify = t.join("units");
+    fs::create_dir_all(&verify).unwrap();
+    let mut services = Vec::new();
+    for e in fs::read_dir(&units).unwrap() {
+        let p = e.unwrap().path();
+        let text = fs::read_to_string(&p).unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().replace("@.", "@db1.");
+        let local = text
+            .replace("/usr/local/bin/dedupe", &dedupe_bin().display().to_string())
+            .replace("/etc/dedupe/", &format!("{}/", etc.display()));
+        fs::write(verify.join(&name), local).unwrap();
+        if name.ends_with(".service") {
+            services.push((name, text));
+        }
+    }
+    services.sort();
+    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .args(fs::read_dir(&verify).unwrap().map(|e| e.unwrap().path()))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    }
+    assert_eq!(services.len(), 3, "backup, binlog push, drill");
+    for (name, text) in services {
+        let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap_or_else(|| panic!("{name}"));
+        let words: Vec<String> = exec
+            .split_whitespace()
+            .map(|w| match w.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+                Some(var) => lookup(var).unwrap_or_else(|| panic!("{name}: {var} is in no environment file")),
+                None => w.replace("%i", "db1").replace("/usr/local/bin/dedupe", &dedupe_bin().display().to_string()),
+            })
+            .collect();
+        let out = Command::new(&words[0])
+            .args(&words[1..])
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {words:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// Removes a directory at the end, whatever happens.
