@@ -19,6 +19,9 @@ const INTERESTING: &[&str] = &[
     "mariadb_backup_checkpoints",
     "xtrabackup_info",
     "mariadb_backup_info",
+    // --slave-info on a replica: the primary's coordinates.
+    "xtrabackup_slave_info",
+    "mariadb_backup_slave_info",
     "backup_label",
     "tablespace_map",
     "backup_manifest",
@@ -85,6 +88,14 @@ impl Captured {
             my.uuid = get("uuid");
             my.partial = get("partial");
             my.incremental = get("incremental");
+        }
+        if let Some(t) = self.text(&["mariadb_backup_slave_info", "xtrabackup_slave_info"]) {
+            // `CHANGE MASTER TO MASTER_LOG_FILE='…', MASTER_LOG_POS=…;` and/or
+            // `SET GLOBAL gtid_slave_pos = '…';`, as a dump's header has them.
+            let primary = mysqldump_head(&t);
+            my.primary_binlog_file = primary.binlog_file;
+            my.primary_binlog_position = primary.binlog_position;
+            my.primary_gtid = primary.gtid;
         }
         if my != MysqlFacts::default() {
             let mariadb = my.server_version.as_deref().unwrap_or_default().contains("MariaDB")
@@ -223,6 +234,22 @@ pub fn mysqldump_head(text: &str) -> MysqlFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replicas_slave_info_gives_the_primarys_coordinates() {
+        let mut c = Captured::default();
+        c.offer("xtrabackup_binlog_info", 0, b"replica-bin.000002\t900\t0-2-10\n");
+        c.offer(
+            "mariadb_backup_slave_info",
+            0,
+            b"SET GLOBAL gtid_slave_pos = '0-1-3001';\nCHANGE MASTER TO master_use_gtid = slave_pos;\nCHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=342;\n",
+        );
+        let my = c.facts().mysql.unwrap();
+        assert_eq!(my.binlog_file.as_deref(), Some("replica-bin.000002"));
+        assert_eq!(my.primary_binlog_file.as_deref(), Some("mysql-bin.000003"));
+        assert_eq!(my.primary_binlog_position, Some(342));
+        assert_eq!(my.primary_gtid.as_deref(), Some("0-1-3001"));
+    }
 
     #[test]
     fn mariabackup_files() {

@@ -79,6 +79,13 @@ fn position(f: &SnapshotFacts) -> String {
         if let Some(l) = my.to_lsn {
             out.push_str(&format!(" lsn {l}"));
         }
+        // Taken on a replica: where a new replica built from it starts.
+        if let (Some(file), Some(p)) = (&my.primary_binlog_file, my.primary_binlog_position) {
+            out.push_str(&format!(" primary {file}:{p}"));
+        }
+        if let Some(g) = &my.primary_gtid {
+            out.push_str(&format!(" primary gtid {g}"));
+        }
         return out.trim().to_string();
     }
     if let Some(pg) = &f.postgresql {
