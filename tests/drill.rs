@@ -65,6 +65,12 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     assert!(r["restore_seconds"].as_f64().unwrap() > 0.0 && r["start_seconds"].as_f64().unwrap() > 0.0, "{r}");
     assert!(leftovers(&scratch).is_empty(), "the scratch copy is removed");
     assert_eq!(metric(&repo, "dedupe_drill_success{name=\"m\"}"), Some(1.0));
+    // Kept in the repository: `snapshots` shows the drill.
+    let snaps = repo.json(&["snapshots", "--name", "m"]);
+    assert_eq!(snaps[0]["drills"][0]["ok"], true, "{snaps}");
+    assert_eq!(snaps[0]["drills"][0]["tables_checked"], r["tables_checked"], "{snaps}");
+    let listed = String::from_utf8(repo.ok(&["snapshots", "--name", "m"])).unwrap();
+    assert!(listed.contains("drilled") && listed.contains("passed"), "{listed}");
     assert_eq!(metric(&repo, "dedupe_drill_tables_checked{name=\"m\"}"), r["tables_checked"].as_f64());
 
     // A data directory with a corrupted page of shop.t, backed up as a directory.
@@ -93,6 +99,18 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     let leaf = pack.file_name().unwrap().to_string_lossy().into_owned();
     assert!(one_line_error(&out).contains(&leaf[..16]), "names the pack: {}", one_line_error(&out));
     assert!(leftovers(&scratch).is_empty());
+    let snaps = repo.json(&["snapshots", "--name", "m"]);
+    let last = &snaps[0]["drills"][1];
+    assert_eq!(last["ok"], false, "{snaps}");
+    assert!(last["error"].as_str().unwrap().contains(&leaf[..16]), "{snaps}");
+
+    // Forgetting a snapshot forgets its drills.
+    let drills_dir = repo.path.join("drills");
+    assert_eq!(std::fs::read_dir(&drills_dir).unwrap().count(), 3, "two drills of m, one of damaged");
+    std::fs::create_dir_all(work.join("later")).unwrap();
+    repo.ok(&["backup".as_ref(), "--name".as_ref(), "m".as_ref(), work.join("later").as_os_str()]);
+    repo.ok(&["forget", "--name", "m", "--keep-last", "1"]);
+    assert_eq!(std::fs::read_dir(&drills_dir).unwrap().count(), 1, "the damaged one's stays");
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod claims;
 mod compaction;
 mod crypto;
 mod delta;
+pub mod drills;
 mod error;
 mod filemap;
 mod guard;

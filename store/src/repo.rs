@@ -400,6 +400,30 @@ impl Unlocked {
         }
     }
 
+    /// Keeps what a restore drill found (`drills.rs`).
+    pub fn record_drill(&self, record: &crate::drills::DrillRecord) -> Result<String> {
+        crate::drills::record_drill(&*self.backend, &self.keys, record)
+    }
+
+    /// Every drill record, oldest first, with the damaged ones apart.
+    pub fn drills(&self) -> Result<crate::drills::Drills> {
+        crate::drills::drills(&*self.backend, &self.keys)
+    }
+
+    /// Deletes the drill records of the snapshots `gone` names; how many.
+    pub fn forget_drills_of(&self, gone: &std::collections::HashSet<String>) -> Result<usize> {
+        let mut n = 0;
+        for (object, r) in self.drills()?.0 {
+            if gone.contains(&r.snapshot) {
+                match self.backend.delete(&object) {
+                    Ok(()) | Err(Error::Missing(_)) => n += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Writes a manifest; the snapshot (or archived log) exists from this moment on.
     pub(crate) fn write_manifest(&self, m: &Manifest, kind: Kind) -> Result<String> {
         let plain = serde_json::to_vec(m).expect("manifest serializes");

@@ -12,6 +12,7 @@ use crate::exit::{self, Failure, R};
 use crate::report::Sample;
 use dedupe_ingest::facts::{Database, SnapshotFacts};
 use dedupe_recovery::drill::{Failed, Server};
+use dedupe_store::drills::DrillRecord;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,6 +88,29 @@ fn drill_run(ctx: &Ctx, a: Args, server_name: &mut String) -> R<Vec<Sample>> {
     // Nothing of the drill stays behind: the server is stopped, the copy removed.
     let _ = std::fs::remove_dir_all(&dir);
     crate::interrupt::before_exit(|| {});
+    // Kept in the repository, passed or failed: `dedupe snapshots` shows it on every host.
+    let rep = outcome.as_ref().ok().map(|(r, _)| r);
+    let record = DrillRecord {
+        snapshot: id.clone(),
+        name: manifest.name.clone(),
+        time: jiff::Timestamp::now().to_string(),
+        hostname: dedupe_store::hostname(),
+        until: a.until.clone(),
+        ok: matches!(&outcome, Ok((_, None))),
+        error: match &outcome {
+            Ok((_, Some(f))) => Some(f.0.clone()),
+            Err(f) => Some(f.message.clone()),
+            Ok((_, None)) => None,
+        },
+        restore_seconds: rep.map_or(0.0, |r| r.restore),
+        prepare_seconds: rep.map_or(0.0, |r| r.prepare),
+        start_seconds: rep.map_or(0.0, |r| r.start),
+        check_seconds: rep.map_or(0.0, |r| r.check),
+        tables_checked: rep.map_or(0, |r| r.tables as u64),
+    };
+    if let Err(e) = repo.record_drill(&record) {
+        eprintln!("dedupe: warning: the drill's result was not kept in the repository: {e}");
+    }
     let (report, found) = outcome?;
     let what = a.until.as_deref().map_or(String::new(), |u| format!(" to {u}"));
     if ctx.json {

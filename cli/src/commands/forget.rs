@@ -75,6 +75,12 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
                 repo.forget(Kind::Log, &v.id)?;
             }
         }
+        // The drill records of the snapshots that went.
+        let gone: std::collections::HashSet<String> =
+            decisions.iter().flat_map(|d| d.snapshots.iter().filter(|v| !v.kept()).map(|v| v.id.clone())).collect();
+        if !gone.is_empty() {
+            repo.forget_drills_of(&gone)?;
+        }
     }
     if ctx.json {
         let out: Vec<_> = decisions.iter().map(|d| as_json(d, a.dry_run)).collect();

@@ -4,11 +4,21 @@
 use crate::ctx::{human, short, Ctx};
 use crate::exit::{Failure, R};
 use dedupe_ingest::facts::SnapshotFacts;
+use dedupe_store::drills::DrillRecord;
 use serde_json::json;
 
 pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
     let repo = ctx.listed()?;
     let snaps = repo.snapshots(name)?;
+    // Each snapshot's drills (`dedupe drill`), oldest first.
+    let (records, damaged) = repo.drills()?;
+    for e in damaged {
+        eprintln!("dedupe: warning: a drill record: {e}");
+    }
+    let mut drills: std::collections::HashMap<String, Vec<DrillRecord>> = Default::default();
+    for (_, r) in records {
+        drills.entry(r.snapshot.clone()).or_default().push(r);
+    }
     // The readable ones are listed; the damaged ones are named and fail the command.
     let mut fails: Vec<Failure> = repo.damaged_snapshots().map(Failure::from).collect();
     let fail = fails.pop();
@@ -23,6 +33,9 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
                 v["id"] = json!(id);
                 if let Some(parent) = incremental_of(&repo, id, m) {
                     v["incremental_of"] = json!(parent);
+                }
+                if let Some(d) = drills.get(id) {
+                    v["drills"] = json!(d);
                 }
                 v
             })
@@ -51,7 +64,7 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
             human(m.stats.bytes),
             human(m.stats.new_bytes),
             kind,
-            position(&facts)
+            position(&facts) + &drilled(drills.get(id))
         );
     }
     fail.map_or(Ok(()), Err)
@@ -96,4 +109,19 @@ fn position(f: &SnapshotFacts) -> String {
         );
     }
     String::new()
+}
+
+/// The last drill of a snapshot, in a few words.
+fn drilled(records: Option<&Vec<DrillRecord>>) -> String {
+    let Some(last) = records.and_then(|r| r.last()) else { return String::new() };
+    let when =
+        last.time.parse::<jiff::Timestamp>().map(dedupe_recovery::time::shown).unwrap_or_else(|_| last.time.clone());
+    if last.ok {
+        format!(
+            "  drilled {when}: passed, first query after {:.0} s",
+            last.restore_seconds + last.prepare_seconds + last.start_seconds
+        )
+    } else {
+        format!("  drilled {when}: FAILED ({})", last.error.as_deref().unwrap_or("?"))
+    }
 }

@@ -51,10 +51,12 @@ pub enum ObjectKind {
     /// `compactions/<id>`: what a `prune` or `repair index` replaced in
     /// `index/`, so that caches follow without listing it whole.
     Compaction,
+    /// `drills/<id>`: what a restore drill of a snapshot found.
+    Drill,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -63,6 +65,7 @@ impl ObjectKind {
         ObjectKind::Log,
         ObjectKind::Mark,
         ObjectKind::Compaction,
+        ObjectKind::Drill,
     ];
 
     /// The folder objects of this kind live under (`config` has none).
@@ -76,6 +79,7 @@ impl ObjectKind {
             ObjectKind::Log => "logs/",
             ObjectKind::Mark => "marks/",
             ObjectKind::Compaction => "compactions/",
+            ObjectKind::Drill => "drills/",
         }
     }
 
