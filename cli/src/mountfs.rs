@@ -81,6 +81,8 @@ pub(crate) struct MountFs {
     entries: Vec<Entry>,
     open: HashMap<u64, Arc<FileMap>>,
     next_fh: u64,
+    /// The buffer reads are served from (reused: see `read`).
+    buf: Vec<u8>,
     cache: ChunkCache,
     /// When the mount started: the time of the directories it makes.
     started: SystemTime,
@@ -178,6 +180,7 @@ impl MountFs {
             entries: Vec::new(),
             open: HashMap::new(),
             next_fh: 1,
+            buf: Vec::new(),
             cache: ChunkCache::new(CACHE_BYTES),
             started: SystemTime::now(),
             refreshed: Instant::now(),
@@ -515,9 +518,18 @@ impl Filesystem for MountFs {
         reply: ReplyData,
     ) {
         let Some(map) = self.open.get(&fh).cloned() else { return reply.error(libc::EBADF) };
-        let mut buf = vec![0u8; size as usize];
-        match self.repo.read_at(&map, offset.max(0) as u64, &mut buf, &self.cache) {
-            Ok(n) => reply.data(&buf[..n]),
+        // One buffer for every read: a new one would be zeroed each time,
+        // one more pass over every byte a `cat` reads.
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.len() < size as usize {
+            buf.resize(size as usize, 0);
+        }
+        let read = self.repo.read_at(&map, offset.max(0) as u64, &mut buf[..size as usize], &self.cache);
+        match read {
+            Ok(n) => {
+                reply.data(&buf[..n]);
+                self.buf = buf;
+            }
             Err(e) => {
                 let what = self.node(ino).and_then(|(s, n)| Some(self.trees[s].as_ref()?.nodes[n].path.clone()));
                 eprintln!("dedupe: mount: {}: {e}", what.unwrap_or_else(|| format!("inode {ino}")));
