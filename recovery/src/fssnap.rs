@@ -49,6 +49,10 @@ pub struct FsSnapshot {
     pub placeholder: Option<String>,
     /// The commands that remove it, in order.
     removal: Vec<Vec<String>>,
+    /// What `open` still has to do before `datadir` can be read (mount an
+    /// LVM snapshot, clone a ZFS one): each command with the one undoing it.
+    /// Kept out of `take`, which runs while the server is locked.
+    opening: Vec<(Vec<String>, Vec<String>)>,
     removed: bool,
 }
 
@@ -136,6 +140,7 @@ fn btrfs(datadir: &Path, name: &str) -> Result<FsSnapshot> {
         datadir: at.join(rel),
         placeholder,
         removal: vec![strings(&["btrfs", "subvolume", "delete", &at.display().to_string()])],
+        opening: Vec::new(),
         removed: false,
     })
 }
@@ -161,42 +166,68 @@ fn lvm(datadir: &Path, name: &str) -> Result<FsSnapshot> {
     }
     // XFS refuses a second mount of the same filesystem UUID without nouuid.
     let opts = if fstype == "xfs" { "ro,nouuid" } else { "ro" };
-    if let Err(e) = run(&strings(&["mount", "-o", opts, &device, &mnt.display().to_string()])) {
-        let _ = run(&remove_lv);
-        let _ = std::fs::remove_dir(&mnt);
-        return Err(e);
-    }
+    let m = mnt.display().to_string();
     Ok(FsSnapshot {
         provider: Provider::Lvm,
         datadir: mnt.join(rel),
         placeholder: None,
-        removal: vec![
-            strings(&["umount", &mnt.display().to_string()]),
-            remove_lv,
-            strings(&["rmdir", &mnt.display().to_string()]),
-        ],
+        removal: vec![remove_lv, strings(&["rmdir", &m])],
+        opening: vec![(strings(&["mount", "-o", opts, &device, &m]), strings(&["umount", &m]))],
         removed: false,
     })
 }
 
 fn zfs(datadir: &Path, name: &str) -> Result<FsSnapshot> {
     let (dataset, fstype, mountpoint) = mount_of(datadir)?;
-    if fstype != "zfs" && fstype != "fuse.zfs-fuse" && fstype != "fuse" {
+    // zfs-fuse mounts as `fuse.zfs`.
+    if fstype != "zfs" && !fstype.starts_with("fuse.zfs") {
         return Err(Error::Usage(format!("{} is on {fstype}, not ZFS", datadir.display())));
     }
     let rel = datadir.strip_prefix(&mountpoint).expect("below its mount point").to_path_buf();
-    let snap = format!("{dataset}@{}", name.trim_start_matches('.'));
+    let leaf = name.trim_start_matches('.');
+    let snap = format!("{dataset}@{leaf}");
+    let destroy_snap = strings(&["zfs", "destroy", &snap]);
     run(&strings(&["zfs", "snapshot", &snap]))?;
+    let visible = mountpoint.join(".zfs/snapshot").join(leaf);
+    if visible.is_dir() {
+        return Ok(FsSnapshot {
+            provider: Provider::Zfs,
+            datadir: visible.join(rel),
+            placeholder: None,
+            removal: vec![destroy_snap],
+            opening: Vec::new(),
+            removed: false,
+        });
+    }
+    // No `.zfs/snapshot` (zfs-fuse has none): a read-only clone, mounted
+    // apart, destroyed before the snapshot.
+    let clone = format!("{dataset}/{leaf}");
+    let mnt = std::env::temp_dir().join(name);
+    let mountpoint_opt = format!("mountpoint={}", mnt.display());
     Ok(FsSnapshot {
         provider: Provider::Zfs,
-        datadir: mountpoint.join(".zfs/snapshot").join(name.trim_start_matches('.')).join(rel),
+        datadir: mnt.join(rel),
         placeholder: None,
-        removal: vec![strings(&["zfs", "destroy", &snap])],
+        removal: vec![destroy_snap],
+        opening: vec![(
+            strings(&["zfs", "clone", "-o", "readonly=on", "-o", &mountpoint_opt, &snap, &clone]),
+            strings(&["zfs", "destroy", "-f", &clone]),
+        )],
         removed: false,
     })
 }
 
 impl FsSnapshot {
+    /// Makes `datadir` readable (after the server's lock is released): the
+    /// mount or clone `take` left for later. What it did is undone on removal.
+    pub fn open(&mut self) -> Result<()> {
+        for (cmd, undo) in std::mem::take(&mut self.opening) {
+            run(&cmd)?;
+            self.removal.insert(0, undo);
+        }
+        Ok(())
+    }
+
     /// The commands that remove the snapshot, for a signal handler that
     /// cannot wait for a drop.
     pub fn removal(&self) -> Vec<Vec<String>> {
@@ -211,11 +242,21 @@ impl FsSnapshot {
     }
 }
 
-/// Runs the commands `FsSnapshot::removal` gave.
+/// Runs the commands `FsSnapshot::removal` gave. A filesystem just read
+/// may still be busy for a moment (zfs-fuse's "dataset is busy"): each
+/// command is tried a few times before its failure counts.
 pub fn remove_with(removal: &[Vec<String>]) -> Result<()> {
     let mut first = None;
     for cmd in removal {
-        if let Err(e) = run(cmd) {
+        let mut tried = run(cmd);
+        for _ in 0..10 {
+            if tried.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tried = run(cmd);
+        }
+        if let Err(e) = tried {
             first.get_or_insert(e);
         }
     }

@@ -87,11 +87,23 @@ fn snapshot(provider: Provider, datadir: &Path, id: &str) -> R<FsSnapshot> {
     Ok(snap)
 }
 
+/// Mounts or clones the snapshot when its filesystem needs that to read it
+/// (out of the lock); an interruption from now on undoes that too.
+fn opened(mut snap: FsSnapshot) -> R<FsSnapshot> {
+    snap.open().map_err(|e| failed("cannot mount the snapshot", e))?;
+    let removal = snap.removal();
+    crate::interrupt::before_exit(move || {
+        let _ = fssnap::remove_with(&removal);
+    });
+    Ok(snap)
+}
+
 fn take_pg(ctx: &Ctx, provider: Provider, datadir: &Path, id: &str, conn: Option<&str>) -> R<Taken> {
     let started = std::time::Instant::now();
     let session = PgBackup::start(conn).map_err(|e| failed("cannot start the backup on the server", e))?;
     let snap = snapshot(provider, datadir, id)?;
     let stopped = session.stop().map_err(|e| failed("cannot stop the backup on the server", e))?;
+    let snap = opened(snap)?;
     let mut pg = dedupe_ingest::meta::backup_label(&stopped.label);
     pg.stop_wal_location = Some(stopped.lsn.clone());
     pg.tablespace_map = Some(!stopped.tablespace_map.is_empty());
@@ -129,6 +141,7 @@ fn take_mysql(ctx: &Ctx, provider: Provider, datadir: &Path, id: &str, conn: &My
     // The lock goes with this process's client session, whatever happens.
     let snap = snapshot(provider, datadir, id)?;
     let held = lock.release().map_err(|e| failed("cannot release the lock", e))?;
+    let snap = opened(snap)?;
     let how = if coords.mariadb { "BACKUP STAGE BLOCK_COMMIT" } else { "FLUSH TABLES WITH READ LOCK" };
     ctx.note(&format!(
         "{} snapshot taken; commits were blocked for {:.3} s ({how}); binlog {}:{}",
