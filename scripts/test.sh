@@ -19,6 +19,8 @@ need tar || missing+=(tar)
 need fusermount3 || missing+=(fuse3)
 # `backup --snapshot btrfs` (tests/snapshot_btrfs.rs): a btrfs on a loop device.
 need mkfs.btrfs || missing+=(btrfs-progs)
+# `backup --snapshot zfs` (tests/snapshot_zfs.rs): ZFS in user space, a pool in a file.
+need zfs-fuse || missing+=(zfs-fuse)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -57,6 +57,23 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
+/// The binary log a data directory was written with, if any: a filesystem
+/// snapshot of a running server may hold transactions prepared in InnoDB
+/// whose fate only that binlog decides, and the server refuses to start
+/// without it. A mariabackup copy has no binlog index; it starts without one.
+fn binlog_args(datadir: &Path) -> Vec<String> {
+    let index = std::fs::read_dir(datadir).ok().and_then(|d| {
+        d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| {
+            n.ends_with(".index")
+                && std::fs::read_to_string(datadir.join(n)).is_ok_and(|t| t.lines().any(|l| !l.is_empty()))
+        })
+    });
+    match index {
+        Some(n) => vec![format!("--log-bin={}", n.trim_end_matches(".index")), "--server-id=1".into()],
+        None => vec!["--skip-log-bin".into()],
+    }
+}
+
 /// A server running on a restored data directory; stopped when dropped.
 pub struct Server {
     pub database: Database,
@@ -116,12 +133,8 @@ impl Server {
             .arg(format!("--log-error={}", self.log.display()))
             .arg(format!("--tmpdir={}", self.run.display()))
             .arg(format!("--port={}", self.port))
-            .args([
-                "--bind-address=127.0.0.1",
-                "--skip-log-bin",
-                "--skip-slave-start",
-                "--innodb-buffer-pool-size=128M",
-            ])
+            .args(["--bind-address=127.0.0.1", "--skip-slave-start", "--innodb-buffer-pool-size=128M"])
+            .args(binlog_args(&self.datadir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
