@@ -149,3 +149,21 @@ fn a_snapshot_backup_locks_briefly_leaves_no_snapshot_and_restores_to_the_second
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), before, "nothing committed");
     repo.ok(&["check"]);
 }
+
+/// A `--snapshot` that does not fit the data directory's filesystem is
+/// refused before the server is asked for anything (no socket is given
+/// here: a connection would fail otherwise), naming the filesystem.
+#[test]
+fn a_provider_that_does_not_fit_the_filesystem_is_refused_first() {
+    let repo = Repo::new();
+    let dir = repo.scratch("datadir");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ibdata1"), b"not really").unwrap();
+    for provider in ["btrfs", "zfs", "lvm"] {
+        let out = repo.run(&["backup", "--name", "x", "--snapshot", provider, "--datadir", dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{provider}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = one_line_error(&out);
+        assert!(err.contains(&format!("--snapshot {provider} cannot snapshot it")), "{err}");
+    }
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+}

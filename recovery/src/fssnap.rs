@@ -89,6 +89,27 @@ fn mount_of(dir: &Path) -> Result<(String, String, PathBuf)> {
     }
 }
 
+/// Whether `provider` can snapshot the filesystem holding `datadir`: asked
+/// before the server is locked, so a wrong `--snapshot` costs it nothing.
+pub fn check(provider: Provider, datadir: &Path) -> Result<()> {
+    let (source, fstype, _) = mount_of(datadir)?;
+    let fits = match provider {
+        Provider::Btrfs => fstype == "btrfs",
+        Provider::Zfs => fstype == "zfs" || fstype.starts_with("fuse.zfs"),
+        Provider::Lvm => run(&strings(&["lvs", "--noheadings", "-o", "vg_name,lv_name", &source]))
+            .is_ok_and(|out| out.split_whitespace().count() >= 2),
+    };
+    if fits {
+        return Ok(());
+    }
+    let on = if provider == Provider::Lvm { format!("{source}, not an LVM logical volume") } else { fstype };
+    Err(Error::Usage(format!(
+        "{} is on {on}: --snapshot {} cannot snapshot it (btrfs, lvm or zfs: the one its filesystem is on)",
+        datadir.display(),
+        provider.name()
+    )))
+}
+
 /// Takes a snapshot of the filesystem holding `datadir` (an absolute path).
 /// `id` makes its name unique (`.dedupe-snapshot-<id>`).
 pub fn take(provider: Provider, datadir: &Path, id: &str) -> Result<FsSnapshot> {

@@ -71,7 +71,9 @@ pub(crate) fn take(ctx: &Ctx, provider: &str, datadir: &Path, conn: &Conn) -> R<
         .map_err(|e| Failure::new(exit::INPUT_FAILED, format!("cannot read {}: {e}", datadir.display())))?;
     let nanos = std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos() as u32;
     let id = format!("{:08x}", std::process::id() ^ nanos);
-    match database_of(&datadir)? {
+    let database = database_of(&datadir)?;
+    fssnap::check(provider, &datadir).map_err(|e| failed("cannot snapshot the data directory", e))?;
+    match database {
         Database::Postgresql => take_pg(ctx, provider, &datadir, &id, conn.pg.as_deref()),
         _ => take_mysql(ctx, provider, &datadir, &id, &conn.mysql),
     }
