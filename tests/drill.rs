@@ -73,6 +73,28 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     assert!(listed.contains("drilled") && listed.contains("passed"), "{listed}");
     assert_eq!(metric(&repo, "dedupe_drill_tables_checked{name=\"m\"}"), r["tables_checked"].as_f64());
 
+    // A point in time: the binlogs pushed, then replayed into the drill's server.
+    let push = |s: &Server| {
+        repo.ok(&[
+            "binlog".as_ref(),
+            "push".as_ref(),
+            "--name".as_ref(),
+            "m".as_ref(),
+            "--binlog-dir".as_ref(),
+            s.datadir.as_os_str(),
+        ])
+    };
+    push(&src);
+    src.sql("INSERT INTO shop.t (note) VALUES ('after the backup')");
+    let t = next_second(0.2);
+    src.sql("FLUSH BINARY LOGS");
+    push(&src);
+    let out = drill(&repo, &scratch, &["--until", &local_time(t - 1), "--name", "m"]);
+    assert!(out.status.success(), "drill --until: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["until"], local_time(t - 1), "{r}");
+
     // A data directory with a corrupted page of shop.t, backed up as a directory.
     drop(src);
     corrupt_page(&work.join("src/data/shop/t.ibd"), 4);
@@ -100,13 +122,13 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     assert!(one_line_error(&out).contains(&leaf[..16]), "names the pack: {}", one_line_error(&out));
     assert!(leftovers(&scratch).is_empty());
     let snaps = repo.json(&["snapshots", "--name", "m"]);
-    let last = &snaps[0]["drills"][1];
+    let last = &snaps[0]["drills"][2];
     assert_eq!(last["ok"], false, "{snaps}");
     assert!(last["error"].as_str().unwrap().contains(&leaf[..16]), "{snaps}");
 
     // Forgetting a snapshot forgets its drills.
     let drills_dir = repo.path.join("drills");
-    assert_eq!(std::fs::read_dir(&drills_dir).unwrap().count(), 3, "two drills of m, one of damaged");
+    assert_eq!(std::fs::read_dir(&drills_dir).unwrap().count(), 4, "three drills of m, one of damaged");
     std::fs::create_dir_all(work.join("later")).unwrap();
     repo.ok(&["backup".as_ref(), "--name".as_ref(), "m".as_ref(), work.join("later").as_os_str()]);
     repo.ok(&["forget", "--name", "m", "--keep-last", "1"]);
