@@ -21,6 +21,7 @@ pub mod plan;
 pub mod prepare;
 pub mod replay;
 pub mod retention;
+mod session;
 pub mod time;
 pub mod timeline;
 mod tool;

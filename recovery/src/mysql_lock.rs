@@ -6,9 +6,9 @@
 //! server when the session ends: if this process dies, the client sees its
 //! stdin close and quits, and the lock goes with its connection.
 
-use crate::error::{Error, Result};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use crate::error::Result;
+use crate::session::Session;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How to reach the server (`backup --mysql-*`); the client's own defaults otherwise.
@@ -49,35 +49,19 @@ pub struct Coordinates {
 }
 
 pub struct MysqlLock {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    session: Session,
     mariadb: bool,
     locked_at: Instant,
-    step: u32,
 }
 
 impl MysqlLock {
     /// Connects, takes the lock and reads the coordinates.
     pub fn acquire(conn: &MysqlConn) -> Result<(MysqlLock, Coordinates)> {
         let client = crate::tool::require(&["mariadb", "mysql"])?;
-        let mut child = Command::new(&client)
-            .args(conn.args())
-            .args(["--batch", "--skip-column-names", "--unbuffered", "--raw"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::Tool(format!("cannot run {client}: {e}")))?;
-        let (stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
-        let mut lock = MysqlLock {
-            child,
-            stdin,
-            stdout: BufReader::new(stdout),
-            mariadb: false,
-            locked_at: Instant::now(),
-            step: 0,
-        };
+        let mut cmd = Command::new(&client);
+        cmd.args(conn.args()).args(["--batch", "--skip-column-names", "--unbuffered", "--raw"]);
+        let session = Session::start(cmd, "the snapshot lock")?;
+        let mut lock = MysqlLock { session, mariadb: false, locked_at: Instant::now() };
         let version = lock.query("SELECT VERSION()")?.join("");
         lock.mariadb = version.contains("MariaDB");
         let mut c = Coordinates { server_version: version, mariadb: lock.mariadb, ..Default::default() };
@@ -119,42 +103,8 @@ impl MysqlLock {
         Ok((lock, c))
     }
 
-    /// Runs one statement and returns its output lines: a marker selected
-    /// after it says where they end.
     fn query(&mut self, sql: &str) -> Result<Vec<String>> {
-        self.step += 1;
-        let marker = format!("dedupe-step-{}", self.step);
-        let sent = writeln!(self.stdin, "{sql};\nSELECT '{marker}';").and_then(|()| self.stdin.flush());
-        if sent.is_err() {
-            return Err(self.failed(sql));
-        }
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            match self.stdout.read_line(&mut line) {
-                Ok(0) | Err(_) => return Err(self.failed(sql)),
-                Ok(_) => {}
-            }
-            let line = line.trim_end_matches('\n').to_string();
-            if line == marker {
-                return Ok(lines);
-            }
-            lines.push(line);
-        }
-    }
-
-    /// The client's own words for why it stopped.
-    fn failed(&mut self, sql: &str) -> Error {
-        let _ = self.child.kill();
-        let mut err = Vec::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_end(&mut e, &mut err);
-        }
-        let _ = self.child.wait();
-        Error::Tool(format!(
-            "the server session for the snapshot lock failed at `{sql}`: {}",
-            dedupe_ingest::producer::last_line(&err)
-        ))
+        self.session.query(sql)
     }
 
     /// Releases the lock; how long writes were blocked.
@@ -164,14 +114,5 @@ impl MysqlLock {
         let held = self.locked_at.elapsed();
         drop(self);
         Ok(held)
-    }
-}
-
-impl Drop for MysqlLock {
-    /// Ends the session (the server releases what it held) and reaps the client.
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "QUIT;");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -7,8 +7,8 @@
 //! forgets the backup.
 
 use crate::error::{Error, Result};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use crate::session::Session;
+use std::process::Command;
 
 /// What `pg_backup_stop` returned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,12 +22,9 @@ pub struct Stopped {
 }
 
 pub struct PgBackup {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    session: Session,
     /// PostgreSQL 15 renamed the functions.
     v15: bool,
-    step: u32,
 }
 
 impl PgBackup {
@@ -52,14 +49,7 @@ impl PgBackup {
         if let Some(c) = conn {
             cmd.args(["-d", c]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::Tool(format!("cannot run {psql}: {e}")))?;
-        let (stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
-        let mut s = PgBackup { child, stdin, stdout: BufReader::new(stdout), v15: true, step: 0 };
+        let mut s = PgBackup { session: Session::start(cmd, "the PostgreSQL backup")?, v15: true };
         let version: u32 = s.query("SHOW server_version_num")?.join("").trim().parse().unwrap_or(0);
         s.v15 = version >= 150000;
         let start = if s.v15 {
@@ -71,40 +61,8 @@ impl PgBackup {
         Ok(s)
     }
 
-    /// Runs one statement and returns its output lines, up to a marker selected after it.
     fn query(&mut self, sql: &str) -> Result<Vec<String>> {
-        self.step += 1;
-        let marker = format!("dedupe-step-{}", self.step);
-        let sent = writeln!(self.stdin, "{sql};\nSELECT '{marker}';").and_then(|()| self.stdin.flush());
-        if sent.is_err() {
-            return Err(self.failed(sql));
-        }
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            match self.stdout.read_line(&mut line) {
-                Ok(0) | Err(_) => return Err(self.failed(sql)),
-                Ok(_) => {}
-            }
-            let line = line.trim_end_matches('\n').to_string();
-            if line == marker {
-                return Ok(lines);
-            }
-            lines.push(line);
-        }
-    }
-
-    fn failed(&mut self, sql: &str) -> Error {
-        let _ = self.child.kill();
-        let mut err = Vec::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_end(&mut e, &mut err);
-        }
-        let _ = self.child.wait();
-        Error::Tool(format!(
-            "the PostgreSQL session for the snapshot failed at `{sql}`: {}",
-            dedupe_ingest::producer::last_line(&err)
-        ))
+        self.session.query(sql)
     }
 
     /// Ends the backup, waiting until the WAL it needs is archived; the
@@ -128,13 +86,5 @@ impl PgBackup {
                 .ok_or_else(|| Error::Tool("pg_backup_stop: a label that is not hex".into()))
         };
         Ok(Stopped { lsn: lsn.to_string(), label: text(label)?, tablespace_map: text(map)? })
-    }
-}
-
-impl Drop for PgBackup {
-    /// Ends the session: the server drops a backup that was not stopped.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
