@@ -74,16 +74,7 @@ fn mariadb_drills_pass_on_good_backups_and_fail_on_damage() {
     assert_eq!(metric(&repo, "dedupe_drill_tables_checked{name=\"m\"}"), r["tables_checked"].as_f64());
 
     // A point in time: the binlogs pushed, then replayed into the drill's server.
-    let push = |s: &Server| {
-        repo.ok(&[
-            "binlog".as_ref(),
-            "push".as_ref(),
-            "--name".as_ref(),
-            "m".as_ref(),
-            "--binlog-dir".as_ref(),
-            s.datadir.as_os_str(),
-        ])
-    };
+    let push = |s: &Server| s.push_binlogs(&repo, "m");
     push(&src);
     src.sql("INSERT INTO shop.t (note) VALUES ('after the backup')");
     let t = next_second(0.2);

@@ -10,14 +10,7 @@ use std::time::Duration;
 const NOT_RESTORABLE: i32 = 16;
 
 fn push(repo: &Repo, s: &Server) -> serde_json::Value {
-    repo.json(&[
-        "binlog".as_ref(),
-        "push".as_ref(),
-        "--name".as_ref(),
-        "m".as_ref(),
-        "--binlog-dir".as_ref(),
-        s.datadir.as_os_str(),
-    ])
+    s.push_binlogs(repo, "m")
 }
 
 #[test]

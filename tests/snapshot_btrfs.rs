@@ -13,15 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn push(repo: &Repo, s: &Server) {
-    repo.ok(&[
-        "binlog".as_ref(),
-        "push".as_ref(),
-        "--name".as_ref(),
-        "m".as_ref(),
-        "--binlog-dir".as_ref(),
-        s.datadir.as_os_str(),
-    ]);
+fn push(repo: &Repo, s: &Server) -> serde_json::Value {
+    s.push_binlogs(repo, "m")
 }
 
 fn snapshot_backup(repo: &Repo, s: &Server) -> Command {

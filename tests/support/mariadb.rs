@@ -103,6 +103,12 @@ impl Server {
             .collect()
     }
 
+    /// `dedupe binlog push --name NAME --binlog-dir <datadir>` into `repo`; its --json report.
+    pub fn push_binlogs(&self, repo: &crate::Repo, name: &str) -> serde_json::Value {
+        let dir = self.datadir.to_str().expect("a UTF-8 path");
+        repo.json(&["binlog", "push", "--name", name, "--binlog-dir", dir])
+    }
+
     pub fn backup_command(&self, tmp: &Path, parallel: u32) -> String {
         format!(
             "mariabackup --backup --stream=xbstream --parallel={parallel} --user=root --socket={} --target-dir={}",
