@@ -53,10 +53,13 @@ pub(crate) struct Args {
     /// With --snapshot: the server's socket (else the client's defaults).
     #[arg(long)]
     mysql_socket: Option<String>,
+    /// With --snapshot: the server's host (TCP), else the socket.
     #[arg(long)]
     mysql_host: Option<String>,
+    /// With --snapshot and --mysql-host: the server's port.
     #[arg(long)]
     mysql_port: Option<u16>,
+    /// With --snapshot: the user the lock is taken as (it needs RELOAD; BACKUP STAGE on MariaDB).
     #[arg(long)]
     mysql_user: Option<String>,
     /// An option file with the connection and password, read first (`[client]`).
