@@ -478,6 +478,22 @@ impl CowFs {
     }
 }
 
+/// Answers a request that makes a name: its attributes, or the errno.
+fn answer_entry(reply: ReplyEntry, r: Result<FileAttr, i32>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &a, 0),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Answers a request with nothing to return but success or the errno.
+fn answer_empty(reply: ReplyEmpty, r: Result<(), i32>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl Filesystem for CowFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut fuser::KernelConfig) -> Result<(), libc::c_int> {
         let _ = config.set_max_readahead(1 << 20);
@@ -489,10 +505,7 @@ impl Filesystem for CowFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_of(parent, name) {
-            Ok(a) => reply.entry(&TTL, &a, 0),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(reply, self.lookup_of(parent, name));
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
@@ -551,39 +564,27 @@ impl Filesystem for CowFs {
             libc::S_IFSOCK => FileType::Socket,
             _ => return reply.error(libc::EPERM),
         };
-        match self.make(req, parent, name, kind, (mode & !umask & 0o7777) as u16, Vec::new()) {
-            Ok(a) => reply.entry(&TTL, &a, 0),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(reply, self.make(req, parent, name, kind, (mode & !umask & 0o7777) as u16, Vec::new()));
     }
 
     fn mkdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        match self.make(req, parent, name, FileType::Directory, (mode & !umask & 0o7777) as u16, Vec::new()) {
-            Ok(a) => reply.entry(&TTL, &a, 0),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(
+            reply,
+            self.make(req, parent, name, FileType::Directory, (mode & !umask & 0o7777) as u16, Vec::new()),
+        );
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove(parent, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, self.remove(parent, name, false));
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove(parent, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, self.remove(parent, name, true));
     }
 
     fn symlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
         let target = target.as_os_str().as_bytes().to_vec();
-        match self.make(req, parent, name, FileType::Symlink, 0o777, target) {
-            Ok(a) => reply.entry(&TTL, &a, 0),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(reply, self.make(req, parent, name, FileType::Symlink, 0o777, target));
     }
 
     fn rename(
@@ -596,10 +597,7 @@ impl Filesystem for CowFs {
         flags: u32,
         reply: ReplyEmpty,
     ) {
-        match self.rename_to(parent, name, newparent, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, self.rename_to(parent, name, newparent, newname, flags));
     }
 
     fn link(&mut self, _req: &Request<'_>, ino: u64, newparent: u64, newname: &OsStr, reply: ReplyEntry) {
@@ -616,10 +614,7 @@ impl Filesystem for CowFs {
             i.attr.ctime = SystemTime::now();
             Ok(i.attr)
         })();
-        match linked {
-            Ok(a) => reply.entry(&TTL, &a, 0),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(reply, linked);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -718,10 +713,7 @@ impl Filesystem for CowFs {
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
-        match synced {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, synced);
     }
 
     fn fsyncdir(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
@@ -759,10 +751,7 @@ impl Filesystem for CowFs {
             inode.attr.ctime = SystemTime::now();
             Ok(())
         })();
-        match done {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        answer_empty(reply, done);
     }
 
     fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
