@@ -49,6 +49,22 @@ fn several_chunks_with_repeats_roundtrip() {
     roundtrip(&data);
 }
 
+/// A restore reads a batch of blobs into one buffer and decrypts each where
+/// it lies; a chunk repeated within one batch must be opened once and
+/// handed out every time, not decrypted twice (which would garble it).
+#[test]
+fn a_chunk_repeated_within_one_read_batch_roundtrips() {
+    let block = Prng::new(3).bytes(1 << 20);
+    let mut data = Vec::new();
+    for _ in 0..6 {
+        data.extend_from_slice(&block);
+    }
+    let repo = Repo::new();
+    repo.backup_bytes("db1", &data);
+    assert!(repo.size() < 3 << 20, "the repeats were stored once: {} bytes", repo.size());
+    assert!(repo.ok(&["restore", "latest", "--stdout"]) == data, "stdout restore differs");
+}
+
 /// Backs up `total` bytes of Prng(seed); returns the JSON summary.
 fn backup_stream(repo: &Repo, seed: u64, total: u64) -> serde_json::Value {
     let mut child = repo.spawn_backup("big");

@@ -149,6 +149,7 @@ pub enum OpenError {
 
 /// An authenticated blob: the chunk's plaintext, or a delta and the id of
 /// the base it needs.
+#[derive(Clone)]
 pub enum Opened {
     Plain(Vec<u8>),
     Delta { base: Id, frame: Vec<u8> },
@@ -157,24 +158,30 @@ pub enum Opened {
 /// Decrypts a blob and decompresses it unless it is a delta; `raw_len` is
 /// the expected plaintext size.
 pub fn open_blob(keys: &Keys, id: &Id, sealed: &[u8], raw_len: usize) -> Result<Opened, OpenError> {
-    let mut buf = keys.open(id, sealed).ok_or(OpenError::Tag)?;
-    let data = match buf.first() {
-        Some(&RAW) => {
-            buf.drain(..1);
-            buf
-        }
+    decode(&keys.open(id, sealed).ok_or(OpenError::Tag)?, raw_len)
+}
+
+/// `open_blob` decrypting in `sealed` itself (a reader's own buffer), which
+/// spares copying the blob out first.
+pub fn open_blob_in_place(keys: &Keys, id: &Id, sealed: &mut [u8], raw_len: usize) -> Result<Opened, OpenError> {
+    decode(keys.open_in_place(id, sealed).ok_or(OpenError::Tag)?, raw_len)
+}
+
+/// A blob's payload (flag, then content) as a plaintext or a delta.
+fn decode(payload: &[u8], raw_len: usize) -> Result<Opened, OpenError> {
+    let data = match payload.first() {
+        Some(&RAW) => payload[1..].to_vec(),
         Some(&ZSTD) => {
             let mut out = Vec::with_capacity(raw_len);
-            with_decompressor(|d| d.decompress(&mut out, &buf[1..])).map_err(zstd_error)?;
+            with_decompressor(|d| d.decompress(&mut out, &payload[1..])).map_err(zstd_error)?;
             out
         }
         Some(&DELTA) => {
-            let base: Id = buf
+            let base: Id = payload
                 .get(1..33)
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| OpenError::Framing("a delta too short to name its base".into()))?;
-            buf.drain(..33);
-            return Ok(Opened::Delta { base, frame: buf });
+            return Ok(Opened::Delta { base, frame: payload[33..].to_vec() });
         }
         Some(f) => return Err(OpenError::Framing(format!("unknown flag {f}"))),
         None => return Err(OpenError::Framing("empty payload".into())),

@@ -707,13 +707,14 @@ impl Indexed {
     }
 
     /// Authenticates and decompresses a chunk's blob read from `loc`; a
-    /// delta is returned as such (`resolve_deltas` applies it).
-    pub(crate) fn open_blob_located(&self, id: &Id, loc: &Location, sealed: &[u8]) -> Result<blob::Opened> {
+    /// delta is returned as such (`resolve_deltas` applies it). The blob is
+    /// decrypted where it lies: `sealed` is the reader's own buffer.
+    pub(crate) fn open_blob_located(&self, id: &Id, loc: &Location, sealed: &mut [u8]) -> Result<blob::Opened> {
         let name = pack_name(&loc.pack);
         if sealed.len() != loc.length as usize {
             return Err(Error::corrupt(&name, format!("is shorter than its index says (chunk {})", hex_id(id))));
         }
-        blob::open_blob(&self.keys, id, sealed, loc.raw_len as usize).map_err(|e| {
+        blob::open_blob_in_place(&self.keys, id, sealed, loc.raw_len as usize).map_err(|e| {
             let why = match e {
                 blob::OpenError::Tag => "fails authentication (a byte changed on storage)".to_string(),
                 blob::OpenError::Framing(s) => s,

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Write};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -203,19 +203,17 @@ impl Backend for LocalBackend {
     }
 
     fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
-        let f = self.open(name)?;
-        let mut buf = vec![0u8; (range.end - range.start) as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match f.read_at(&mut buf[got..], range.start + got as u64) {
-                // Past the end: the caller sees a short object and names it.
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("reading {name}"), e)),
-            }
-        }
-        buf.truncate(got);
+        use std::io::{Read, Seek, SeekFrom};
+        // Each call has its own descriptor, so seeking is safe; `read_to_end`
+        // reads into the vector's spare capacity without zeroing it first
+        // (a restore's buffers are most of what it reads).
+        let mut f = self.open(name)?;
+        let len = (range.end - range.start) as usize;
+        let mut buf = Vec::with_capacity(len);
+        f.seek(SeekFrom::Start(range.start))
+            .and_then(|_| f.take(len as u64).read_to_end(&mut buf))
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
+        // Past the end the read is short: the caller sees a short object and names it.
         Ok(Bytes::from(buf))
     }
 
