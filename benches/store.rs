@@ -125,7 +125,9 @@ fn chunker(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunker");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-    for (name, chunking) in [("fastcdc", Chunking::DEFAULT_CDC), ("fixed16k", Chunking::Fixed { size: 16 * 1024 })] {
+    for (name, chunking) in
+        [("fastcdc", Chunking::DEFAULT_CDC), ("fixed16k", Chunking::Fixed { size: 16 * 1024, level: None })]
+    {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut total = 0;
@@ -201,7 +203,7 @@ fn backup(repo: &Indexed, data: &Arc<[u8]>) -> Manifest {
         name: "bench".into(),
         source_description: "bench".into(),
         force_read: false,
-        compression_level: LEVEL,
+        compression_level: Some(LEVEL),
         metadata: Default::default(),
         log: None,
         kind: dedupe_store::Kind::Snapshot,

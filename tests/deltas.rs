@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 const CORRUPT: i32 = 7;
 /// A page of rows here is 16 KiB (two PostgreSQL pages); relation files
-/// are chunked in blocks of 128 KiB (format-spec §8.2).
+/// are chunked in blocks of 256 KiB (format-spec §8.2).
 const PAGE: usize = 16384;
 const PAGES: usize = 256;
-const BLOCKS: usize = PAGES * PAGE / (128 << 10);
+const BLOCKS: usize = PAGES * PAGE / (256 << 10);
 
 /// A data directory of one PostgreSQL-named relation file: pages of rows.
 struct Table {

@@ -5,6 +5,7 @@
 //! rewrites them (only when the format changes on purpose).
 
 use dedupe_store::backend::LocalBackend;
+use dedupe_store::drills::{drills, DrillRecord, DRILL_AAD};
 use dedupe_store::internals::{
     apply_delta, open_blob, open_index_object, seal_chunk_against, seal_index_object, Compaction, Opened, PackEntry,
     PackWriter, COMPACTION_AAD, INDEX_AAD, INDEX_AAD_V1, TRAILER_AAD,
@@ -236,6 +237,58 @@ fn write_compaction_vector(dir: &Path, master: [u8; 32]) {
     std::fs::write(dir.join("compaction.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
 }
 
+/// A drill record (format-spec §18.2): its name, sealed bytes and fields,
+/// read back by the reader `dedupe snapshots` uses.
+#[test]
+fn a_drill_record_opens_to_its_fields() {
+    let v: Value = serde_json::from_slice(&std::fs::read(vectors_dir().join("drill.json")).unwrap()).unwrap();
+    let keys = Keys::from_master(key32(&load()["master_key"]));
+    let (name, sealed) = (v["name"].as_str().unwrap(), h(&v["sealed"]));
+    assert_eq!(name, format!("drills/{}", blake3::hash(&sealed).to_hex()));
+    let plain: Value = serde_json::from_slice(&keys.open(DRILL_AAD, &sealed).expect("opens")).unwrap();
+    assert_eq!(plain, v["plaintext"]);
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path()).unwrap();
+    use dedupe_store::backend::Backend;
+    backend.put(name, sealed.clone().into()).unwrap();
+    let (records, damaged) = drills(&backend, &keys).unwrap();
+    assert!(damaged.is_empty());
+    assert_eq!(records.len(), 1);
+    assert_eq!(serde_json::to_value(&records[0].1).unwrap(), plain);
+    assert_eq!(records[0].1.tables_checked, 32);
+    let mut bad = sealed;
+    bad[40] ^= 1;
+    backend.put(name, bad.into()).unwrap();
+    let (records, damaged) = drills(&backend, &keys).unwrap();
+    assert!(records.is_empty() && damaged.len() == 1, "a flipped bit is reported, not read");
+}
+
+fn write_drill_vector(dir: &Path, master: [u8; 32]) {
+    let keys = Keys::from_master(master);
+    let record = DrillRecord {
+        snapshot: "5f".repeat(32),
+        name: "db".into(),
+        time: "2026-11-30T03:12:09Z".into(),
+        hostname: "db1".into(),
+        until: Some("2026-11-29 23:59:00".into()),
+        ok: true,
+        error: None,
+        restore_seconds: 41.5,
+        prepare_seconds: 3.25,
+        start_seconds: 1.75,
+        check_seconds: 12.0,
+        tables_checked: 32,
+    };
+    let sealed = keys.seal(DRILL_AAD, &serde_json::to_vec(&record).unwrap());
+    let v = json!({
+        "comment": "format-spec §18.2: a drill record sealed with the master key of vectors.json",
+        "name": format!("drills/{}", blake3::hash(&sealed).to_hex()),
+        "sealed": hex::encode(&sealed),
+        "plaintext": serde_json::to_value(&record).unwrap(),
+    });
+    std::fs::write(dir.join("drill.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
+
 /// A database page (§7.2): its base stored whole, its changed version as a
 /// delta on it; the pack holding both (§9.1, a v2 trailer naming the
 /// base) and the index object listing that pack (§10.1, v2).
@@ -312,6 +365,13 @@ fn write_delta_vector(dir: &Path, master: [u8; 32]) {
         "index_object": {"name": name, "sealed": hex::encode(&sealed), "plaintext": hex::encode(keys.open(INDEX_AAD, &sealed).unwrap())},
     });
     std::fs::write(dir.join("delta.json"), serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+}
+
+/// Writes only format-spec/vectors/drill.json (added after the others).
+#[test]
+#[ignore]
+fn regenerate_drill() {
+    write_drill_vector(&vectors_dir(), key32(&load()["master_key"]));
 }
 
 /// Writes only format-spec/vectors/delta.json (added after the others).
@@ -415,4 +475,5 @@ fn regenerate() {
     write_mark_vector(&dir, master);
     write_compaction_vector(&dir, master);
     write_delta_vector(&dir, master);
+    write_drill_vector(&dir, master);
 }

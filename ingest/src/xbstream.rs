@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(
             ev,
             [
-                "open 0 a/x.ibd Fixed { size: 131072 }",
+                "open 0 a/x.ibd Fixed { size: 131072, level: None }",
                 "piece 0 0 32768",
                 "open 1 b FastCdc { min: 262144, avg: 1048576, max: 4194304 }",
                 "piece 1 0 5",

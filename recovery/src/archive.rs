@@ -145,7 +145,7 @@ fn archive(
         name: name.to_string(),
         source_description: format!("{} {}", kind.as_str(), path.display()),
         force_read: true,
-        compression_level: repo.config.compression_level,
+        compression_level: None,
         metadata: facts.to_metadata(),
         log: None,
         kind: Kind::Log,

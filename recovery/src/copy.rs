@@ -138,7 +138,7 @@ fn copy_one(
         name: m.name.clone(),
         source_description: m.source.clone(),
         force_read: true,
-        compression_level: to.config.compression_level,
+        compression_level: None,
         metadata: m.metadata.clone(),
         log: log.map(|l| Box::new(move || l) as Box<dyn FnOnce() -> Vec<u8> + Send>),
         kind,

@@ -96,7 +96,9 @@ pub struct BackupOptions {
     pub source_description: String,
     /// Read every file even when size, mtime, ctime and inode match the previous snapshot.
     pub force_read: bool,
-    pub compression_level: i32,
+    /// The zstd level for every chunk; `None`: the repository's, and the
+    /// level a page-aligned file's chunking names for its blocks.
+    pub compression_level: Option<i32>,
     pub metadata: std::collections::BTreeMap<String, serde_json::Value>,
     /// The producer's log, asked for once the source is exhausted and stored
     /// as a chunk the manifest names (`dedupe log`).
@@ -129,9 +131,11 @@ pub struct BackupResult {
 enum Item {
     /// A file begins; it is chunked so (only page-aligned ones get deltas).
     Start(u64, Node, Chunking),
-    /// A chunk, and the parent snapshot's block at the same offset of the
-    /// same file when the file is page-aligned (`delta.rs`).
-    Chunk(u64, Vec<u8>, Option<Id>),
+    /// A chunk, the parent snapshot's block at the same offset of the
+    /// same file when the file is page-aligned (`delta.rs`), and the zstd
+    /// level its file's chunking asks for, if any.
+    /// (The data is shared with the piece it was cut from: no copy.)
+    Chunk(u64, bytes::Bytes, Option<Id>, Option<i32>),
     Hole(u64, u64),
     End(u64),
     /// A node complete as it is (non-files, and files reused unread).
@@ -174,6 +178,9 @@ struct Shared<'a> {
     /// The index records deduplicated against, for the guard.
     hits: &'a Bits,
     level: i32,
+    /// Whether a file's chunking may name a level of its own: not when the
+    /// level was asked for (`backup --compression`), nor when it is 0 (off).
+    page_levels: bool,
     /// Chunks this backup has stored (or is storing).
     claimed: Mutex<crate::claims::Claims>,
 }
@@ -196,7 +203,7 @@ impl Shared<'_> {
             .items
             .iter()
             .map(|item| match item {
-                Item::Chunk(_, data, _) => {
+                Item::Chunk(_, data, ..) => {
                     let id = self.keys.chunk_id(data);
                     Some((id, self.claim(&id)))
                 }
@@ -208,7 +215,7 @@ impl Shared<'_> {
             .iter()
             .zip(&new)
             .filter_map(|(item, new)| match (item, new) {
-                (Item::Chunk(_, _, Some(parent)), Some((id, true))) if parent != id => Some(*parent),
+                (Item::Chunk(_, _, Some(parent), _), Some((id, true))) if parent != id => Some(*parent),
                 _ => None,
             })
             .collect();
@@ -226,12 +233,13 @@ impl Shared<'_> {
             .iter()
             .zip(new)
             .map(|(item, new)| {
-                let (Item::Chunk(_, data, parent), Some((id, is_new))) = (item, new) else { return None };
+                let (Item::Chunk(_, data, parent, level), Some((id, is_new))) = (item, new) else { return None };
                 if !is_new {
                     return Some((id, None));
                 }
                 let base = parent.and_then(|p| bases.get(&p)).map(|(b, plain)| (b, &plain[..]));
-                let (blob, is_delta) = blob::seal_chunk_against(self.keys, &id, data, base, self.level);
+                let level = level.filter(|_| self.page_levels).unwrap_or(self.level);
+                let (blob, is_delta) = blob::seal_chunk_against(self.keys, &id, data, base, level);
                 Some((id, Some(Sealed { blob, base: is_delta.then(|| *base.expect("a delta has a base").0) })))
             })
             .collect();
@@ -277,7 +285,8 @@ impl Indexed {
             index: &self.index,
             marked: &self.marked,
             hits: &hits,
-            level: compression_level,
+            level: compression_level.unwrap_or(self.config.compression_level),
+            page_levels: compression_level.is_none() && self.config.compression_level != 0,
             claimed: Mutex::new(crate::claims::Claims::new(self.cache_dir(self.cache_base()))),
         };
         let mut w = Writer {
@@ -433,22 +442,24 @@ fn read_source(
     };
     // The parent's blocks of each open page-aligned file, and how far it has come.
     let previous = std::cell::OnceCell::new();
-    let mut walks: HashMap<u64, (u64, Option<ParentBlocks>)> = HashMap::new();
+    // Its level, if its chunking names one.
+    let mut walks: HashMap<u64, (u64, Option<ParentBlocks>, Option<i32>)> = HashMap::new();
     let mut push = |mut item: Item, batch: &mut Vec<Item>| -> Result<()> {
         match &mut item {
-            Item::Start(k, node, Chunking::Fixed { .. }) if node.kind == NodeKind::File => {
-                walks.insert(*k, (0, previous.get_or_init(load_previous).blocks(repo, &node.path)));
+            Item::Start(k, node, Chunking::Fixed { level, .. }) if node.kind == NodeKind::File => {
+                walks.insert(*k, (0, previous.get_or_init(load_previous).blocks(repo, &node.path), *level));
             }
-            Item::Chunk(k, c, parent) => {
-                if let Some((at, Some(blocks))) = walks.get_mut(k) {
-                    *parent = blocks.at(repo, *at, c.len() as u64);
-                }
-                if let Some((at, _)) = walks.get_mut(k) {
+            Item::Chunk(k, c, parent, chunk_level) => {
+                if let Some((at, blocks, level)) = walks.get_mut(k) {
+                    if let Some(blocks) = blocks {
+                        *parent = blocks.at(repo, *at, c.len() as u64);
+                    }
                     *at += c.len() as u64;
+                    *chunk_level = *level;
                 }
             }
             Item::Hole(k, n) => {
-                if let Some((at, _)) = walks.get_mut(k) {
+                if let Some((at, ..)) = walks.get_mut(k) {
                     *at += *n;
                 }
             }
@@ -458,7 +469,7 @@ fn read_source(
             _ => {}
         }
         match &item {
-            Item::Chunk(_, c, _) => {
+            Item::Chunk(_, c, ..) => {
                 unit_bytes += c.len();
                 bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
                 advance(c.len() as u64);
@@ -498,8 +509,11 @@ fn read_source(
                 }
                 *end = offset + data.len() as u64;
                 let (k, chunking) = (*k, *chunking);
-                for chunk in crate::chunker::split(&data, chunking) {
-                    push(Item::Chunk(k, chunk.to_vec(), None), &mut batch)?;
+                let data = bytes::Bytes::from(data);
+                let mut at = 0;
+                for len in crate::chunker::split(&data, chunking).iter().map(|c| c.len()) {
+                    push(Item::Chunk(k, data.slice(at..at + len), None, None), &mut batch)?;
+                    at += len;
                 }
                 continue;
             }
@@ -546,7 +560,7 @@ fn read_source(
                     for chunk in Chunker::new(f.take(extent.1), chunking) {
                         let chunk = chunk.map_err(|e| Error::Input(format!("reading {}: {e}", path.display())))?;
                         read += chunk.len() as u64;
-                        push(Item::Chunk(key, chunk, None), &mut batch)?;
+                        push(Item::Chunk(key, chunk.into(), None, None), &mut batch)?;
                     }
                     if read != extent.1 {
                         return Err(Error::Input(format!(
@@ -561,7 +575,7 @@ fn read_source(
                 push(Item::Start(key, node, chunking), &mut batch)?;
                 for chunk in Chunker::new(reader, chunking) {
                     let chunk = chunk.map_err(|e| Error::Input(e.to_string()))?;
-                    push(Item::Chunk(key, chunk, None), &mut batch)?;
+                    push(Item::Chunk(key, chunk.into(), None, None), &mut batch)?;
                 }
                 push(Item::End(key), &mut batch)?;
             }
@@ -700,7 +714,7 @@ impl Writer<'_> {
                     open.insert(k, OpenFile { node, records: Vec::new(), logical: 0 });
                 }
                 Item::Hole(k, len) => self.push_record(open.get_mut(&k), HOLE, len)?,
-                Item::Chunk(k, data, _) => {
+                Item::Chunk(k, data, ..) => {
                     let (id, sealed) = sealed.expect("chunks have results");
                     self.stats.chunks += 1;
                     if let Some(Sealed { blob, base }) = sealed {

@@ -17,7 +17,14 @@ pub enum Chunking {
     /// FastCDC 2020, normalization level 1, seed 0.
     FastCdc { min: u32, avg: u32, max: u32 },
     /// Fixed-size blocks; the last block of a stream may be shorter.
-    Fixed { size: u32 },
+    /// `level`: the zstd level these blocks are compressed at when it is not
+    /// the repository's (a page format that compresses better at another
+    /// one, format-spec §7.4); `backup --compression` overrides it.
+    Fixed {
+        size: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<i32>,
+    },
 }
 
 impl Chunking {
@@ -27,7 +34,7 @@ impl Chunking {
     fn max(&self) -> usize {
         match *self {
             Chunking::FastCdc { max, .. } => max as usize,
-            Chunking::Fixed { size } => size as usize,
+            Chunking::Fixed { size, .. } => size as usize,
         }
     }
 }
@@ -36,7 +43,7 @@ impl Chunking {
 /// cuts a `Chunker` makes, without copying the data into a read buffer first.
 pub fn split(data: &[u8], chunking: Chunking) -> Vec<&[u8]> {
     match chunking {
-        Chunking::Fixed { size } => data.chunks(size.max(1) as usize).collect(),
+        Chunking::Fixed { size, .. } => data.chunks(size.max(1) as usize).collect(),
         Chunking::FastCdc { min, avg, max } => {
             fastcdc::v2020::FastCDC::new(data, min, avg, max).map(|c| &data[c.offset..c.offset + c.length]).collect()
         }
@@ -85,7 +92,7 @@ impl<R: Read> Chunker<R> {
     fn next_len(&self) -> usize {
         let avail = &self.buf[self.start..self.end];
         match self.chunking {
-            Chunking::Fixed { size } => avail.len().min(size as usize),
+            Chunking::Fixed { size, .. } => avail.len().min(size as usize),
             Chunking::FastCdc { min, avg, max } => {
                 if avail.len() <= min as usize {
                     return avail.len();
@@ -126,7 +133,7 @@ mod tests {
     #[test]
     fn empty_input_has_no_chunks() {
         assert!(lens(&[], Chunking::DEFAULT_CDC).is_empty());
-        assert!(lens(&[], Chunking::Fixed { size: 16384 }).is_empty());
+        assert!(lens(&[], Chunking::Fixed { size: 16384, level: None }).is_empty());
     }
 
     #[test]
@@ -137,7 +144,7 @@ mod tests {
     #[test]
     fn fixed_blocks_split_at_multiples() {
         let data = vec![1u8; 16384 * 3 + 5];
-        assert_eq!(lens(&data, Chunking::Fixed { size: 16384 }), vec![16384, 16384, 16384, 5]);
+        assert_eq!(lens(&data, Chunking::Fixed { size: 16384, level: None }), vec![16384, 16384, 16384, 5]);
     }
 
     #[test]
@@ -165,7 +172,7 @@ mod tests {
     #[test]
     fn split_cuts_like_the_chunker() {
         let data: Vec<u8> = (0..9_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-        for c in [Chunking::DEFAULT_CDC, Chunking::Fixed { size: 32768 }] {
+        for c in [Chunking::DEFAULT_CDC, Chunking::Fixed { size: 32768, level: None }] {
             let a: Vec<usize> = split(&data, c).iter().map(|s| s.len()).collect();
             assert_eq!(a, lens(&data, c));
         }

@@ -50,9 +50,12 @@ impl Config {
                     return bad("FastCDC sizes are out of range");
                 }
             }
-            Chunking::Fixed { size } => {
+            Chunking::Fixed { size, level } => {
                 if !(512..=16 << 20).contains(&size) {
                     return bad("block size is out of range");
+                }
+                if level.is_some_and(|l| !(-7..=22).contains(&l)) {
+                    return bad("block compression level is out of range");
                 }
             }
         }

@@ -39,7 +39,8 @@ pub(crate) struct Args {
     /// Read every file, even those unchanged since the previous snapshot of this name.
     #[arg(long)]
     force_read: bool,
-    /// zstd level for new chunks (0 stores raw).
+    /// zstd level for every new chunk (0 stores raw); by default the
+    /// repository's, and 2 for PostgreSQL relation files (format-spec §7.4).
     #[arg(long)]
     compression: Option<i32>,
     /// Back up a running server's data directory (--datadir) from a filesystem
@@ -191,7 +192,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
         name,
         source_description: description,
         force_read: a.force_read,
-        compression_level: a.compression.unwrap_or(repo.config.compression_level),
+        compression_level: a.compression,
         metadata: facts.to_metadata(),
         log: log_report.map(|r| {
             Box::new(move || r.lock().expect("not poisoned").log.clone()) as Box<dyn FnOnce() -> Vec<u8> + Send>
