@@ -52,7 +52,8 @@ pub(crate) struct Args {
     /// After restoring a mariabackup snapshot, run `mariabackup --prepare` on the target.
     #[arg(long)]
     prepare: bool,
-    /// Whether the summary is printed (`drill` prints its own).
+    /// Whether the summary and the next steps are printed (`drill` takes
+    /// those steps itself and prints its own).
     #[arg(skip = true)]
     summary: bool,
 }
@@ -152,7 +153,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             ctx.note(&format!("applied {} ({n}/{of})", short(sid)))
         })?;
         if let (Some((_, text)), Some(plan)) = (&until, &planned) {
-            finish_until(ctx, plan, target, text)?;
+            finish_until(ctx, plan, target, text, summary)?;
         }
         return Ok(());
     }
@@ -231,7 +232,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         ctx.note("this is an incremental backup: --prepare restores and prepares its whole chain");
     }
     if let (Some((_, text)), Some(plan)) = (&until, &planned) {
-        finish_until(ctx, plan, target, text)?;
+        finish_until(ctx, plan, target, text, summary)?;
     }
     let secs = started.elapsed().as_secs_f64();
     if !summary {
@@ -299,8 +300,8 @@ fn restore_command_password(ctx: &Ctx) -> R<Vec<String>> {
 }
 
 /// After the base is restored into `target`: the recovery settings for
-/// PostgreSQL, or the next command for MariaDB.
-fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str) -> R {
+/// PostgreSQL, and (with `hints`) the next command.
+fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str, hints: bool) -> R {
     if plan.is_postgresql() {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::new(exit::ERROR, format!("cannot find the dedupe binary: {e}")))?;
@@ -318,12 +319,15 @@ fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str) -> R {
         words.extend(["wal".into(), "fetch".into(), "--name".into(), plan.name.clone()]);
         let settings = plan.recovery_settings(&restore_command(&words)).expect("a PostgreSQL plan");
         write_recovery_settings(target, &settings)?;
+        if !hints {
+            return Ok(());
+        }
         ctx.note(&format!(
             "{} is ready: `pg_ctl -D {} start` replays the archived WAL up to {until_text}, then promotes (archive_mode is off in the copy)",
             target.display(),
             target.display()
         ));
-    } else {
+    } else if hints {
         ctx.note(&format!(
             "next: start a server on {} and run `dedupe binlog replay --name {} --target {} --until {} | mariadb`",
             target.display(),
