@@ -268,7 +268,7 @@ impl XbstreamSource {
                 for (offset, data) in pieces {
                     self.captured.offer(&path, offset, &data);
                     if !data.is_empty() {
-                        self.pending.push_back(Event::Piece { key, offset, data });
+                        self.pending.push_back(Event::Piece { key, offset, data: data.into() });
                     }
                 }
             }

@@ -194,7 +194,7 @@ fn walk(ahead: &mut Ahead<'_>, nodes: &[Node], default: Chunking, tx: &SyncSende
                         let chunking = dedupe_ingest::pages::chunking_for(&n.path, d, default);
                         tx.send(Ok(Event::Open { key, node: n, chunking })).map_err(|_| stopped())?;
                     }
-                    tx.send(Ok(Event::Piece { key, offset, data: d.to_vec() })).map_err(|_| stopped())?;
+                    tx.send(Ok(Event::Piece { key, offset, data: d.to_vec().into() })).map_err(|_| stopped())?;
                     offset += d.len() as u64;
                 }
             }

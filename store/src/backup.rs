@@ -66,7 +66,7 @@ pub enum Event {
     Open { key: u64, node: Node, chunking: Chunking },
     /// Content of file `key` at `offset`. Offsets of one file only grow; a
     /// gap before a piece is a hole.
-    Piece { key: u64, offset: u64, data: Vec<u8> },
+    Piece { key: u64, offset: u64, data: bytes::Bytes },
     /// File `key` is complete at `size` bytes (past the last piece is a hole).
     Close { key: u64, size: u64 },
 }
@@ -509,7 +509,6 @@ fn read_source(
                 }
                 *end = offset + data.len() as u64;
                 let (k, chunking) = (*k, *chunking);
-                let data = bytes::Bytes::from(data);
                 let mut at = 0;
                 for len in crate::chunker::split(&data, chunking).iter().map(|c| c.len()) {
                     push(Item::Chunk(k, data.slice(at..at + len), None, None), &mut batch)?;
