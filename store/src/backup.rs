@@ -440,9 +440,9 @@ fn read_source(
         *seq += 1;
         Ok(())
     };
-    // The parent's blocks of each open page-aligned file, and how far it has come.
+    // Each open page-aligned file: how far it has come, the parent's blocks,
+    // and the level its chunking names, if any.
     let previous = std::cell::OnceCell::new();
-    // Its level, if its chunking names one.
     let mut walks: HashMap<u64, (u64, Option<ParentBlocks>, Option<i32>)> = HashMap::new();
     let mut push = |mut item: Item, batch: &mut Vec<Item>| -> Result<()> {
         match &mut item {

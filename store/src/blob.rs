@@ -10,10 +10,10 @@
 //!
 //! The writer hands the base to a context of its own as a prefix
 //! (`refPrefix`), with a window and hash table sized for base and chunk;
-//! the reader hands it to `ZSTD_decompress_usingDict` for one call. Both read
-//! a dictionary that starts with zstd's dictionary magic as a structured
-//! dictionary, so such a base is never used: the chunk is stored whole, and
-//! every delta means a raw-content prefix.
+//! the reader hands it to `ZSTD_decompress_usingDict` for one call, which
+//! reads a dictionary that starts with zstd's dictionary magic as a
+//! structured dictionary: so such a base is never used (the chunk is stored
+//! whole), and every delta means a raw-content prefix.
 
 use crate::crypto::{Id, Keys, NONCE_LEN};
 use rand::RngCore;
