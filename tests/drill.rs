@@ -5,13 +5,14 @@
 //! with a corrupted page fails the check (exit 20, naming the table).
 
 use dedupe_suite::mariadb::{serial, Server};
-use dedupe_suite::postgres::{as_postgres, ok, pg_tempdir, postgres_dir, Server as PgServer, PORT};
+use dedupe_suite::postgres::{as_postgres, ok, pg_bin, pg_tempdir, postgres_dir, Pg, Server as PgServer, PORT};
 use dedupe_suite::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const CORRUPT: i32 = 7;
 const DRILL_FAILED: i32 = 20;
+const WRONG_VERSION: i32 = 22;
 
 /// `drill --json` with its scratch space in `scratch` and its metrics in `drill.prom` beside the repository.
 fn drill(repo: &Repo, scratch: &Path, args: &[&str]) -> Output {
@@ -148,7 +149,8 @@ fn postgresql_drills_pass_on_a_good_base_backup_and_fail_on_a_corrupted_page() {
     );
     repo.ok(&["backup", "--name", "pg", "--command", &producer]);
 
-    let out = drill(&repo, &scratch, &["latest", "--name", "pg"]);
+    let pg_bin = pg_bin().display().to_string();
+    let out = drill(&repo, &scratch, &["--pg-bin", &pg_bin, "latest", "--name", "pg"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["ok"], true, "{r}");
@@ -161,9 +163,64 @@ fn postgresql_drills_pass_on_a_good_base_backup_and_fail_on_a_corrupted_page() {
     drop(source);
     corrupt_page(&src.join(rel), 1);
     repo.ok(&["backup".as_ref(), "--name".as_ref(), "pg-damaged".as_ref(), src.as_os_str()]);
-    let out = drill(&repo, &scratch, &["latest", "--name", "pg-damaged"]);
+    let out = drill(&repo, &scratch, &["--pg-bin", &pg_bin, "latest", "--name", "pg-damaged"]);
     assert_eq!(out.status.code(), Some(DRILL_FAILED), "{}", String::from_utf8_lossy(&out.stderr));
     let err = one_line_error(&out);
     assert!(err.contains("shop"), "names the database and what failed: {err}");
+    assert!(leftovers(&scratch).is_empty());
+}
+
+/// A host with PostgreSQL 15 first on PATH (as Debian's packages and
+/// /usr/local/bin links leave it) and 18's programs elsewhere, as a build
+/// of its own or a package's tree has them.
+#[test]
+fn a_drill_of_postgresql_18_data_finds_its_programs_or_refuses_naming_both_versions() {
+    let (pg18, pg15) = (Pg::of(18), Pg::of(15));
+    let repo = Repo::new();
+    let tmp = pg_tempdir();
+    let t = tmp.path();
+    let (src, logs, sock) =
+        (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")), postgres_dir(&t.join("sock")));
+    let scratch = postgres_dir(&t.join("scratch"));
+    pg18.initdb(&src, "");
+    let source = PgServer::start_on(pg18.clone(), &src, &sock, &logs.join("src.log"), &[]);
+    source.psql("postgres", "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let producer = pg18.shell("pg_basebackup", &format!("-h {} -p {PORT} -D - -Ft -X fetch -c fast", sock.display()));
+    repo.ok(&["backup", "--name", "pg18", "--command", &producer]);
+    drop(source);
+    let snaps = repo.json(&["snapshots", "--name", "pg18"]);
+    assert_eq!(snaps[0]["metadata"]["postgresql"]["version"], 18, "{snaps}");
+
+    // PATH leads to 15's pg_ctl first.
+    let first = t.join("path");
+    std::fs::create_dir_all(&first).unwrap();
+    std::os::unix::fs::symlink(pg15.path("pg_ctl"), first.join("pg_ctl")).unwrap();
+    let path = format!("{}:{}", first.display(), std::env::var("PATH").unwrap_or_default());
+    let run = |extra: &[&str], env: Option<&Path>| {
+        let mut c = repo.cmd(["--json", "drill", "--scratch"]);
+        c.arg(&scratch).args(extra).args(["latest", "--name", "pg18"]).env("PATH", &path);
+        if let Some(bin) = env {
+            c.env("DEDUPE_PG_BIN", bin);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[], None);
+    assert_eq!(out.status.code(), Some(WRONG_VERSION), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains("PostgreSQL 18") && err.contains("PostgreSQL 15") && err.contains("--pg-bin"), "{err}");
+    assert!(leftovers(&scratch).is_empty());
+    // Refused before anything ran: no drill is recorded against the backup.
+    assert!(repo.json(&["snapshots", "--name", "pg18"])[0]
+        .get("drills")
+        .is_none_or(|d| d.as_array().is_some_and(|d| d.is_empty())));
+
+    // Told where 18's programs are, by option or by environment: it passes.
+    let bin = pg18.bin.display().to_string();
+    let out = run(&["--pg-bin", &bin], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[], Some(&pg18.bin));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
     assert!(leftovers(&scratch).is_empty());
 }

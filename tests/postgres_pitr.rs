@@ -15,7 +15,7 @@
 //! Servers come from `dedupe_suite::postgres`: socket-only, stopped on drop.
 
 use dedupe_suite::postgres::{
-    as_postgres, as_postgres_cmd, chown_postgres, is_root, ok, pg, postgres_dir, postgres_user, Server, PORT,
+    as_postgres, as_postgres_cmd, chown_postgres, is_root, ok, pg, pg_bin, postgres_dir, postgres_user, Server, PORT,
 };
 use dedupe_suite::*;
 use std::fs;
@@ -134,14 +134,17 @@ impl Setup {
         c
     }
 
-    /// The archive_command's `dedupe ... wal push --name pg` (without `%p`).
+    /// The archive_command's `dedupe ... wal push --name pg` (without `%p`),
+    /// with the programs of the version under test for the commit times, as a
+    /// host whose PostgreSQL is not Debian's names them.
     fn wal_push(&self) -> String {
         format!(
-            "{} --repo {} --password-file {} --cache-dir {} wal push --name pg",
+            "{} --repo {} --password-file {} --cache-dir {} --pg-bin {} wal push --name pg",
             dedupe_bin().display(),
             self.repo.url,
             self.password_file.display(),
-            self.pg_cache.display()
+            self.pg_cache.display(),
+            pg_bin().display()
         )
     }
 

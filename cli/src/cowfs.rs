@@ -155,6 +155,31 @@ impl CowFs {
         Ok(fs)
     }
 
+    /// Appends `text` to the file `name` at the top of the snapshot (made,
+    /// owned like the root, if missing), in the overlay like any write.
+    pub(crate) fn append(&mut self, name: &str, text: &[u8]) -> Result<(), i32> {
+        let ino = match self.dir(1)?.children.get(OsStr::new(name)) {
+            Some(&ino) => ino,
+            None => {
+                let root = self.inodes[0].attr;
+                let a = attr(
+                    self.inodes.len() as u64 + 1,
+                    FileType::RegularFile,
+                    0o600,
+                    0,
+                    SystemTime::now(),
+                    root.uid,
+                    root.gid,
+                );
+                let ino = self.push(a, None, Vec::new());
+                self.dir(1)?.children.insert(OsString::from(name), ino);
+                ino
+            }
+        };
+        let size = self.inode(ino)?.attr.size;
+        self.write_at(ino, size, text)
+    }
+
     fn push(&mut self, attr: FileAttr, lower: Option<usize>, target: Vec<u8>) -> u64 {
         self.inodes.push(Inode { attr, children: BTreeMap::new(), target, lower, map: None, upper: None, open: 0 });
         self.inodes.len() as u64

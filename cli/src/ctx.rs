@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     /// `--metrics-file`, `--on-failure`: for backups, pushes and drills (`report.rs`).
     pub(crate) metrics_file: Option<PathBuf>,
     pub(crate) on_failure: Option<String>,
+    /// `--pg-bin`: PostgreSQL's programs for the data at hand (`dedupe_recovery::pgbin`).
+    pub(crate) pg_bin: Option<PathBuf>,
 }
 
 /// Where the local cache lives unless --cache-dir says.

@@ -27,6 +27,8 @@ pub(crate) const DAMAGED_INPUT: i32 = 17;
 pub(crate) const MOUNT_FAILED: i32 = 18;
 pub(crate) const SNAPSHOT_FAILED: i32 = 19;
 pub(crate) const DRILL_FAILED: i32 = 20;
+pub(crate) const OTHER_CLUSTER: i32 = 21;
+pub(crate) const WRONG_VERSION: i32 = 22;
 
 /// What a shell reports for a process ended by SIGPIPE: the reader of
 /// our output went away (`| head`), which is not an error.
@@ -115,6 +117,8 @@ impl From<dedupe_recovery::Error> for Failure {
             E::Damaged(_) => DAMAGED_INPUT,
             E::Storage(_) => STORAGE,
             E::Tool(_) => ERROR,
+            E::WrongVersion(_) => WRONG_VERSION,
+            E::OtherCluster(_) => OTHER_CLUSTER,
             E::Corrupt(_) => CORRUPT,
             E::OutputClosed => CLOSED_PIPE,
         };

@@ -72,6 +72,10 @@ struct Cli {
     /// DEDUPE_ERROR, DEDUPE_EXIT_CODE, DEDUPE_COMMAND and DEDUPE_NAME set.
     #[arg(long, env = "DEDUPE_ON_FAILURE", global = true, help_heading = "Global options")]
     on_failure: Option<String>,
+    /// The directory of the PostgreSQL programs (pg_ctl, pg_waldump...) of the
+    /// data's major version, where neither /usr/lib/postgresql/N/bin nor PATH has them.
+    #[arg(long, env = "DEDUPE_PG_BIN", global = true, help_heading = "Global options")]
+    pg_bin: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -230,6 +234,7 @@ fn run(cli: Cli) -> exit::R {
         typed: std::sync::OnceLock::new(),
         metrics_file: cli.metrics_file,
         on_failure: cli.on_failure,
+        pg_bin: cli.pg_bin,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),

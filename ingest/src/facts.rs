@@ -131,6 +131,9 @@ pub struct PgFacts {
     pub tablespace_map: Option<bool>,
     /// pg_control's system identifier, as a string (it does not fit a JSON double).
     pub system_identifier: Option<String>,
+    /// The server's major version (the data directory's `PG_VERSION`).
+    #[serde(deserialize_with = "lenient_u32")]
+    pub version: Option<u32>,
 }
 
 impl SnapshotFacts {
@@ -308,6 +311,9 @@ pub struct WalFacts {
     pub segment_size: Option<u64>,
     pub start_lsn: Option<String>,
     pub end_lsn: Option<String>,
+    /// The cluster's system identifier from the segment's first page header,
+    /// as a string (it does not fit a JSON double).
+    pub system_identifier: Option<String>,
     /// Unix seconds of the first and last commit (or abort) record.
     /// `None`: nobody could tell (no pg_waldump that reads it);
     /// `Some(None)`: read, and it holds no commit.
@@ -327,6 +333,7 @@ impl WalFacts {
             segment_size: None,
             start_lsn: None,
             end_lsn: None,
+            system_identifier: None,
             first_commit_time: None,
             last_commit_time: None,
         }
@@ -344,6 +351,10 @@ fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     })
+}
+
+fn lenient_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(lenient(d)?.and_then(|v| u32::try_from(v).ok()))
 }
 
 /// A key that is present (even as null) is `Some`; an absent one `None` (serde's default).

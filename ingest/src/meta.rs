@@ -27,6 +27,8 @@ const INTERESTING: &[&str] = &[
     "backup_manifest",
     // Its first 8 bytes are the cluster's system identifier (little-endian).
     "global/pg_control",
+    // The major version of the server that wrote the data directory.
+    "PG_VERSION",
 ];
 const KEEP: usize = 64 * 1024;
 /// backup_manifest ends with the WAL range the backup needs; its head is
@@ -108,6 +110,7 @@ impl Captured {
             pg.backup_manifest = Some(self.files.contains_key("backup_manifest"));
             pg.tablespace_map = Some(self.files.contains_key("tablespace_map"));
             pg.stop_wal_location = self.text(&["backup_manifest"]).as_deref().and_then(manifest_end_lsn);
+            pg.version = self.text(&["PG_VERSION"]).and_then(|v| v.trim().split('.').next()?.parse().ok());
             if let Some(id) = self.files.get("global/pg_control").and_then(|b| b.get(..8)) {
                 pg.system_identifier = Some(u64::from_le_bytes(id.try_into().expect("8 bytes")).to_string());
             }

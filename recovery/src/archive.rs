@@ -362,24 +362,73 @@ pub struct WalFile {
 }
 
 impl WalFile {
-    pub fn read(path: &Path) -> Result<WalFile> {
+    /// `pg_bin`: `--pg-bin`, whose pg_waldump reads the commit times first.
+    pub fn read(path: &Path, pg_bin: Option<&Path>) -> Result<WalFile> {
         let file = path
             .file_name()
             .and_then(|f| f.to_str())
             .ok_or_else(|| Error::Usage("the WAL path has no file name".into()))?
             .to_string();
         let len = std::fs::metadata(path).map_err(|e| read_error(path, e))?.len();
-        let facts = crate::wal::file_facts(path, &file, len);
+        let facts = crate::wal::file_facts(path, &file, len, pg_bin);
         Ok(WalFile { path: path.to_path_buf(), file, len, facts })
     }
 }
 
-/// Archives one WAL file (`archive_command`).
+/// Archives one WAL file (`archive_command`). A segment of another
+/// cluster than the name's (`cluster_of`) is refused: two clusters' WAL
+/// under one name would share file names and mix in a recovery.
 pub fn push_wal(repo: &Indexed, name: &str, wal: &WalFile) -> Result<Outcome> {
-    let existing: Vec<LogFile> =
-        archived(repo.catalogue(), name, LogKind::Wal)?.into_iter().filter(|l| l.file() == wal.file).collect();
+    let all = archived(repo.catalogue(), name, LogKind::Wal)?;
+    if let Some(theirs) = wal.facts.system_identifier.as_deref() {
+        if let Some((ours, from)) = cluster_of(repo.catalogue(), name, &all)? {
+            if ours != theirs {
+                return Err(Error::OtherCluster(format!(
+                    "{} is WAL of the cluster with system identifier {theirs}, but {name} is the cluster {ours} (from {from}): \
+                     archive another cluster under its own --name (a copy of {name} must not archive at all: archive_mode = off)",
+                    wal.file
+                )));
+            }
+        }
+    }
+    let existing: Vec<LogFile> = all.into_iter().filter(|l| l.file() == wal.file).collect();
     let detail = LogDetail::Wal(wal.facts.clone());
     archive(repo, &existing, name, LogKind::Wal, &wal.path, &wal.file, wal.len, false, detail)
+}
+
+/// The system identifier of the cluster archived as `name`, and where it
+/// was read: its newest base backup that records one, else its newest
+/// archived segment that does.
+pub fn cluster_of(cat: &Catalogue, name: &str, archived: &[LogFile]) -> Result<Option<(String, String)>> {
+    let snapshots = cat.list(Kind::Snapshot, Some(name))?;
+    let from_snapshot = snapshots.iter().rev().find_map(|(id, m)| {
+        let pg = dedupe_ingest::facts::SnapshotFacts::of(m).postgresql?;
+        Some((pg.system_identifier?, format!("its base backup {}", &id[..id.len().min(8)])))
+    });
+    if from_snapshot.is_some() {
+        return Ok(from_snapshot);
+    }
+    let newest = archived
+        .iter()
+        .filter_map(|l| Some((l.manifest.time.as_str(), l.wal()?.system_identifier.clone()?, l.file())))
+        .max_by(|a, b| a.0.cmp(b.0));
+    Ok(newest.map(|(_, id, file)| (id, format!("its archived {file}"))))
+}
+
+/// Whether archiving `wal` should warn that its commit times are unknown:
+/// when they are, and the name's newest archived segment had them (or
+/// there is none), so the warning comes once when they stop being known,
+/// not with every segment after.
+pub fn commit_times_lost(cat: &Catalogue, name: &str, wal: &WalFile) -> Result<bool> {
+    let unknown = |w: &WalFacts| w.last_commit_time.is_none();
+    if !matches!(wal.facts.kind, dedupe_ingest::facts::WalFileType::Segment) || !unknown(&wal.facts) {
+        return Ok(false);
+    }
+    let newest = archived(cat, name, LogKind::Wal)?
+        .into_iter()
+        .filter(|l| l.wal().is_some_and(|w| w.kind == dedupe_ingest::facts::WalFileType::Segment))
+        .max_by_key(|l| l.wal().and_then(|w| w.segment));
+    Ok(newest.is_none_or(|l| l.wal().is_some_and(|w| !unknown(w))))
 }
 
 /// Fetches one archived WAL file into `dest` (`restore_command`).

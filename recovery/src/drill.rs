@@ -50,11 +50,20 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().map_err(|e| Error::Tool(format!("no free port: {e}")))?.port())
 }
 
-/// The last lines of a server's log, for an error.
+/// A server's last words, for an error: the lines that say why (PostgreSQL's
+/// `FATAL`, `PANIC`, `ERROR`, `HINT`, MariaDB's `[ERROR]`), a few of the
+/// newest, then the log's last three lines.
 fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
+    last_words(&std::fs::read_to_string(log).unwrap_or_default())
+}
+
+fn last_words(text: &str) -> String {
+    const WHY: [&str; 6] = ["FATAL:", "PANIC:", "ERROR:", "HINT:", "DETAIL:", "[ERROR]"];
+    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.len().saturating_sub(3);
+    let mut why: Vec<&str> = lines[..last].iter().copied().filter(|l| WHY.iter().any(|w| l.contains(w))).collect();
+    why.drain(..why.len().saturating_sub(6));
+    why.into_iter().chain(lines[last..].iter().copied()).collect::<Vec<_>>().join(" | ")
 }
 
 /// The binary log a data directory was written with, if any: a filesystem
@@ -84,7 +93,7 @@ pub struct Server {
     pub log: PathBuf,
     /// mariadbd, run in the foreground as our child.
     child: Option<Child>,
-    /// PostgreSQL's binaries and who runs them.
+    /// PostgreSQL's binaries (of the data's version) and who runs them.
     pg_bin: PathBuf,
     as_postgres: bool,
 }
@@ -92,7 +101,8 @@ pub struct Server {
 impl Server {
     /// Starts the right server on `datadir`; `run` is a new directory for
     /// its socket and log. Waits until it answers (PostgreSQL: promoted, when it was recovering to a target).
-    pub fn start(database: Database, datadir: &Path, run: &Path) -> Result<Server> {
+    /// `pg` are PostgreSQL's programs for the data (`pgbin::for_datadir`).
+    pub fn start(database: Database, datadir: &Path, run: &Path, pg: Option<&crate::pgbin::PgBin>) -> Result<Server> {
         std::fs::create_dir_all(run).map_err(|e| Error::Storage(format!("cannot create {}: {e}", run.display())))?;
         let port = free_port()?;
         let log = run.join("server.log");
@@ -103,7 +113,7 @@ impl Server {
             port,
             log,
             child: None,
-            pg_bin: PathBuf::new(),
+            pg_bin: pg.map(|p| p.dir.clone()).unwrap_or_default(),
             as_postgres: false,
         };
         match database {
@@ -189,15 +199,9 @@ impl Server {
     }
 
     fn start_pg(&mut self) -> Result<()> {
-        let version = std::fs::read_to_string(self.datadir.join("PG_VERSION")).unwrap_or_default();
-        let versioned = PathBuf::from(format!("/usr/lib/postgresql/{}/bin", version.trim()));
-        self.pg_bin = if versioned.join("pg_ctl").is_file() {
-            versioned
-        } else {
-            crate::tool::which(&["pg_ctl"])
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .ok_or_else(|| Error::Tool(format!("pg_ctl for PostgreSQL {} is not installed", version.trim())))?
-        };
+        if self.pg_bin.as_os_str().is_empty() {
+            return Err(Error::Tool("no PostgreSQL programs were given for the drill's server".into()));
+        }
         // PostgreSQL refuses to run as root.
         if is_root() {
             let owner = user("postgres")
@@ -355,5 +359,30 @@ impl Drop for Server {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_words;
+
+    #[test]
+    fn a_failed_start_keeps_the_lines_that_say_why() {
+        let log = "\
+2026-12-07 10:00:00 UTC [1] LOG:  starting PostgreSQL 18.6
+2026-12-07 10:00:00 UTC [1] FATAL:  this is an incremental backup, not a data directory
+2026-12-07 10:00:00 UTC [1] HINT:  Use pg_combinebackup to reconstruct a valid data directory.
+2026-12-07 10:00:00 UTC [1] LOG:  startup process (PID 2) exited with exit code 1
+2026-12-07 10:00:00 UTC [1] LOG:  aborting startup due to startup process failure
+2026-12-07 10:00:00 UTC [1] LOG:  database system is shut down
+";
+        let w = last_words(log);
+        assert!(
+            w.contains("FATAL:  this is an incremental backup") && w.contains("HINT:  Use pg_combinebackup"),
+            "{w}"
+        );
+        assert!(w.ends_with("database system is shut down"), "{w}");
+        // Short logs are kept whole, once.
+        assert_eq!(last_words("a\nFATAL: b\n"), "a | FATAL: b");
     }
 }

@@ -35,6 +35,14 @@ pub enum Error {
     /// An external tool (mariabackup, mariadb-binlog) is missing or failed.
     #[error("{0}")]
     Tool(String),
+    /// The database's programs found are of another major version than the
+    /// data: never reported as damage.
+    #[error("{0}")]
+    WrongVersion(String),
+    /// A WAL file of another cluster (its system identifier) than the one
+    /// archived under this name.
+    #[error("{0}")]
+    OtherCluster(String),
     /// The repository's records contradict themselves.
     #[error("{0}")]
     Corrupt(String),

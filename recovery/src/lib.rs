@@ -17,6 +17,8 @@ mod error;
 pub mod fssnap;
 pub mod mysql_lock;
 pub mod pg_backup;
+pub mod pgbin;
+pub mod pgcopy;
 pub mod plan;
 pub mod prepare;
 pub mod replay;

@@ -46,6 +46,7 @@ impl Plan {
     /// The settings a restored PostgreSQL data directory gets appended to
     /// its `postgresql.auto.conf` (with an empty `recovery.signal` beside):
     /// recover through `restore_command` up to the target, then promote.
+    /// (Archiving is turned off apart, `pgcopy::disarm_archiving`.)
     /// `None` for MariaDB/MySQL, whose logs are replayed by a client.
     pub fn recovery_settings(&self, restore_command: &str) -> Option<String> {
         if !self.is_postgresql() {
@@ -54,8 +55,7 @@ impl Plan {
         let pgq = |s: &str| format!("'{}'", s.replace('\'', "''"));
         Some(format!(
             "\n# Written by dedupe restore --until: recover from the WAL archive up to the target, then promote.\n\
-             restore_command = {}\nrecovery_target_time = {}\nrecovery_target_inclusive = off\nrecovery_target_action = 'promote'\n\
-             # A restored copy must not archive into the original server's WAL archive.\narchive_mode = off\n",
+             restore_command = {}\nrecovery_target_time = {}\nrecovery_target_inclusive = off\nrecovery_target_action = 'promote'\n",
             pgq(restore_command),
             pgq(&crate::wal::target_time(self.until)),
         ))

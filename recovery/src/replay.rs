@@ -111,17 +111,9 @@ pub fn restore_command(words: &[String]) -> String {
 /// directory's postgresql.auto.conf and creates recovery.signal, both owned
 /// like the rest of the data directory so the server can read them.
 pub fn write_recovery_settings(target: &Path, settings: &str) -> Result<()> {
-    let conf = target.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
-    text.push_str(settings);
-    let io = |e: std::io::Error| Error::Storage(format!("cannot write recovery settings in {}: {e}", target.display()));
-    std::fs::write(&conf, text).map_err(io)?;
-    std::fs::write(target.join("recovery.signal"), b"").map_err(io)?;
-    if let Ok(m) = std::fs::metadata(target.join("PG_VERSION")) {
-        use std::os::unix::fs::MetadataExt;
-        for f in ["postgresql.auto.conf", "recovery.signal"] {
-            let _ = std::os::unix::fs::chown(target.join(f), Some(m.uid()), Some(m.gid()));
-        }
-    }
+    crate::pgcopy::append_settings(target, settings)?;
+    let signal = target.join("recovery.signal");
+    std::fs::write(&signal, b"").map_err(|e| Error::Storage(format!("cannot write {}: {e}", signal.display())))?;
+    crate::pgcopy::owned_like_the_cluster(target, "recovery.signal");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! the server's own pg_waldump.
 
 use dedupe_ingest::facts::{WalFacts, WalFileType};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The segment size when nothing says otherwise (initdb's default).
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
@@ -41,6 +41,7 @@ pub fn name_facts(file: &str, size: u64) -> WalFacts {
         segment_size: Some(seg_size),
         start_lsn: Some(lsn(start)),
         end_lsn: Some(lsn(start + seg_size)),
+        system_identifier: None,
         first_commit_time: None,
         last_commit_time: None,
     }
@@ -57,13 +58,15 @@ pub fn segment_name(timeline: u64, seg: u64, seg_size: u64) -> String {
     format!("{timeline:08X}{:08X}{:08X}", seg / per_log, seg % per_log)
 }
 
-/// The facts of a WAL file about to be archived: its name's, and for a
-/// segment the commit times pg_waldump finds in it.
-pub fn file_facts(path: &Path, file: &str, len: u64) -> WalFacts {
+/// The facts of a WAL file about to be archived: its name's, its cluster's
+/// system identifier, and for a segment the commit times pg_waldump finds
+/// in it (`pg_bin`: `--pg-bin`, whose pg_waldump is tried first).
+pub fn file_facts(path: &Path, file: &str, len: u64, pg_bin: Option<&Path>) -> WalFacts {
     let mut facts = name_facts(file, len);
     if matches!(facts.kind, WalFileType::Segment | WalFileType::Partial) {
+        facts.system_identifier = system_identifier(path).map(|id| id.to_string());
         // Null when pg_waldump found no commit; absent when it could not look.
-        if let Some(times) = commit_times_of(path) {
+        if let Some(times) = commit_times_of(path, pg_bin) {
             facts.first_commit_time = Some(times.map(|t| t.0));
             facts.last_commit_time = Some(times.map(|t| t.1));
         }
@@ -71,31 +74,33 @@ pub fn file_facts(path: &Path, file: &str, len: u64) -> WalFacts {
     facts
 }
 
-/// Every pg_waldump on the machine: the one on PATH, then Debian's per
-/// version, newest first. A pg_waldump reads only its own version's WAL, so
-/// each is tried until one reads the file.
-fn pg_waldumps() -> Vec<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.split('.').next()?.parse().ok()?;
-            let p = e.path().join("bin/pg_waldump");
-            p.exists().then_some((version, p))
-        })
-        .collect();
-    found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    crate::tool::which(&["pg_waldump"]).into_iter().chain(found.into_iter().map(|(_, p)| p)).collect()
+/// The system identifier in a segment's first page header (the long
+/// header: `xlp_info` has `XLP_LONG_HEADER`, and `xlp_sysid` follows the
+/// 24-byte short header), the same number as in the cluster's pg_control.
+/// `None` when the file does not start with one.
+pub fn system_identifier(path: &Path) -> Option<u64> {
+    let mut head = [0u8; 40];
+    std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
+    system_identifier_in(&head)
+}
+
+fn system_identifier_in(head: &[u8; 40]) -> Option<u64> {
+    const XLP_LONG_HEADER: u16 = 0x0002;
+    let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+    let info = u16::from_le_bytes([head[2], head[3]]);
+    let (seg_size, block) = (u32_at(32), u32_at(36));
+    // A long header names the segment and page sizes: powers of two in range.
+    let sane = seg_size.is_power_of_two() && (1 << 20..=1 << 30).contains(&seg_size) && block.is_power_of_two();
+    (info & XLP_LONG_HEADER != 0 && sane).then(|| u64::from_le_bytes(head[24..32].try_into().expect("8 bytes")))
 }
 
 /// First and last commit times in a WAL segment (unix seconds), read with
 /// pg_waldump: WAL records are PostgreSQL's own format, and its own tool
 /// reads them across versions. `Some(None)` when it read the segment and
-/// found no commit; `None` when it could not tell (no pg_waldump, no record
-/// read at all, a time it could not read).
-fn commit_times_of(path: &Path) -> Option<Option<(i64, i64)>> {
-    pg_waldumps().into_iter().find_map(|tool| {
+/// found no commit; `None` when it could not tell (no pg_waldump of the
+/// segment's version, no record read at all, a time it could not read).
+fn commit_times_of(path: &Path, pg_bin: Option<&Path>) -> Option<Option<(i64, i64)>> {
+    crate::pgbin::waldumps(pg_bin).into_iter().find_map(|tool| {
         // pg_waldump prints times in its local zone with the zone's abbreviation
         // (CEST, IST, AEST...), which is no zone name: in UTC it says "UTC".
         // (It exits 1 at the end of an ordinary segment: the output is what counts.)
@@ -183,6 +188,25 @@ rmgr: Transaction len (rec/tot):     42/    42, tx:          0, lsn: 0/01516A08,
         assert_eq!(commit_times(""), None);
         // A time in a zone abbreviation that names no zone: unknown, not "no commit".
         assert_eq!(commit_times(&DUMP.replace("UTC", "IST")), None);
+    }
+
+    #[test]
+    fn the_system_identifier_is_read_from_a_long_page_header() {
+        let mut head = [0u8; 40];
+        head[2] = 0x02; // XLP_LONG_HEADER (with 0x04, XLP_BKP_REMOVABLE, as servers write it)
+        head[2] |= 0x04;
+        head[24..32].copy_from_slice(&7_444_123_456_789_012_345u64.to_le_bytes());
+        head[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        head[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        assert_eq!(system_identifier_in(&head), Some(7_444_123_456_789_012_345));
+        // A short header (a page in the middle of a segment) names none.
+        let mut short = head;
+        short[2] = 0x04;
+        assert_eq!(system_identifier_in(&short), None);
+        // Sizes that are no sizes: not a header.
+        let mut odd = head;
+        odd[32..36].copy_from_slice(&12345u32.to_le_bytes());
+        assert_eq!(system_identifier_in(&odd), None);
     }
 
     #[test]

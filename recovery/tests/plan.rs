@@ -674,7 +674,6 @@ fn recovery_settings_recover_to_the_target_through_restore_command() {
             &format!("recovery_target_time = '{}'\n", target_time(at(5))),
             "recovery_target_inclusive = off\n",
             "recovery_target_action = 'promote'\n",
-            "archive_mode = off\n",
         ],
     );
     // A quote in the command is doubled, as PostgreSQL reads it.

@@ -134,7 +134,8 @@ impl Repo {
             .env_remove("DEDUPE_NAME")
             .env_remove("DEDUPE_PASSWORD_FILE")
             .env_remove("DEDUPE_PASSWORD_COMMAND")
-            .env_remove("DEDUPE_NEW_PASSWORD");
+            .env_remove("DEDUPE_NEW_PASSWORD")
+            .env_remove("DEDUPE_PG_BIN");
         c
     }
 

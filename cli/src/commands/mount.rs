@@ -74,7 +74,14 @@ pub(crate) fn one(ctx: &Ctx, spec: &str, name: Option<&str>, point: &Path) -> R 
 
 /// `restore SPEC --mount POINT --writable`: one snapshot, its changes in
 /// `overlay` (default `POINT.overlay`), which is removed when the mount ends.
-pub(crate) fn writable(ctx: &Ctx, spec: &str, name: Option<&str>, point: &Path, overlay: Option<PathBuf>) -> R {
+pub(crate) fn writable(
+    ctx: &Ctx,
+    spec: &str,
+    name: Option<&str>,
+    point: &Path,
+    overlay: Option<PathBuf>,
+    keep_archiving: bool,
+) -> R {
     need_dir(point)?;
     let point = std::fs::canonicalize(point).map_err(|e| Failure::usage(format!("{}: {e}", point.display())))?;
     let overlay = overlay.unwrap_or_else(|| {
@@ -98,7 +105,25 @@ pub(crate) fn writable(ctx: &Ctx, spec: &str, name: Option<&str>, point: &Path, 
         return Err(Failure::usage(format!("the overlay {} must not be inside the mount point", overlay.display())));
     }
     let gone = overlay.clone();
-    let served = CowFs::new(repo, &id, &manifest, overlay.clone()).map_err(Failure::from).and_then(|fs| {
+    // A PostgreSQL copy must not archive into its source's name (`pgcopy`).
+    let postgresql =
+        dedupe_ingest::facts::SnapshotFacts::of(&manifest).database == Some(dedupe_ingest::facts::Database::Postgresql);
+    let disarm = postgresql && !keep_archiving;
+    let served = CowFs::new(repo, &id, &manifest, overlay.clone()).map_err(Failure::from).and_then(|mut fs| {
+        if disarm {
+            fs.append(dedupe_recovery::pgcopy::AUTO_CONF, dedupe_recovery::pgcopy::NO_ARCHIVING.as_bytes()).map_err(
+                |errno| {
+                    Failure::new(
+                        exit::STORAGE,
+                        format!(
+                            "cannot turn archiving off in the copy's {}: {}",
+                            dedupe_recovery::pgcopy::AUTO_CONF,
+                            std::io::Error::from_raw_os_error(errno)
+                        ),
+                    )
+                },
+            )?;
+        }
         let what = format!(
             "snapshot {} mounted writable (copy-on-write; changes go to {} and last as long as the mount)",
             &id[..8],

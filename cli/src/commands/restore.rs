@@ -52,6 +52,11 @@ pub(crate) struct Args {
     /// After restoring a mariabackup snapshot, run `mariabackup --prepare` on the target.
     #[arg(long)]
     prepare: bool,
+    /// Keep a PostgreSQL backup's own archive_mode and archive_command in the
+    /// copy, for a copy that replaces its source (a failover). Without it the
+    /// copy gets `archive_mode = off`, so it never archives into its source's name.
+    #[arg(long, conflicts_with = "stdout")]
+    keep_archiving: bool,
     /// Whether the summary and the next steps are printed (`drill` takes
     /// those steps itself and prints its own).
     #[arg(skip = true)]
@@ -80,6 +85,7 @@ impl Args {
             path: None,
             force: false,
             prepare,
+            keep_archiving: false,
             summary: false,
         }
     }
@@ -94,13 +100,26 @@ fn dir_is_empty(p: &Path) -> R<bool> {
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
-    let Args { snapshot, until, name, target, stdout, path, force, prepare: prep, mount, writable, overlay, summary } =
-        a;
+    let Args {
+        snapshot,
+        until,
+        name,
+        target,
+        stdout,
+        path,
+        force,
+        prepare: prep,
+        mount,
+        writable,
+        overlay,
+        keep_archiving,
+        summary,
+    } = a;
     let (name, target) = (name.as_deref(), target.as_deref());
     if let Some(point) = mount {
         let spec = snapshot.as_deref().unwrap_or("latest");
         if writable {
-            return super::mount::writable(ctx, spec, name, &point, overlay);
+            return super::mount::writable(ctx, spec, name, &point, overlay, keep_archiving);
         }
         return super::mount::one(ctx, spec, name, &point);
     }
@@ -153,7 +172,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
             ctx.note(&format!("applied {} ({n}/{of})", short(sid)))
         })?;
         if let (Some((_, text)), Some(plan)) = (&until, &planned) {
-            finish_until(ctx, plan, target, text, summary)?;
+            finish_until(ctx, plan, target, text, summary, keep_archiving)?;
         }
         return Ok(());
     }
@@ -212,6 +231,9 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Failure::new(exit::STORAGE, format!("cannot chmod {}: {e}", target.display())))?;
+        if whole && !keep_archiving {
+            dedupe_recovery::pgcopy::disarm_archiving(target)?;
+        }
     }
     // A filesystem snapshot's data directory has no file with the binlog
     // coordinates its lock recorded: `binlog replay` reads them from this one.
@@ -232,7 +254,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         ctx.note("this is an incremental backup: --prepare restores and prepares its whole chain");
     }
     if let (Some((_, text)), Some(plan)) = (&until, &planned) {
-        finish_until(ctx, plan, target, text, summary)?;
+        finish_until(ctx, plan, target, text, summary, keep_archiving)?;
     }
     let secs = started.elapsed().as_secs_f64();
     if !summary {
@@ -253,6 +275,9 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
         human(report.bytes),
         secs
     ));
+    if postgresql && whole && planned.is_none() && !keep_archiving {
+        ctx.note("archive_mode is off in the copy, so it never archives into its source's WAL archive (--keep-archiving keeps the source's settings)");
+    }
     Ok(())
 }
 
@@ -301,7 +326,7 @@ fn restore_command_password(ctx: &Ctx) -> R<Vec<String>> {
 
 /// After the base is restored into `target`: the recovery settings for
 /// PostgreSQL, and (with `hints`) the next command.
-fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str, hints: bool) -> R {
+fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str, hints: bool, keep_archiving: bool) -> R {
     if plan.is_postgresql() {
         let exe = std::env::current_exe()
             .map_err(|e| Failure::new(exit::ERROR, format!("cannot find the dedupe binary: {e}")))?;
@@ -322,8 +347,13 @@ fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str, hints: 
         if !hints {
             return Ok(());
         }
+        let archiving = if keep_archiving {
+            "it archives as its source did (--keep-archiving)"
+        } else {
+            "archive_mode is off in the copy"
+        };
         ctx.note(&format!(
-            "{} is ready: `pg_ctl -D {} start` replays the archived WAL up to {until_text}, then promotes (archive_mode is off in the copy)",
+            "{} is ready: `pg_ctl -D {} start` replays the archived WAL up to {until_text}, then promotes ({archiving})",
             target.display(),
             target.display()
         ));

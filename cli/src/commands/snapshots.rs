@@ -102,11 +102,13 @@ fn position(f: &SnapshotFacts) -> String {
         return out.trim().to_string();
     }
     if let Some(pg) = &f.postgresql {
-        return format!(
+        let mut out = pg.version.map(|v| format!("PostgreSQL {v} ")).unwrap_or_default();
+        out.push_str(&format!(
             "wal {} timeline {}",
             pg.start_wal_location.as_deref().unwrap_or("?"),
             pg.timeline.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
-        );
+        ));
+        return out;
     }
     String::new()
 }
