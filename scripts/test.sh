@@ -90,6 +90,16 @@ if [ "$status" = 0 ] && [ $# = 0 ]; then
     --test mariadb --test postgres --test mariadb_pitr --test postgres_pitr 2>&1 | tee -a "$log"
   status=${PIPESTATUS[0]}
 fi
+# The PostgreSQL tests again on 18 and on 16 (their programs found by
+# path, as above): round trips, incremental backups, writable mounts,
+# point-in-time restores, drills.
+for v in 18 16; do
+  if [ "$status" = 0 ] && [ $# = 0 ]; then
+    echo "--- again, on PostgreSQL $v ---"
+    DEDUPE_TEST_PG=$v cargo test --release --locked --test postgres --test postgres_pitr --test drill -- --skip mariadb 2>&1 | tee -a "$log"
+    status=${PIPESTATUS[0]}
+  fi
+done
 # The README's first command, exactly: `cargo install` builds dedupe again
 # (minutes, in target/readme-install), so it runs alone, after the rest.
 if [ "$status" = 0 ] && [ $# = 0 ]; then
