@@ -603,3 +603,115 @@ fn a_btrfs_snapshot_backup_of_a_running_cluster_restores_to_a_point_in_time() {
     let got: Vec<i64> = copy.rows().iter().map(|r| r.0).collect();
     assert_eq!(got, want, "--until {until}");
 }
+
+/// What the archiver of `server` has done: (archived_count, failed_count).
+fn archiver(server: &Server) -> (u64, u64) {
+    let a = server.psql("postgres", "SELECT archived_count || ' ' || failed_count FROM pg_stat_archiver");
+    let (ok, failed) = a.split_once(' ').unwrap_or_else(|| panic!("pg_stat_archiver: {a:?}"));
+    (ok.parse().unwrap(), failed.parse().unwrap())
+}
+
+/// A copy started on `data` the README's way (plain `pg_ctl start`, the
+/// source's archive_command in its postgresql.conf), written to and made
+/// to end a WAL segment: it must archive nothing.
+fn start_write_and_switch(s: &Setup, data: &Path, what: &str) {
+    let sock = postgres_dir(&s.dir.join(format!("sock-{what}")));
+    let copy = Server::start(data, &sock, &s.dir.join(format!("logs/{what}.log")));
+    let conf = fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    assert!(conf.contains("wal push --name pg"), "{what}: the source's archive_command is in the copy's configuration");
+    assert_eq!(copy.psql("postgres", "SHOW archive_mode"), "off", "{what}");
+    copy.psql("postgres", &format!("INSERT INTO t SELECT g, '{what}' FROM generate_series(1000, 1999) g"));
+    copy.psql("postgres", "SELECT pg_switch_wal()");
+    copy.psql("postgres", "CHECKPOINT");
+    copy.psql("postgres", "SELECT pg_switch_wal()");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(archiver(&copy), (0, 0), "{what} archived");
+}
+
+#[test]
+fn copies_started_the_readme_way_never_archive_into_their_source() {
+    let s = Setup::new();
+    let source = s.source(&format!("{} %p", s.wal_push()), &[]);
+    source.insert(1);
+    s.base_backup(&source);
+    source.insert(2);
+    source.switch_and_wait_archived();
+
+    // A plain restore, a writable mount and a drill, each on the same
+    // timeline as the source, writing WAL of the source's next segments.
+    let restored = s.dir.join("restored");
+    s.repo.ok(&[
+        "restore".as_ref(),
+        "latest".as_ref(),
+        "--name".as_ref(),
+        "pg".as_ref(),
+        "--target".as_ref(),
+        restored.as_os_str(),
+    ]);
+    start_write_and_switch(&s, &restored, "restored");
+    {
+        let m = dedupe_suite::mount::Mounted::writable_at(&s.repo, "latest", s.dir.join("instant"));
+        start_write_and_switch(&s, &m.point, "instant");
+        let (code, stderr) = m.unmount();
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    let scratch = postgres_dir(&s.dir.join("scratch"));
+    let bin = pg_bin().display().to_string();
+    let out = s.repo.run(&[
+        "drill".as_ref(),
+        "--scratch".as_ref(),
+        scratch.as_os_str(),
+        "--pg-bin".as_ref(),
+        bin.as_ref(),
+        "latest".as_ref(),
+        "--name".as_ref(),
+        "pg".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The source archives on as before: none of its segments is taken.
+    for id in 3..=5 {
+        source.insert(id);
+        source.switch_and_wait_archived();
+    }
+    let rows = source.rows();
+    // A time after row 5 and before row 6: a point-in-time restore to it
+    // holds exactly the source's rows 1-5, none of the copies'.
+    std::thread::sleep(Duration::from_millis(1100));
+    let until = local_time(now_secs());
+    std::thread::sleep(Duration::from_millis(1100));
+    source.insert(6);
+    source.switch_and_wait_archived();
+    assert_eq!(archiver(&source).1, 0, "the source's archiving failed");
+    drop(source);
+    let target = s.dir.join("pitr");
+    let out = s.restore_until(&until, &target, true);
+    assert!(out.status.success(), "restore --until {until}: {}", String::from_utf8_lossy(&out.stderr));
+    let copy = s.start_promoted(&target);
+    assert_eq!(copy.rows(), rows);
+}
+
+#[test]
+fn wal_of_another_cluster_is_refused_under_the_same_name() {
+    let s = Setup::new();
+    let source = s.source(&format!("{} %p", s.wal_push()), &[]);
+    source.insert(1);
+    s.base_backup(&source);
+    source.switch_and_wait_archived();
+    let sysid = |server: &Server| server.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
+    let ours = sysid(&source);
+    drop(source);
+
+    // Another cluster (a new initdb on another host, say) under the same --name.
+    let other = s.source_at(&s.dir.join("other"), "/bin/true", &[]);
+    let theirs = sysid(&other);
+    assert_ne!(ours, theirs);
+    let seg = other.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    other.psql("postgres", "SELECT pg_switch_wal()");
+    let path = other.data.join("pg_wal").join(&seg);
+    let out = s.repo.run(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(21), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains(&ours) && err.contains(&theirs) && err.contains("--name"), "{err}");
+    drop(other);
+}
