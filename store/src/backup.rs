@@ -67,8 +67,13 @@ pub enum Event {
     /// Content of file `key` at `offset`. Offsets of one file only grow; a
     /// gap before a piece is a hole.
     Piece { key: u64, offset: u64, data: bytes::Bytes },
-    /// File `key` is complete at `size` bytes (past the last piece is a hole).
+    /// File `key` is complete at `size` bytes (past the last piece is a hole;
+    /// for a derived file, the base's bytes or zeros).
     Close { key: u64, size: u64 },
+    /// Like `Open`, for a file made from a file of another snapshot and the
+    /// pieces that follow (`derive.rs`): a PostgreSQL incremental's
+    /// `INCREMENTAL.*` file on its base.
+    Derive { key: u64, node: Node, chunking: Chunking, from: crate::derive::Derived },
 }
 
 /// A backup source: a stream of named entries, parents before children.
@@ -140,6 +145,13 @@ enum Item {
     End(u64),
     /// A node complete as it is (non-files, and files reused unread).
     Whole(Node),
+    /// A derived file begins (`derive.rs`); its content comes as the two below.
+    StartDerived(u64, Node),
+    /// A chunk known by id, `len` bytes, the file's zstd level: a base's
+    /// record, read only if the repository has no usable copy.
+    Known(u64, Id, u64, Option<i32>),
+    /// A slot a worker makes from the base's bytes and the pieces.
+    Derived(u64, crate::derive::Slot, Option<i32>),
 }
 
 /// A unit of work closes at this many bytes of chunk data or this many items.
@@ -166,6 +178,8 @@ struct Done {
     results: Vec<Option<(Id, Option<Sealed>)>>,
     /// The worker panicked on this unit: the backup must stop, not wait for it.
     panicked: bool,
+    /// A base a derived file needs could not be read.
+    failed: Option<Error>,
 }
 
 /// What the workers share: read-only keys and index, and the in-run dedup set.
@@ -197,13 +211,21 @@ impl Shared<'_> {
     }
 
     fn work(&self, unit: Unit) -> Done {
+        let seq = unit.seq;
+        let (items, known) = match self.make_derived(unit.items) {
+            Ok(made) => made,
+            Err(e) => return Done { seq, items: Vec::new(), results: Vec::new(), panicked: false, failed: Some(e) },
+        };
+        let unit = Unit { seq, items };
         // Which chunks are new first, so that the bases of the changed
         // pages among them are read together.
         let new: Vec<Option<(Id, bool)>> = unit
             .items
             .iter()
-            .map(|item| match item {
-                Item::Chunk(_, data, ..) => {
+            .zip(known)
+            .map(|(item, known)| match (item, known) {
+                (_, Some(k)) => Some(k),
+                (Item::Chunk(_, data, ..), None) => {
                     let id = self.keys.chunk_id(data);
                     Some((id, self.claim(&id)))
                 }
@@ -233,6 +255,9 @@ impl Shared<'_> {
             .iter()
             .zip(new)
             .map(|(item, new)| {
+                if let (Item::Known(..), Some((id, _))) = (item, new) {
+                    return Some((id, None));
+                }
                 let (Item::Chunk(_, data, parent, level), Some((id, is_new))) = (item, new) else { return None };
                 if !is_new {
                     return Some((id, None));
@@ -243,7 +268,55 @@ impl Shared<'_> {
                 Some((id, Some(Sealed { blob, base: is_delta.then(|| *base.expect("a delta has a base").0) })))
             })
             .collect();
-        Done { seq: unit.seq, items: unit.items, results, panicked: false }
+        Done { seq: unit.seq, items: unit.items, results, panicked: false, failed: None }
+    }
+
+    /// Turns a unit's derived slots into chunks (`derive.rs`), reading the
+    /// base records they need together; a known record the repository has
+    /// no usable copy of (none, or only in a marked pack) is read too, and
+    /// stored again. The second value says, for such items, their id and
+    /// that they are claimed.
+    #[allow(clippy::type_complexity)]
+    fn make_derived(&self, items: Vec<Item>) -> Result<(Vec<Item>, Vec<Option<(Id, bool)>>)> {
+        let mut wanted: Vec<Id> = Vec::new();
+        let mut known: Vec<Option<(Id, bool)>> = Vec::with_capacity(items.len());
+        for item in &items {
+            known.push(match item {
+                Item::Known(_, id, ..) => {
+                    let is_new = self.claim(id);
+                    if is_new {
+                        wanted.push(*id);
+                    }
+                    Some((*id, is_new))
+                }
+                Item::Derived(_, slot, _) => {
+                    wanted.extend(slot.base.iter().map(|(id, ..)| *id).filter(|id| *id != crate::snapshot::HOLE));
+                    None
+                }
+                _ => None,
+            });
+        }
+        if wanted.is_empty() {
+            return Ok((items, known));
+        }
+        let mut seen = std::collections::HashSet::new();
+        wanted.retain(|id| seen.insert(*id));
+        let plain: HashMap<Id, Vec<u8>> = wanted.iter().copied().zip(self.repo.read_chunks(&wanted)?).collect();
+        let items = items
+            .into_iter()
+            .zip(&known)
+            .map(|(item, k)| match (item, k) {
+                (Item::Known(f, id, _, level), Some((_, true))) => {
+                    let data = plain.get(&id).cloned().unwrap_or_default();
+                    Ok(Item::Chunk(f, data.into(), None, level))
+                }
+                (Item::Derived(f, slot, level), _) => {
+                    Ok(Item::Chunk(f, slot.assemble(&plain)?.into(), slot.parent, level))
+                }
+                (item, _) => Ok(item),
+            })
+            .collect::<Result<Vec<Item>>>()?;
+        Ok((items, known))
     }
 }
 
@@ -324,8 +397,10 @@ impl Indexed {
                 s.spawn(move || {
                     for unit in rx {
                         let seq = unit.seq;
-                        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.work(unit)))
-                            .unwrap_or(Done { seq, items: Vec::new(), results: Vec::new(), panicked: true });
+                        let done =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shared.work(unit))).unwrap_or(
+                                Done { seq, items: Vec::new(), results: Vec::new(), panicked: true, failed: None },
+                            );
                         if tx.send(done).is_err() {
                             break;
                         }
@@ -474,7 +549,14 @@ fn read_source(
                 bytes_read.fetch_add(c.len() as u64, Ordering::Relaxed);
                 advance(c.len() as u64);
             }
-            Item::Hole(_, n) => advance(*n),
+            Item::Hole(_, n) | Item::Known(_, _, n, _) => advance(*n),
+            // A worker makes the slot: its bytes count in the unit; only
+            // the pieces were read.
+            Item::Derived(_, slot, _) => {
+                unit_bytes += slot.len as usize;
+                bytes_read.fetch_add(slot.written(), Ordering::Relaxed);
+                advance(slot.len);
+            }
             _ => {}
         }
         batch.push(item);
@@ -487,9 +569,68 @@ fn read_source(
     // Keys of the items: entries get fresh ones; a source's own keys map to ours.
     let mut next_key = 0u64;
     let mut open: HashMap<u64, (u64, u64, Chunking)> = HashMap::new();
+    // Derived files (`derive.rs`): their walks by the source's key, and the
+    // snapshots they are derived from, each read once.
+    let mut derived: HashMap<u64, (u64, u64, crate::derive::Walk, Option<i32>)> = HashMap::new();
+    let mut bases: HashMap<String, Parent> = HashMap::new();
+    let made = |k: u64, level: Option<i32>, made: Vec<(u64, crate::derive::Made)>| {
+        made.into_iter().map(move |(len, m)| match m {
+            crate::derive::Made::Record(id, _) if id == HOLE => Item::Hole(k, len),
+            crate::derive::Made::Record(id, len) => Item::Known(k, id, len, level),
+            crate::derive::Made::Slot(slot) => Item::Derived(k, slot, level),
+        })
+    };
     while let Some(event) = source.next_event()? {
         let entry = match event {
             Event::Entry(e) => e,
+            Event::Derive { key, node, chunking, from } => {
+                if open.contains_key(&key) || derived.contains_key(&key) {
+                    return Err(Error::Input(format!("{} was opened twice", node.path)));
+                }
+                if !bases.contains_key(&from.snapshot) {
+                    let (_, m) = repo.find_snapshot(&from.snapshot, None)?;
+                    bases.insert(from.snapshot.clone(), Parent::new(repo.read_tree(&m)?.nodes));
+                }
+                let base = &bases[&from.snapshot];
+                let size = match base.get(&from.path) {
+                    Some(n) if n.kind == NodeKind::File => n.size,
+                    _ => {
+                        return Err(Error::Input(format!(
+                            "{} is built on {} of snapshot {}, which has no such file",
+                            node.path, from.path, from.snapshot
+                        )))
+                    }
+                };
+                let Chunking::Fixed { size: slot, level } = chunking else {
+                    return Err(Error::Invalid(format!("{}: a derived file is cut in fixed-size blocks", node.path)));
+                };
+                let walk =
+                    crate::derive::Walk::new(Some(base.records_of(repo, &from.path)?), size, from.keep, slot as u64);
+                derived.insert(key, (next_key, 0, walk, level));
+                push(Item::StartDerived(next_key, node), &mut batch)?;
+                next_key += 1;
+                continue;
+            }
+            Event::Piece { key, offset, data } if derived.contains_key(&key) => {
+                let (k, end, walk, level) = derived.get_mut(&key).expect("checked");
+                if offset < *end {
+                    return Err(Error::Input(format!("content at offset {offset} goes back before {end}")));
+                }
+                *end = offset + data.len() as u64;
+                let (k, level) = (*k, *level);
+                for item in made(k, level, walk.piece(repo, offset, data)?) {
+                    push(item, &mut batch)?;
+                }
+                continue;
+            }
+            Event::Close { key, size } if derived.contains_key(&key) => {
+                let (k, _, mut walk, level) = derived.remove(&key).expect("checked");
+                for item in made(k, level, walk.close(repo, size)?) {
+                    push(item, &mut batch)?;
+                }
+                push(Item::End(k), &mut batch)?;
+                continue;
+            }
             Event::Open { key, node, chunking } => {
                 if open.insert(key, (next_key, 0, chunking)).is_some() {
                     return Err(Error::Input(format!("{} was opened twice", node.path)));
@@ -580,8 +721,8 @@ fn read_source(
             }
         }
     }
-    if !open.is_empty() {
-        return Err(Error::Truncated(format!("the source ended with {} files incomplete", open.len())));
+    if !open.is_empty() || !derived.is_empty() {
+        return Err(Error::Truncated(format!("the source ended with {} files incomplete", open.len() + derived.len())));
     }
     if !batch.is_empty() {
         send(&mut batch, &mut seq)?;
@@ -679,6 +820,9 @@ impl Writer<'_> {
             if done.panicked {
                 return Err(Error::Invalid("a backup worker thread panicked (a bug: please report it)".into()));
             }
+            if let Some(e) = done.failed {
+                return Err(e);
+            }
             waiting.insert(done.seq, done);
             while let Some(done) = waiting.remove(&next) {
                 next += 1;
@@ -709,10 +853,16 @@ impl Writer<'_> {
                     }
                     tree.nodes.push(node);
                 }
-                Item::Start(k, node, _) => {
+                Item::Start(k, node, _) | Item::StartDerived(k, node) => {
                     open.insert(k, OpenFile { node, records: Vec::new(), logical: 0 });
                 }
                 Item::Hole(k, len) => self.push_record(open.get_mut(&k), HOLE, len)?,
+                Item::Known(k, _, len, _) => {
+                    let (id, _) = sealed.expect("known chunks have results");
+                    self.stats.chunks += 1;
+                    self.push_record(open.get_mut(&k), id, len)?;
+                }
+                Item::Derived(..) => unreachable!("workers make derived slots into chunks"),
                 Item::Chunk(k, data, ..) => {
                     let (id, sealed) = sealed.expect("chunks have results");
                     self.stats.chunks += 1;

@@ -91,6 +91,25 @@ impl Parent {
     }
 }
 
+impl Parent {
+    /// The blocks of `path`, which must be a file of this snapshot, for a
+    /// file derived from it (`derive.rs`): a list that cannot be read is an
+    /// error when walked, not a file without bases.
+    pub(crate) fn records_of(&self, repo: &Indexed, path: &str) -> crate::Result<ParentBlocks> {
+        if let Some(b) = self.blocks(repo, path) {
+            return Ok(b);
+        }
+        let node = self.get(path).ok_or_else(|| crate::Error::Invalid(format!("{path} is not in the base")))?;
+        let lists = node
+            .content
+            .iter()
+            .map(|h| parse_id(h))
+            .collect::<Option<VecDeque<Id>>>()
+            .ok_or_else(|| crate::Error::corrupt(format!("node {path}"), "content id is not hex"))?;
+        Ok(ParentBlocks { lists, records: VecDeque::new(), at: 0 })
+    }
+}
+
 /// The parent snapshot's blocks of one file, walked forward by offset.
 pub(crate) struct ParentBlocks {
     lists: VecDeque<Id>,
@@ -122,6 +141,41 @@ impl ParentBlocks {
                 continue;
             }
             return (self.at == offset && n == len && id != HOLE).then_some(id);
+        }
+    }
+
+    /// Every record (id or hole, its offset, its length) that meets
+    /// `[start, end)`; offsets must not go back. A list chunk that cannot
+    /// be read is an error here: a derived file needs the base's bytes.
+    pub(crate) fn covering(&mut self, repo: &Indexed, start: u64, end: u64) -> crate::Result<Vec<(Id, u64, u64)>> {
+        let mut out = Vec::new();
+        let (mut i, mut at) = (0, self.at);
+        loop {
+            if i == self.records.len() {
+                let Some(list) = self.lists.pop_front() else { return Ok(out) };
+                let bytes = repo.read_chunk(&list)?;
+                let records = decode_records(&bytes).ok_or_else(|| {
+                    crate::Error::corrupt(format!("list chunk {}", crate::crypto::hex_id(&list)), "not whole records")
+                })?;
+                self.records.extend(records);
+                continue;
+            }
+            let (id, n) = self.records[i];
+            if at + n <= start && i == 0 {
+                // Wholly before this and every later call's range.
+                self.records.pop_front();
+                self.at += n;
+                at = self.at;
+                continue;
+            }
+            if at >= end {
+                return Ok(out);
+            }
+            if at + n > start {
+                out.push((id, at, n));
+            }
+            at += n;
+            i += 1;
         }
     }
 }

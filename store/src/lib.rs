@@ -26,6 +26,7 @@ mod claims;
 mod compaction;
 mod crypto;
 mod delta;
+mod derive;
 pub mod drills;
 mod error;
 mod filemap;
@@ -49,6 +50,7 @@ pub use backup::{BackupOptions, BackupResult, Body, Entry, Event, Origin, Source
 pub use catalogue::Catalogue;
 pub use check::{CheckReport, Finding, Severity, Subset};
 pub use chunker::Chunking;
+pub use derive::Derived;
 pub use error::{Error, Result};
 pub use filemap::{ChunkCache, FileMap};
 pub use keyfile::{hostname, KdfParams};
