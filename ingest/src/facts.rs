@@ -134,6 +134,20 @@ pub struct PgFacts {
     /// The server's major version (the data directory's `PG_VERSION`).
     #[serde(deserialize_with = "lenient_u32")]
     pub version: Option<u32>,
+    /// A `pg_basebackup --incremental`: the start LSN of the backup it was
+    /// taken against (its label's `INCREMENTAL FROM LSN`).
+    pub incremental_from_lsn: Option<String>,
+    /// The stored snapshot it was combined with into the full it is
+    /// (`pgincr`). An incremental without one was stored as it came
+    /// (before dedupe combined them): no data directory, nor a base.
+    pub built_on: Option<String>,
+}
+
+impl PgFacts {
+    /// An incremental stored as it came, not combined into a full.
+    pub fn is_uncombined_incremental(&self) -> bool {
+        self.incremental_from_lsn.is_some() && self.built_on.is_none()
+    }
 }
 
 impl SnapshotFacts {

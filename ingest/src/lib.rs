@@ -10,6 +10,7 @@ pub mod dir;
 pub mod facts;
 pub mod meta;
 pub mod pages;
+pub mod pgincr;
 pub mod producer;
 pub mod sink;
 pub mod sniff;

@@ -39,6 +39,9 @@ const MANIFEST_TAIL: usize = 4096;
 #[derive(Default)]
 pub struct Captured {
     files: BTreeMap<String, Vec<u8>>,
+    /// A PostgreSQL incremental built into a full: the LSN it was taken
+    /// from, and the snapshot it was built on.
+    built_on: Option<(String, String)>,
 }
 
 impl Captured {
@@ -58,6 +61,11 @@ impl Captured {
             let n = (KEEP - kept.len()).min(data.len());
             kept.extend_from_slice(&data[..n]);
         }
+    }
+
+    /// Records that the stream is an incremental from `lsn` built on snapshot `id`.
+    pub fn built_on(&mut self, lsn: &str, id: &str) {
+        self.built_on = Some((lsn.to_string(), id.to_string()));
     }
 
     fn text(&self, names: &[&str]) -> Option<String> {
@@ -110,6 +118,10 @@ impl Captured {
             pg.backup_manifest = Some(self.files.contains_key("backup_manifest"));
             pg.tablespace_map = Some(self.files.contains_key("tablespace_map"));
             pg.stop_wal_location = self.text(&["backup_manifest"]).as_deref().and_then(manifest_end_lsn);
+            if let Some((lsn, id)) = &self.built_on {
+                pg.incremental_from_lsn = Some(lsn.clone());
+                pg.built_on = Some(id.clone());
+            }
             pg.version = self.text(&["PG_VERSION"]).and_then(|v| v.trim().split('.').next()?.parse().ok());
             if let Some(id) = self.files.get("global/pg_control").and_then(|b| b.get(..8)) {
                 pg.system_identifier = Some(u64::from_le_bytes(id.try_into().expect("8 bytes")).to_string());
@@ -166,6 +178,7 @@ pub fn backup_label(text: &str) -> PgFacts {
             "BACKUP METHOD" => m.backup_method = Some(v),
             "BACKUP FROM" => m.backup_from = Some(v),
             "LABEL" => m.label = Some(v),
+            "INCREMENTAL FROM LSN" => m.incremental_from_lsn = Some(v),
             _ => {}
         }
     }

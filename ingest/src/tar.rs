@@ -5,8 +5,10 @@
 //! module maps entries to snapshot nodes and streams file content in pieces,
 //! so memory does not grow with the size of a member.
 
+use crate::facts::SnapshotFacts;
 use crate::pages;
-use dedupe_store::{Chunking, Error, Event, Node, NodeKind, Result, Source};
+use crate::pgincr;
+use dedupe_store::{Chunking, Derived, Error, Event, Node, NodeKind, Result, Source};
 use std::io::{self, Read, Write};
 
 /// Content is handed to the store in pieces of this size (a multiple of
@@ -72,17 +74,43 @@ pub struct TarSource {
 
 impl TarSource {
     pub fn new(input: Box<dyn Read + Send>, default: Chunking) -> Self {
+        TarSource::with_bases(input, default, Vec::new())
+    }
+
+    /// The same, where a PostgreSQL incremental base backup in the stream
+    /// is built on one of `bases` (the snapshots of its name, oldest first,
+    /// with their facts) into the full it stands for (`pgincr`).
+    pub fn with_bases(input: Box<dyn Read + Send>, default: Chunking, bases: Vec<(String, SnapshotFacts)>) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let captured = std::sync::Arc::new(std::sync::Mutex::new(crate::meta::Captured::default()));
         let (w, c) = (warnings.clone(), captured.clone());
         std::thread::spawn(move || {
-            if let Err(e) = walk(input, default, &tx, &w, &c) {
+            if let Err(e) = walk(input, default, &bases, &tx, &w, &c) {
                 let _ = tx.send(Err(e));
             }
         });
         TarSource { rx, warnings, captured }
     }
+}
+
+/// An incremental being built on its base (`pgincr`).
+struct Incremental {
+    base: String,
+    base_system: Option<String>,
+    /// The rebuilt label's bytes, and each rebuilt file's size by path.
+    label: Vec<u8>,
+    sizes: std::collections::HashMap<String, u64>,
+}
+
+/// The whole content of a (small) member.
+fn read_whole(entry: &mut dyn Read, size: u64, path: &str) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    entry.read_exact(&mut buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Error::Truncated(format!("the tar stream ends inside {path}")),
+        _ => tar_err(e),
+    })?;
+    Ok(buf)
 }
 
 fn node_path(raw: &std::path::Path) -> Result<Option<String>> {
@@ -100,6 +128,7 @@ fn node_path(raw: &std::path::Path) -> Result<Option<String>> {
 fn walk(
     input: Box<dyn Read + Send>,
     default: Chunking,
+    bases: &[(String, SnapshotFacts)],
     tx: &crossbeam_channel::Sender<Result<Event>>,
     warnings: &std::sync::Mutex<Vec<String>>,
     captured: &std::sync::Mutex<crate::meta::Captured>,
@@ -114,6 +143,7 @@ fn walk(
     // would double the memory of a walk over a million files): a hard link
     // must name an earlier regular file, as `tar -x` needs it to.
     let mut seen: std::collections::HashMap<u64, Seen> = Default::default();
+    let mut incremental: Option<Incremental> = None;
     for entry in entries {
         let mut entry = entry.map_err(tar_err)?;
         let header = entry.header().clone();
@@ -159,6 +189,107 @@ fn walk(
             continue;
         }
         let size = entry.size();
+        // A PostgreSQL incremental: its label, its manifest and its
+        // incremental files become the full's (`pgincr`).
+        let special = match (&incremental, path.as_str()) {
+            (None, "backup_label") if size <= 1 << 20 => true,
+            (Some(_), "backup_manifest" | "global/pg_control") => true,
+            (Some(_), p) => pgincr::bare_path(p).is_some(),
+            _ => false,
+        };
+        if special {
+            let k = key;
+            key += 1;
+            node.size = size;
+            let send_whole = |node: Node, bytes: Vec<u8>| -> Result<()> {
+                let chunking = pages::chunking_for(&node.path, &bytes, default);
+                captured.lock().expect("not poisoned").offer(&node.path, 0, &bytes);
+                let n = bytes.len() as u64;
+                send(Event::Open { key: k, node, chunking })?;
+                if n > 0 {
+                    send(Event::Piece { key: k, offset: 0, data: bytes.into() })?;
+                }
+                send(Event::Close { key: k, size: n })
+            };
+            if let Some(bare) = pgincr::bare_path(&path).filter(|_| incremental.is_some()) {
+                let inc = incremental.as_mut().expect("filtered");
+                let header = pgincr::Header::read(&mut entry, size, &path)?;
+                let mut node = node;
+                node.path = bare.clone();
+                let chunking = pages::chunking_for(&bare, &[], default);
+                let from = Derived {
+                    snapshot: inc.base.clone(),
+                    path: bare.clone(),
+                    keep: header.truncation as u64 * pgincr::BLOCK,
+                };
+                send(Event::Derive { key: k, node, chunking, from })?;
+                for (first, n) in header.runs() {
+                    let (mut at, end) = (first as u64 * pgincr::BLOCK, (first + n) as u64 * pgincr::BLOCK);
+                    while at < end {
+                        let len = ((end - at) as usize).min(PIECE);
+                        let mut buf = pool.take(len);
+                        entry.read_exact(&mut buf).map_err(|e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => {
+                                Error::Truncated(format!("the tar stream ends inside {path}"))
+                            }
+                            _ => tar_err(e),
+                        })?;
+                        send(Event::Piece { key: k, offset: at, data: pool.share(buf) })?;
+                        at += len as u64;
+                    }
+                }
+                inc.sizes.insert(bare, header.size());
+                send(Event::Close { key: k, size: header.size() })?;
+                continue;
+            }
+            let bytes = read_whole(&mut entry, size, &path)?;
+            match path.as_str() {
+                "backup_label" => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    let Some(from) = pgincr::incremental_from(&text) else {
+                        send_whole(node, bytes)?;
+                        continue;
+                    };
+                    let lsn = text.lines().find_map(|l| l.strip_prefix("INCREMENTAL FROM LSN:")).unwrap_or("?").trim();
+                    let (id, facts) = pgincr::base_of(from, bases).ok_or_else(|| {
+                        Error::Input(format!(
+                            "this is an incremental backup of the one that started at {lsn}, which is not in the repository under this --name: \
+                             take a full backup (pg_basebackup without --incremental), or let dedupe backup --pg-incremental hand over a stored backup's manifest"
+                        ))
+                    })?;
+                    let label = pgincr::full_label(&text).into_bytes();
+                    let base_system = facts.postgresql.as_ref().and_then(|pg| pg.system_identifier.clone());
+                    captured.lock().expect("not poisoned").built_on(lsn, id);
+                    incremental = Some(Incremental {
+                        base: id.clone(),
+                        base_system,
+                        label: label.clone(),
+                        sizes: Default::default(),
+                    });
+                    send_whole(node, label)?;
+                }
+                "backup_manifest" => {
+                    let inc = incremental.as_ref().expect("special only when incremental");
+                    let manifest = pgincr::full_manifest(&bytes, &inc.sizes, &inc.label)?;
+                    send_whole(node, manifest)?;
+                }
+                _ => {
+                    // global/pg_control: the cluster must be the base's.
+                    let inc = incremental.as_ref().expect("special only when incremental");
+                    let ours = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")).to_string());
+                    if let (Some(ours), Some(base)) = (&ours, &inc.base_system) {
+                        if ours != base {
+                            return Err(Error::Input(format!(
+                                "this incremental backup is of the cluster with system identifier {ours}, but the backup it names ({}) is of {base}",
+                                &inc.base[..inc.base.len().min(8)]
+                            )));
+                        }
+                    }
+                    send_whole(node, bytes)?;
+                }
+            }
+            continue;
+        }
         let (k, mut offset) = (key, 0u64);
         key += 1;
         let mut opened = false;

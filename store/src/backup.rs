@@ -296,12 +296,15 @@ impl Shared<'_> {
                 _ => None,
             });
         }
-        if wanted.is_empty() {
+        if wanted.is_empty() && !items.iter().any(|i| matches!(i, Item::Derived(..))) {
             return Ok((items, known));
         }
         let mut seen = std::collections::HashSet::new();
         wanted.retain(|id| seen.insert(*id));
-        let plain: HashMap<Id, Vec<u8>> = wanted.iter().copied().zip(self.repo.read_chunks(&wanted)?).collect();
+        let plain: HashMap<Id, Vec<u8>> = match wanted.is_empty() {
+            true => HashMap::new(),
+            false => wanted.iter().copied().zip(self.repo.read_chunks(&wanted)?).collect(),
+        };
         let items = items
             .into_iter()
             .zip(&known)

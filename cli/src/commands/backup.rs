@@ -74,6 +74,12 @@ pub(crate) struct Args {
     /// RFC 3339): for importing older backups; retention and `latest` go by it.
     #[arg(long)]
     time: Option<String>,
+    /// PostgreSQL 17+: the --command (a pg_basebackup, last on its line) takes
+    /// an incremental backup against the newest backup of this --name, whose
+    /// backup_manifest dedupe hands it (`--incremental=FILE` is appended); it
+    /// is stored as the full it stands for. Without such a backup, a full is taken.
+    #[arg(long, requires = "command")]
+    pg_incremental: bool,
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
@@ -94,6 +100,8 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
     let mut producer = None;
     let mut notes: Vec<String> = Vec::new();
     let mut taken = None;
+    // The prior backup's manifest handed to pg_basebackup --incremental, kept until the end.
+    let mut handed = None;
     let (src, description): (Box<dyn Source>, String) = match (&a.source, &a.command) {
         _ if a.snapshot.is_some() => {
             let (provider, datadir) = (a.snapshot.as_deref().expect("matched"), a.datadir.as_deref().expect("clap"));
@@ -126,6 +134,27 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
         (Some(_), Some(_)) => return Err(Failure::usage("give a source or --command, not both")),
         (None, None) => return Err(Failure::usage("give a directory, `-` for stdin, or --command")),
         (_, command) => {
+            // A PostgreSQL incremental is built on a snapshot of this name.
+            let bases: Vec<(String, SnapshotFacts)> =
+                repo.snapshots(Some(&name))?.into_iter().map(|(id, m)| (id, SnapshotFacts::of(&m))).collect();
+            let command = match command {
+                Some(c) if a.pg_incremental => match super::pg_incremental::prior_manifest(&repo, &bases)? {
+                    Some(prior) => {
+                        ctx.note(&format!("an incremental backup against snapshot {}", short(&prior.id)));
+                        let c = format!("{c} --incremental={}", prior.path.display());
+                        handed = Some(prior);
+                        Some(c)
+                    }
+                    None => {
+                        notes.push(format!(
+                            "no earlier backup of {name} has a backup_manifest to take an incremental against: this one is a full"
+                        ));
+                        Some(c.clone())
+                    }
+                },
+                other => other.clone(),
+            };
+            let command = command.as_ref();
             let (input, description): (Box<dyn std::io::Read + Send>, String) = match command {
                 Some(c) => {
                     // Passwords in the command are neither stored nor shown.
@@ -165,7 +194,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
             }
             let src: Box<dyn Source> = match format {
                 Format::Xbstream => Box::new(XbstreamSource::new(input, chunking, a.allow_partial)),
-                Format::Tar => Box::new(TarSource::new(input, chunking)),
+                Format::Tar => Box::new(TarSource::with_bases(input, chunking, bases)),
                 other => {
                     if a.filename.contains('/') || a.filename.is_empty() || a.filename == "." || a.filename == ".." {
                         return Err(Failure::usage("--filename must be a plain file name"));
@@ -203,6 +232,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
     crate::interrupt::say("no snapshot was committed; the next backup reuses what was already uploaded");
     let result = repo.backup(src, opts, &bar);
     bar.finish();
+    drop(handed);
     let removed = taken.map(super::fs_backup::Taken::finish).unwrap_or(Ok(()));
     if let (Err(_), Err(f)) = (&result, &removed) {
         // The backup's failure is the error; this one must not go unsaid.

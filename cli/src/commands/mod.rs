@@ -16,6 +16,7 @@ pub(crate) mod log;
 pub(crate) mod ls;
 pub(crate) mod lsn;
 pub(crate) mod mount;
+pub(crate) mod pg_incremental;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod restore;
