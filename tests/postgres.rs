@@ -15,26 +15,6 @@ use std::process::{Command, Output, Stdio};
 
 const PRODUCER_FAILED: i32 = 14;
 
-trait TableHashes {
-    /// Row count and content hash of every table in `public`.
-    fn table_hashes(&self, db: &str) -> BTreeMap<String, String>;
-}
-
-impl TableHashes for Server {
-    fn table_hashes(&self, db: &str) -> BTreeMap<String, String> {
-        let names = self.psql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
-        names
-            .lines()
-            .map(|t| {
-                let sql = format!(
-                    "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') FROM \"{t}\" t"
-                );
-                (t.to_string(), self.psql(db, &sql))
-            })
-            .collect()
-    }
-}
-
 /// Content and metadata of everything below `root` (not `root` itself).
 #[derive(Debug, PartialEq)]
 struct Entry {

@@ -284,6 +284,20 @@ impl Server {
         c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql]);
         ok(c, &format!("psql {sql:?}")).trim().to_string()
     }
+
+    /// Row count and content hash of every table in `db`'s `public` schema.
+    pub fn table_hashes(&self, db: &str) -> std::collections::BTreeMap<String, String> {
+        let names = self.psql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+        names
+            .lines()
+            .map(|t| {
+                let sql = format!(
+                    "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '-') FROM \"{t}\" t"
+                );
+                (t.to_string(), self.psql(db, &sql))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Server {

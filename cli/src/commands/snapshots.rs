@@ -108,6 +108,11 @@ fn position(f: &SnapshotFacts) -> String {
             pg.start_wal_location.as_deref().unwrap_or("?"),
             pg.timeline.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
         ));
+        match (&pg.built_on, pg.is_uncombined_incremental()) {
+            (Some(base), _) => out.push_str(&format!(" incremental built on {}", &base[..base.len().min(8)])),
+            (None, true) => out.push_str(" INCREMENTAL (stored as it came: pg_combinebackup needs its chain)"),
+            _ => {}
+        }
         return out;
     }
     String::new()
