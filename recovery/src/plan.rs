@@ -79,6 +79,11 @@ pub fn plan(cat: &Catalogue, name: Option<&str>, until: Timestamp) -> Result<Pla
         .filter_map(|(id, m)| {
             let f = SnapshotFacts::of(m);
             let start = match f.database? {
+                // An incremental stored as it came (before dedupe built them
+                // into fulls) is no data directory: never a base.
+                Database::Postgresql if f.postgresql.as_ref().is_some_and(|pg| pg.is_uncombined_incremental()) => {
+                    return None
+                }
                 Database::Postgresql => {
                     let (file, timeline) = f.wal_start()?;
                     Start::Wal { file: file.to_string(), timeline }

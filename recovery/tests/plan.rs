@@ -662,6 +662,33 @@ fn a_base_on_timeline_2_follows_timeline_2() {
 }
 
 #[test]
+fn an_incremental_stored_as_it_came_is_never_a_base_and_one_built_into_a_full_is() {
+    // Stored as it came (before dedupe built incrementals into fulls): its
+    // label names the backup it needs, and nothing says it was built on one.
+    let with = |pg: dedupe_ingest::facts::PgFacts| {
+        let mut o = pg_base(at(20), "000000010000000000000003", 1);
+        let mut f = SnapshotFacts::of(&o.manifest);
+        f.postgresql = Some(pg);
+        o.manifest.metadata = f.to_metadata();
+        o
+    };
+    let base_pg = SnapshotFacts::of(&pg_base(at(20), "000000010000000000000003", 1).manifest).postgresql.unwrap();
+    let raw = with(dedupe_ingest::facts::PgFacts { incremental_from_lsn: Some("0/2000028".into()), ..base_pg.clone() });
+    let full = pg_base(at(0), "000000010000000000000002", 1);
+    let wal = [seg("000000010000000000000002", at(0), at(10)), seg("000000010000000000000003", at(10), at(30))];
+    let cat = catalogue(&[&full, &raw, &wal[0], &wal[1]]);
+    assert_eq!(plan_db(&cat, at(25)).unwrap().base_id, full.id);
+    // Built into a full on ingest: a base like any other.
+    let built = with(dedupe_ingest::facts::PgFacts {
+        incremental_from_lsn: Some("0/2000028".into()),
+        built_on: Some(full.id.clone()),
+        ..base_pg
+    });
+    let cat = catalogue(&[&full, &built, &wal[0], &wal[1]]);
+    assert_eq!(plan_db(&cat, at(25)).unwrap().base_id, built.id);
+}
+
+#[test]
 fn recovery_settings_recover_to_the_target_through_restore_command() {
     let cat =
         catalogue(&[&pg_base(at(0), "000000010000000000000002", 1), &seg("000000010000000000000002", at(0), at(10))]);

@@ -77,6 +77,12 @@ fn drill_run(ctx: &Ctx, a: Args, server_name: &mut String) -> R<Vec<Sample>> {
             )))
         }
     };
+    if facts.postgresql.as_ref().is_some_and(|pg| pg.is_uncombined_incremental()) {
+        return Err(Failure::usage(format!(
+            "snapshot {} is a PostgreSQL incremental stored as it came, not a data directory: drill the full backups (dedupe backup --pg-incremental stores incrementals as fulls)",
+            short(&id)
+        )));
+    }
     // A backup that says its PostgreSQL version: its programs are looked
     // for before anything is restored (and no drill is recorded without them).
     if let Some(v) = facts.postgresql.as_ref().and_then(|pg| pg.version) {

@@ -253,6 +253,12 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     } else if facts.is_incremental() {
         ctx.note("this is an incremental backup: --prepare restores and prepares its whole chain");
     }
+    if postgresql && facts.postgresql.as_ref().is_some_and(|pg| pg.is_uncombined_incremental()) {
+        eprintln!(
+            "dedupe: warning: snapshot {} is a PostgreSQL incremental stored as it came: the server does not start on it; pg_combinebackup rebuilds a full from it and the backups before it",
+            short(&id)
+        );
+    }
     if let (Some((_, text)), Some(plan)) = (&until, &planned) {
         finish_until(ctx, plan, target, text, summary, keep_archiving)?;
     }
