@@ -317,12 +317,13 @@ fn pitr_stops_before_the_destructive_statement() {
     drop(source);
 
     // The commit times were read from the WAL (pg_waldump): the archive
-    // reaches from the base to the DELETE.
+    // reaches from the base to the DELETE; the timeline ends at the last
+    // second `--until` takes, the one before the DELETE's (whose end is after it).
     let timeline = s.repo.json(&["timeline"]);
     let windows = &timeline[0]["windows"];
     assert_eq!(windows.as_array().map(Vec::len), Some(1), "{timeline}");
     let span = |k: &str| rfc3339_secs(windows[0][k].as_str().unwrap_or_else(|| panic!("{timeline}")));
-    assert_eq!((span("from"), span("to")), (base_time, deleted), "{timeline}");
+    assert_eq!((span("from"), span("to")), (base_time, deleted - 1), "{timeline}");
 
     let target = s.dir.join("restored");
     // A time no archived commit reaches is refused before anything is written:

@@ -26,6 +26,25 @@ pub struct Span {
     pub to: Timestamp,
 }
 
+/// The windows in the whole seconds `restore --until` takes, where a second
+/// means its end (`time::parse_until`): each from the base's second to the
+/// last second whose end the logs reach, and windows that then touch (the
+/// next starts within a second of where the last ends) as one.
+pub fn in_seconds(windows: &[Span]) -> Vec<Span> {
+    let second = jiff::SignedDuration::from_secs(1);
+    let floor = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
+    let mut out: Vec<Span> = Vec::new();
+    for w in windows {
+        let from = floor(w.from);
+        let to = floor(w.to).checked_sub(second).unwrap_or(from).max(from);
+        match out.last_mut() {
+            Some(last) if from <= last.to.checked_add(second).unwrap_or(last.to) => last.to = last.to.max(to),
+            _ => out.push(Span { from, to }),
+        }
+    }
+    out
+}
+
 /// Binlog files or WAL segments missing from the archive, between the times of their neighbours.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gap {

@@ -756,6 +756,29 @@ fn every_time_a_window_shows_can_be_planned_and_no_later() {
 }
 
 #[test]
+fn the_seconds_a_window_shows_are_those_restore_until_accepts_and_touching_ones_are_one() {
+    let cat = catalogue(&[
+        &maria_base(at(0), "mysql-bin.000001", 342),
+        &maria_base(at(30), "mysql-bin.000004", 4),
+        &maria_base(at(65), "mysql-bin.000005", 77),
+        &binlogs([1, 2, 4, 5, 6]),
+    ]);
+    let windows = only(timeline(&cat, Some(DB)).unwrap()).windows;
+    let shown = dedupe_recovery::timeline::in_seconds(&windows);
+    for w in &shown {
+        // `--until S` is the end of second S.
+        let until = |t: Timestamp| dedupe_recovery::time::parse_until(&t.to_string()).unwrap();
+        assert!(plan_db(&cat, until(w.from)).is_ok(), "{w:?}");
+        assert!(plan_db(&cat, until(w.to)).is_ok(), "{w:?}");
+        not_restorable(plan_db(&cat, until(just_after(w.to))));
+    }
+    // A window ending a second before the next starts is shown as one with it.
+    let s = |a: i64, b: i64| Span { from: Timestamp::from_second(a).unwrap(), to: Timestamp::from_second(b).unwrap() };
+    assert_eq!(dedupe_recovery::timeline::in_seconds(&[s(0, 10), s(10, 20)]), [s(0, 19)]);
+    assert_eq!(dedupe_recovery::timeline::in_seconds(&[s(0, 10), s(12, 20)]), [s(0, 9), s(12, 19)]);
+}
+
+#[test]
 fn a_base_whose_logs_are_not_archived_is_a_window_of_one_instant() {
     let cat = catalogue(&[&maria_base(at(30), "mysql-bin.000003", 4), &binlogs([1])]);
     let tl = only(timeline(&cat, Some(DB)).unwrap());

@@ -12,8 +12,10 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
         let out: Vec<_> = timelines
             .iter()
             .map(|t| {
-                let windows: Vec<_> =
-                    t.windows.iter().map(|s| json!({"from": s.from.to_string(), "to": s.to.to_string()})).collect();
+                let windows: Vec<_> = dedupe_recovery::timeline::in_seconds(&t.windows)
+                    .iter()
+                    .map(|s| json!({"from": s.from.to_string(), "to": s.to.to_string()}))
+                    .collect();
                 let gaps: Vec<_> = t
                     .gaps
                     .iter()
@@ -30,7 +32,8 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
     }
     for t in &timelines {
         ctx.say(format!("{}:", t.name));
-        for w in &t.windows {
+        // In the seconds `restore --until` takes: the last is the last it accepts.
+        for w in dedupe_recovery::timeline::in_seconds(&t.windows) {
             ctx.say(format!("  restorable from {} to {}", shown(w.from), shown(w.to)));
         }
         for g in &t.gaps {
