@@ -358,8 +358,16 @@ fn finish_until(ctx: &Ctx, plan: &Plan, target: &Path, until_text: &str, hints: 
         } else {
             "archive_mode is off in the copy"
         };
+        // The pg_ctl of the data's own version, named where it is.
+        let pg_ctl = match dedupe_recovery::pgbin::for_datadir(target, "pg_ctl", ctx.pg_bin.as_deref()) {
+            Ok(bin) => bin.tool("pg_ctl").display().to_string(),
+            Err(e) => {
+                eprintln!("dedupe: warning: {e}");
+                "pg_ctl".into()
+            }
+        };
         ctx.note(&format!(
-            "{} is ready: `pg_ctl -D {} start` replays the archived WAL up to {until_text}, then promotes ({archiving})",
+            "{} is ready: `{pg_ctl} -D {} start` replays the archived WAL up to {until_text}, then promotes ({archiving})",
             target.display(),
             target.display()
         ));
