@@ -141,6 +141,18 @@ fn an_incremental_is_stored_as_the_full_it_stands_for() {
     let human = String::from_utf8(repo.ok(&["snapshots", "--name", "pg"])).unwrap();
     assert!(human.contains(&format!("built on {}", &snapshot(&first)[..8])), "{human}");
     s.restore_verify_start(&repo, &snapshot(&incremental), &want, "incremental");
+    // A drill starts it as well, with 18's programs named.
+    let scratch = postgres_dir(&s.dir.join("scratch"));
+    let bin = s.pg.bin.display().to_string();
+    let out = repo.run(&[
+        "drill".as_ref(),
+        "--pg-bin".as_ref(),
+        bin.as_ref(),
+        "--scratch".as_ref(),
+        scratch.as_os_str(),
+        snapshot(&incremental).as_ref(),
+    ]);
+    assert!(out.status.success(), "drill of the incremental: {}", String::from_utf8_lossy(&out.stderr));
 
     // The next full under the name keeps its deltas: nothing changed since.
     let next = s.backup(&repo, &[]);
