@@ -5,7 +5,7 @@
 //! with a corrupted page fails the check (exit 20, naming the table).
 
 use dedupe_suite::mariadb::{serial, Server};
-use dedupe_suite::postgres::{as_postgres, ok, pg_bin, pg_tempdir, postgres_dir, Pg, Server as PgServer, PORT};
+use dedupe_suite::postgres::{pg_bin, pg_tempdir, postgres_dir, Pg, Server as PgServer, PORT};
 use dedupe_suite::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -137,9 +137,7 @@ fn postgresql_drills_pass_on_a_good_base_backup_and_fail_on_a_corrupted_page() {
     let (src, logs, sock) =
         (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")), postgres_dir(&t.join("sock")));
     let scratch = postgres_dir(&t.join("scratch"));
-    let mut initdb = as_postgres("initdb");
-    initdb.arg("-D").arg(&src).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
-    ok(initdb, "initdb");
+    Pg::under_test().initdb(&src, "");
     let source = PgServer::start(&src, &sock, &logs.join("src.log"));
     source.psql("postgres", "CREATE DATABASE shop");
     source.psql("shop", "CREATE TABLE notes AS SELECT g AS id, md5(g::text) || repeat('x', 100) AS body FROM generate_series(1, 20000) g");

@@ -5,7 +5,7 @@
 //!
 //! Servers come from `dedupe_suite::postgres`: socket-only, stopped on drop.
 
-use dedupe_suite::postgres::{as_postgres, as_postgres_shell, ok, pg_tempdir, postgres_dir, Server, PORT};
+use dedupe_suite::postgres::{as_postgres, as_postgres_shell, ok, pg_tempdir, postgres_dir, Pg, Server, PORT};
 use dedupe_suite::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -96,9 +96,7 @@ fn pg_basebackup_roundtrip_gives_identical_tables() {
     let (src, logs) = (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")));
     let (sock1, sock2) = (postgres_dir(&t.join("sock1")), postgres_dir(&t.join("sock2")));
 
-    let mut initdb = as_postgres("initdb");
-    initdb.arg("-D").arg(&src).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
-    ok(initdb, "initdb");
+    Pg::under_test().initdb(&src, "");
     let source = Server::start(&src, &sock1, &logs.join("src.log"));
 
     source.psql("postgres", "CREATE DATABASE shop");
@@ -270,9 +268,7 @@ fn five_generations_with_writes_between_restore_and_start_exactly() {
     let t = tmp.path();
     let (src, logs, sock) =
         (postgres_dir(&t.join("src")), postgres_dir(&t.join("logs")), postgres_dir(&t.join("sock")));
-    let mut initdb = as_postgres("initdb");
-    initdb.arg("-D").arg(&src).args(["--data-checksums", "-A", "trust", "-U", "postgres", "--locale=C", "-E", "UTF8"]);
-    ok(initdb, "initdb");
+    Pg::under_test().initdb(&src, "");
     let source = Server::start(&src, &sock, &logs.join("src.log"));
     source.psql("postgres", "CREATE DATABASE shop");
     let mut init = source.client("pgbench");

@@ -188,8 +188,8 @@ mod tests {
         (repo.unlock(b"pw").unwrap().list(cache.path()).unwrap().indexed().unwrap(), cache)
     }
 
-    fn backup(repo: &Indexed, events: Vec<Event>) -> (String, crate::Manifest) {
-        let opts = BackupOptions {
+    fn opts() -> BackupOptions {
+        BackupOptions {
             name: "pg".into(),
             source_description: "test".into(),
             force_read: false,
@@ -198,8 +198,11 @@ mod tests {
             log: None,
             kind: crate::Kind::Snapshot,
             origin: Default::default(),
-        };
-        let r = repo.backup(Box::new(Events(events.into())), opts, &()).unwrap();
+        }
+    }
+
+    fn backup(repo: &Indexed, events: Vec<Event>) -> (String, crate::Manifest) {
+        let r = repo.backup(Box::new(Events(events.into())), opts(), &()).unwrap();
         (r.snapshot_id, r.manifest)
     }
 
@@ -288,16 +291,6 @@ mod tests {
             })],
         );
         let repo = repo.relisted().unwrap();
-        let opts = BackupOptions {
-            name: "pg".into(),
-            source_description: "test".into(),
-            force_read: false,
-            compression_level: None,
-            metadata: Default::default(),
-            log: None,
-            kind: crate::Kind::Snapshot,
-            origin: Default::default(),
-        };
         let events = vec![
             Event::Derive {
                 key: 1,
@@ -307,7 +300,7 @@ mod tests {
             },
             Event::Close { key: 1, size: 0 },
         ];
-        match repo.backup(Box::new(Events(events.into())), opts, &()) {
+        match repo.backup(Box::new(Events(events.into())), opts(), &()) {
             Err(crate::Error::Input(m)) => assert!(m.contains("no such file"), "{m}"),
             other => panic!("{:?}", other.map(|r| r.snapshot_id)),
         }
