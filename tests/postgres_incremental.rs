@@ -208,4 +208,12 @@ fn a_chain_of_three_incrementals_restores_and_one_without_its_base_is_refused() 
     s.backup(&repo, &["--pg-incremental"]);
     let snaps = repo.json(&["snapshots", "--name", "pg"]);
     assert_eq!(snaps.as_array().unwrap().last().unwrap()["metadata"]["postgresql"]["built_on"], snapshot(&last));
+
+    // The first full's own data pruned away, the snapshots built on it still
+    // stand: they name the chunks they hold, not the snapshot.
+    repo.ok(&["prune", "--keep-delete", "5s", "--max-unused", "0%"]);
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    repo.ok(&["prune", "--keep-delete", "5s", "--max-unused", "0%"]);
+    repo.ok(&["check", "--read-data"]);
+    s.restore_verify_start(&repo, &snapshot(&last), &want, "third-after-prune");
 }
