@@ -5,6 +5,7 @@ use dedupe_suite::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+const USAGE: i32 = 2;
 const NO_REPOSITORY: i32 = 3;
 const WRONG_PASSWORD: i32 = 4;
 const NO_SNAPSHOT: i32 = 5;
@@ -33,6 +34,23 @@ fn missing_repository_and_double_init() {
     let out = repo.run(&["init"]);
     assert_eq!(out.status.code(), Some(REPOSITORY_EXISTS));
     one_line_error(&out);
+}
+
+#[test]
+fn latest_without_a_name_is_refused_where_several_servers_are_backed_up() {
+    let repo = Repo::new();
+    repo.backup_bytes("db1", b"rows of db1");
+    repo.backup_bytes("db2", b"rows of db2");
+    // Which server's newest backup is never guessed.
+    for args in [&["restore", "latest", "--stdout"][..], &["ls", "latest"], &["log", "latest"], &["lsn"]] {
+        let out = repo.run(args);
+        assert_eq!(out.status.code(), Some(USAGE), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = one_line_error(&out);
+        assert!(err.contains("db1, db2") && err.contains("--name"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(repo.ok(&["restore", "latest", "--name", "db1", "--stdout"]), b"rows of db1");
+    assert_eq!(repo.ok(&["restore", "latest", "--name", "db2", "--stdout"]), b"rows of db2");
 }
 
 #[test]

@@ -81,6 +81,7 @@ impl From<&Error> for Failure {
                 Error::Corrupt { .. } => CORRUPT,
                 Error::Missing(_) | Error::UnknownChunk(_) => MISSING,
                 Error::NoSnapshot(_) | Error::AmbiguousSnapshot(_) => NO_SNAPSHOT,
+                Error::AmbiguousName(_) => USAGE,
                 Error::Input(_) => INPUT_FAILED,
                 Error::Truncated(_) => TRUNCATED,
                 Error::Damaged(_) => DAMAGED_INPUT,

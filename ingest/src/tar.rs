@@ -253,7 +253,7 @@ fn walk(
                     let lsn = text.lines().find_map(|l| l.strip_prefix("INCREMENTAL FROM LSN:")).unwrap_or("?").trim();
                     let (id, facts) = pgincr::base_of(from, bases).ok_or_else(|| {
                         Error::Input(format!(
-                            "this is an incremental backup of the one that started at {lsn}, which is not in the repository under this --name: \
+                            "it is an incremental backup of the one that started at {lsn}, which is not in the repository under this --name: \
                              take a full backup (pg_basebackup without --incremental), or let dedupe backup --pg-incremental hand over a stored backup's manifest"
                         ))
                     })?;

@@ -23,6 +23,10 @@ pub enum Error {
     NoSnapshot(String),
     #[error("snapshot id {0} is ambiguous: give more characters")]
     AmbiguousSnapshot(String),
+    /// `latest` without a name where several servers are backed up: which
+    /// one's is never guessed.
+    #[error("several servers are backed up here ({0}): pass --name to say whose latest snapshot")]
+    AmbiguousName(String),
     #[error("reading the input failed: {0}")]
     Input(String),
     /// The input is not what its format says (a bad checksum, an offset out

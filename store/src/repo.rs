@@ -601,6 +601,14 @@ impl Listed {
             }
         }
         let mut matching = all;
+        if spec == "latest" && name.is_none() {
+            let mut names: Vec<&str> = matching.iter().map(|(_, m)| m.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            if names.len() > 1 {
+                return Err(Error::AmbiguousName(names.join(", ")));
+            }
+        }
         if spec == "latest" {
             return matching.pop().ok_or_else(|| {
                 Error::NoSnapshot(match name {

@@ -145,15 +145,21 @@ fn drill_run(ctx: &Ctx, a: Args, server_name: &mut String) -> R<Vec<Sample>> {
             })
         );
     }
+    // Whose backup, and of when: a drill of the wrong server's is no drill.
+    let of = format!(
+        "{} of {} ({})",
+        short(&id),
+        manifest.name,
+        dedupe_recovery::time::shown(dedupe_recovery::time::manifest_time(&manifest))
+    );
     if let Some(Failed(why)) = found {
-        return Err(Failure::new(exit::DRILL_FAILED, format!("drill of snapshot {}{what} failed: {why}", short(&id))));
+        return Err(Failure::new(exit::DRILL_FAILED, format!("drill of snapshot {of}{what} failed: {why}")));
     }
     if let Some(n) = &report.not_checked {
         eprintln!("dedupe: warning: the drill could not check {n}; every row was read");
     }
     ctx.say(format!(
-        "drill of snapshot {}{what} passed: restored in {:.1} s, prepared in {:.1} s, started in {:.1} s; {} tables checked in {:.1} s",
-        short(&id),
+        "drill of snapshot {of}{what} passed: restored in {:.1} s, prepared in {:.1} s, started in {:.1} s; {} tables checked in {:.1} s",
         report.restore,
         report.prepare,
         report.start,

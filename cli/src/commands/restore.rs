@@ -269,13 +269,16 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     if ctx.json {
         outln!(
             "{}",
-            json!({"snapshot": id, "target": target, "files": report.files, "dirs": report.dirs,
-                   "links": report.links, "bytes": report.bytes, "seconds": secs})
+            json!({"snapshot": id, "name": manifest.name, "time": manifest.time, "target": target,
+                   "files": report.files, "dirs": report.dirs, "links": report.links, "bytes": report.bytes,
+                   "seconds": secs})
         );
     }
     ctx.say(format!(
-        "restored snapshot {} into {}: {} files, {}, {:.1} s",
+        "restored snapshot {} of {} ({}) into {}: {} files, {}, {:.1} s",
         short(&id),
+        manifest.name,
+        dedupe_recovery::time::shown(dedupe_recovery::time::manifest_time(&manifest)),
         target.display(),
         report.files,
         human(report.bytes),
