@@ -13,6 +13,7 @@ const INPUT_FAILED: i32 = 6;
 const CORRUPT: i32 = 7;
 const MISSING: i32 = 8;
 const REPOSITORY_EXISTS: i32 = 12;
+const PRODUCER_FAILED: i32 = 14;
 
 #[test]
 fn wrong_password_has_its_exit_code_and_one_line() {
@@ -51,6 +52,27 @@ fn latest_without_a_name_is_refused_where_several_servers_are_backed_up() {
     }
     assert_eq!(repo.ok(&["restore", "latest", "--name", "db1", "--stdout"]), b"rows of db1");
     assert_eq!(repo.ok(&["restore", "latest", "--name", "db2", "--stdout"]), b"rows of db2");
+}
+
+#[test]
+fn a_failing_producer_says_its_error_line_and_keeps_its_whole_output() {
+    let repo = Repo::new();
+    // Thirty lines of noise around the one that matters, then a listing, and exit 1.
+    let script = "for i in $(seq 1 14); do echo \"[00] info line $i\" >&2; done; \
+                  echo '[00] Error: missing required privilege RELOAD on *.*' >&2; \
+                  for i in $(seq 1 15); do echo \"GRANT SELECT ON t$i TO backup\" >&2; done; \
+                  printf 'some bytes'; exit 1";
+    let out = repo.run(&["backup", "--name", "m", "--command", script]);
+    assert_eq!(out.status.code(), Some(PRODUCER_FAILED), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = one_line_error(&out);
+    assert!(err.contains("Error: missing required privilege RELOAD"), "{err}");
+    assert!(!err.contains("GRANT SELECT ON t15"), "the listing is not the reason: {err}");
+    let kept =
+        err.split("its whole output: ").nth(1).and_then(|r| r.strip_suffix(')')).unwrap_or_else(|| panic!("{err}"));
+    let log = std::fs::read_to_string(kept).unwrap();
+    assert_eq!(log.lines().count(), 30, "{log}");
+    assert!(log.contains("[00] info line 1\n") && log.contains("GRANT SELECT ON t15 TO backup"));
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty(), "nothing was committed");
 }
 
 #[test]

@@ -66,6 +66,22 @@ pub fn spawn(command: &str) -> io::Result<(ProducerOutput, Shared)> {
     Ok((out, report))
 }
 
+/// What a failed producer's output says went wrong, in one line: its lines
+/// that look like errors (`Error`, `ERROR`, `FATAL`, `failed`), the last
+/// few of them; else its last 20 lines. A tool often ends with a usage
+/// listing or a summary, so its last line alone may not be the reason.
+pub fn what_failed(log: &[u8]) -> String {
+    const MARKS: [&str; 5] = ["Error", "ERROR", "error:", "FATAL", "failed"];
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut why: Vec<&str> = lines.iter().copied().filter(|l| MARKS.iter().any(|m| l.contains(m))).collect();
+    if why.is_empty() {
+        return lines[lines.len().saturating_sub(20)..].join(" | ");
+    }
+    why.drain(..why.len().saturating_sub(5));
+    why.join(" | ")
+}
+
 /// The last non-empty line of a log, for a one-line error.
 pub fn last_line(log: &[u8]) -> String {
     String::from_utf8_lossy(log).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
@@ -152,7 +168,23 @@ fn mask_word(word: &str, mysql: bool) -> String {
 
 #[cfg(test)]
 mod mask_tests {
-    use super::masked;
+    use super::{masked, what_failed};
+
+    #[test]
+    fn a_failure_is_told_by_its_error_lines_else_by_its_last_lines() {
+        let mut log = String::new();
+        for i in 0..14 {
+            log.push_str(&format!("[00] 2026-12-07 info line {i}\n"));
+        }
+        log.push_str("[00] Error: missing required privilege RELOAD on *.*\n");
+        for i in 0..15 {
+            log.push_str(&format!("GRANT SELECT ON t{i} TO backup\n"));
+        }
+        assert_eq!(what_failed(log.as_bytes()), "[00] Error: missing required privilege RELOAD on *.*");
+        let quiet: String = (0..30).map(|i| format!("line {i}\n")).collect();
+        let told = what_failed(quiet.as_bytes());
+        assert!(told.starts_with("line 10 | ") && told.ends_with("line 29"), "{told}");
+    }
 
     #[test]
     fn passwords_in_a_producer_command_are_masked_and_the_rest_kept() {

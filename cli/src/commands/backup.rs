@@ -170,7 +170,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
             };
             let (head, input) = sniff::peek(input).map_err(|e| {
                 // A producer that fails before writing much fails here, while the format is sniffed.
-                producer_failed(producer.as_ref())
+                producer_failed(ctx, &name, producer.as_ref())
                     .unwrap_or_else(|| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))
             })?;
             let format = match a.format.as_str() {
@@ -182,7 +182,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
                     sniff::not_empty(&head).map(|()| format)
                 }
             };
-            let format = format.map_err(|e| refused(&e, producer.as_ref()))?;
+            let format = format.map_err(|e| refused(ctx, &name, &e, producer.as_ref()))?;
             facts.format = Some(format.name().into());
             // A producer is run to make a backup: raw output is worth a word.
             if let (Some(c), Format::Raw, "auto", false) = (command, format, a.format.as_str(), head.is_empty()) {
@@ -218,7 +218,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
     let bar = ctx.progress();
     let log_report = producer.clone();
     let opts = BackupOptions {
-        name,
+        name: name.clone(),
         source_description: description,
         force_read: a.force_read,
         compression_level: a.compression,
@@ -240,7 +240,7 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
     }
     // A failed producer explains whatever the stream looked like.
     if result.is_err() {
-        if let Some(f) = producer_failed(producer.as_ref()) {
+        if let Some(f) = producer_failed(ctx, &name, producer.as_ref()) {
             return Err(f);
         }
     }
@@ -321,9 +321,14 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
 /// a failed producer explains it first. Nothing was read past those bytes, so
 /// the messages are the sniffer's own, without the truncation hint at
 /// --allow-partial (there is nothing to keep).
-fn refused(e: &dedupe_store::Error, producer: Option<&dedupe_ingest::producer::Shared>) -> Failure {
+fn refused(
+    ctx: &Ctx,
+    name: &str,
+    e: &dedupe_store::Error,
+    producer: Option<&dedupe_ingest::producer::Shared>,
+) -> Failure {
     use dedupe_store::Error as E;
-    if let Some(f) = producer_failed(producer) {
+    if let Some(f) = producer_failed(ctx, name, producer) {
         return f;
     }
     match e {
@@ -335,15 +340,49 @@ fn refused(e: &dedupe_store::Error, producer: Option<&dedupe_ingest::producer::S
     }
 }
 
-/// The failure of a producer that has exited non-zero, if it has.
-fn producer_failed(report: Option<&dedupe_ingest::producer::Shared>) -> Option<Failure> {
+/// The failure of a producer that has exited non-zero, if it has: the
+/// lines of its output that say why, and where its whole output was kept.
+fn producer_failed(ctx: &Ctx, name: &str, report: Option<&dedupe_ingest::producer::Shared>) -> Option<Failure> {
     let rep = report?.lock().expect("not poisoned");
     let status = rep.status.filter(|s| !s.success())?;
+    let kept = match keep_failed_log(&ctx.cache_dir, name, &rep.log) {
+        Ok(p) => format!(" (its whole output: {})", p.display()),
+        Err(e) => format!(" (its output could not be kept: {e})"),
+    };
     Some(Failure::new(
         exit::PRODUCER_FAILED,
         format!(
-            "the producer failed ({status}), nothing was committed: {}",
-            dedupe_ingest::producer::last_line(&rep.log)
+            "the producer failed ({status}), nothing was committed: {}{kept}",
+            dedupe_ingest::producer::what_failed(&rep.log)
         ),
     ))
+}
+
+/// Failed runs' output kept per name in the cache directory, the newest
+/// `KEPT_FAILED` of each: a snapshot keeps a successful run's (`dedupe log`).
+const KEPT_FAILED: usize = 10;
+
+fn keep_failed_log(cache: &std::path::Path, name: &str, log: &[u8]) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = cache.join("failed-producers");
+    std::fs::create_dir_all(&dir)?;
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let path = dir.join(format!("{safe}-{stamp}.log"));
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?.write_all(log)?;
+    let prefix = format!("{safe}-");
+    let mut old: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".log"))
+        })
+        .collect();
+    old.sort();
+    for p in &old[..old.len().saturating_sub(KEPT_FAILED)] {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(path)
 }
