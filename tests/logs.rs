@@ -36,10 +36,12 @@ fn binlog_push_is_idempotent_and_refuses_other_bytes_under_the_same_name() {
         a.extend(["--binlog-dir".as_ref(), dir.as_os_str()]);
         repo.json(&a)
     };
-    // The last file in the index is the active one: left alone unless asked.
+    // The last file in the index, without a rotate or stop event at its
+    // end, is the active one: left alone unless asked, and said so.
     let first = push(&[]);
-    assert_eq!(first.as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first.as_array().unwrap().len(), 2, "{first}");
     assert_eq!(first[0]["status"], "stored");
+    assert!(first[1]["status"].as_str().unwrap().starts_with("skipped: the active file"), "{first}");
     assert_eq!(push(&[])[0]["status"], "already archived");
     let with_active = push(&["--include-active"]);
     assert_eq!(with_active[1]["status"], "stored (partial)", "{with_active}");
@@ -50,13 +52,32 @@ fn binlog_push_is_idempotent_and_refuses_other_bytes_under_the_same_name() {
     index.push_str("./mysql-bin.000003\n");
     std::fs::write(dir.join("mysql-bin.index"), index).unwrap();
     std::fs::write(dir.join("mysql-bin.000003"), fixture("mysql-bin.000003")).unwrap();
-    assert_eq!(push(&[])[1]["status"], "stored");
+    let pushed = push(&[]);
+    assert_eq!(pushed[1]["status"], "stored");
+    // 000003 ends with the server's stop event: complete, though the last.
+    assert_eq!(pushed[2]["status"], "stored", "{pushed}");
     let list = repo.json(&["binlog", "list", "--name", "db"]);
     let rows = list.as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2]["partial"], false);
     assert_eq!(rows[1]["partial"], false);
     assert_eq!(rows[1]["server_id"], 7);
     assert!(rows[1]["end_position"].as_u64().unwrap() > active.len() as u64 - 64);
+
+    // The last file of a stopped server ends with its event: complete, though last.
+    let stopped = binlog_dir(
+        &repo,
+        &[("mysql-bin.000001", fixture("mysql-bin.000001")), ("mysql-bin.000002", fixture("mysql-bin.000002"))],
+    );
+    let out = repo.json(&[
+        "binlog".as_ref(),
+        "push".as_ref(),
+        "--name".as_ref(),
+        "stopped".as_ref(),
+        "--binlog-dir".as_ref(),
+        stopped.as_os_str(),
+    ]);
+    assert_eq!(out[1]["status"], "stored", "{out}");
 
     // Same name, other bytes: a different server under this --name? Refused.
     // (A flipped byte would fail the event's CRC-32 first: use another valid binlog.)

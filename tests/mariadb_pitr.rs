@@ -365,3 +365,101 @@ fn forty_nights_forgotten_and_pruned_still_restore_to_the_second() {
     assert_eq!(rows(&copy), committed, "exactly the rows committed before second T, after forget and prune");
     assert_eq!(copy.sql("SELECT COUNT(*) FROM shop.bulk").trim(), "10000");
 }
+
+/// `binlog push` of the binlogs in `datadir` (the server may be stopped), with `extra` options.
+fn push_dir(repo: &Repo, datadir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["binlog", "push", "--name", "m", "--binlog-dir", datadir.to_str().unwrap()];
+    args.extend(extra);
+    repo.json(&args)
+}
+
+fn statuses(pushed: &serde_json::Value) -> Vec<(String, String)> {
+    pushed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["file"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn binlogs_follow_the_servers_life_across_a_restart_and_forgotten_ones_stay_out() {
+    let _serial = serial();
+    let repo = Repo::new();
+    let work = repo.scratch("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let dir = work.join("src");
+    let src = Server::init(&dir);
+    let datadir = src.datadir.clone();
+    src.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY, note VARCHAR(40)); INSERT INTO shop.t VALUES (1, 'row 1');");
+    repo.ok(&["backup", "--name", "m", "--command", &src.backup_command(&work.join("mbtmp"), 1)]);
+    push_dir(&repo, &datadir, &[]);
+    src.sql("INSERT INTO shop.t VALUES (2, 'row 2')");
+    // The active file stored as it is now: partial.
+    let pushed = statuses(&push_dir(&repo, &datadir, &["--include-active"]));
+    let (active, status) = pushed.last().unwrap().clone();
+    assert_eq!(status, "stored (partial)", "{pushed:?}");
+    next_second(0.1);
+    src.sql("INSERT INTO shop.t VALUES (3, 'row 3')");
+
+    // The server stops: its last binlog ends with a stop event, and is complete.
+    drop(src);
+    let pushed = statuses(&push_dir(&repo, &datadir, &[]));
+    assert_eq!(pushed.last().unwrap(), &(active.clone(), "stored".to_string()), "{pushed:?}");
+    let list = repo.json(&["binlog", "list", "--name", "m"]);
+    assert!(list.as_array().unwrap().iter().all(|r| r["partial"] == false), "{list}");
+
+    // Restarted, it writes a new binlog: a point in time after the restart
+    // replays across it exactly.
+    let src = Server::start(&dir, &datadir);
+    next_second(0.1);
+    src.sql("INSERT INTO shop.t VALUES (4, 'row 4')");
+    let t = next_second(0.2);
+    src.sql("INSERT INTO shop.t VALUES (5, 'after the time')");
+    src.sql("FLUSH BINARY LOGS");
+    push_dir(&repo, &datadir, &[]);
+    let copy = restore_until(&repo, &local_time(t - 1), &work.join("restored"), &work.join("copy"));
+    let want: Vec<(i32, String)> = (1..=4).map(|i| (i, format!("row {i}"))).collect();
+    assert_eq!(rows(&copy), want, "the rows committed before the time, across the restart");
+    drop(copy);
+
+    // A second base; the first forgotten and pruned with the binlogs only it
+    // needed. The server still has them: pushed again, none is stored.
+    repo.ok(&["backup", "--name", "m", "--command", &src.backup_command(&work.join("mbtmp2"), 1)]);
+    src.sql("FLUSH BINARY LOGS");
+    push_dir(&repo, &datadir, &[]);
+    let before: Vec<String> = repo
+        .json(&["binlog", "list", "--name", "m"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["file"].as_str().unwrap().to_string())
+        .collect();
+    repo.ok(&["forget", "--name", "m", "--keep-last", "1"]);
+    repo.ok(&["prune", "--keep-delete", "5s"]);
+    let kept: Vec<String> = repo
+        .json(&["binlog", "list", "--name", "m"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["file"].as_str().unwrap().to_string())
+        .collect();
+    let forgotten: Vec<&String> = before.iter().filter(|f| !kept.contains(f)).collect();
+    assert!(!forgotten.is_empty(), "forget kept every binlog: {kept:?}");
+    let pushed = statuses(&push_dir(&repo, &datadir, &[]));
+    for (file, status) in &pushed {
+        assert!(!status.starts_with("stored"), "{file} was stored again: {pushed:?}");
+        if forgotten.contains(&file) {
+            assert!(status.starts_with("skipped: older than the oldest backup"), "{file}: {status}");
+        }
+    }
+    let human = String::from_utf8(repo.ok(&["binlog", "list", "--name", "m"])).unwrap();
+    assert!(human.contains("are not archived again"), "{human}");
+    // A new binlog is stored as ever.
+    src.sql("INSERT INTO shop.t VALUES (6, 'row 6'); FLUSH BINARY LOGS");
+    let pushed = statuses(&push_dir(&repo, &datadir, &[]));
+    assert!(pushed.iter().any(|(_, s)| s == "stored"), "{pushed:?}");
+    // --force archives the old ones again.
+    let pushed = statuses(&push_dir(&repo, &datadir, &["--force"]));
+    assert!(pushed.iter().any(|(f, s)| forgotten.contains(&f) && s == "stored"), "{pushed:?}");
+}

@@ -69,8 +69,51 @@ pub fn archived(cat: &Catalogue, name: &str, kind: LogKind) -> Result<Vec<LogFil
 /// What archiving one file did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Stored { bytes: u64, partial: bool },
+    Stored {
+        bytes: u64,
+        partial: bool,
+    },
     AlreadyArchived,
+    /// Not archived, and why.
+    Skipped(Skip),
+}
+
+/// Why a log file was not archived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The server's active binlog (`--include-active` stores it as partial).
+    Active,
+    /// Older than the name's oldest base backup (`retention_start`): what
+    /// `forget` dropped is not archived again (`--force` does).
+    BeforeRetention,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Active => "skipped: the active file (--include-active stores it as partial)",
+            Skip::BeforeRetention => "skipped: older than the oldest backup kept (--force archives it)",
+        }
+    }
+}
+
+/// Where the archive of a name starts being useful: the binlog file, or
+/// the WAL segment (timeline, number), its oldest base backup starts from.
+/// A log before it restores nothing (no base is older), and is what
+/// `forget` drops: pushing it again would undo the retention every minute.
+/// `None` without a base: everything is archived.
+pub fn retention_start(cat: &Catalogue, name: &str) -> Result<Option<dedupe_ingest::facts::SnapshotFacts>> {
+    let snaps = cat.list(Kind::Snapshot, Some(name))?;
+    Ok(snaps.iter().map(|(_, m)| dedupe_ingest::facts::SnapshotFacts::of(m)).find(|f| {
+        f.binlog_start().is_some()
+            || (f.wal_start().is_some() && !f.postgresql.as_ref().is_some_and(|p| p.is_uncombined_incremental()))
+    }))
+}
+
+/// Whether binlog `file` comes before the oldest base's (same base name, lower number).
+fn before_binlog_start(oldest: Option<&dedupe_ingest::facts::SnapshotFacts>, file: &str) -> bool {
+    let Some((start, _)) = oldest.and_then(|f| f.binlog_start()) else { return false };
+    matches!((binlog_seq(file), binlog_seq(start)), (Some((a, n)), Some((b, m))) if a == b && n < m)
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> Error {
@@ -109,7 +152,10 @@ fn archive(
 ) -> Result<Outcome> {
     let digest = hash_file(path, len)?;
     for old in existing.iter().filter(|o| o.file() == file) {
-        if old.facts.blake3 == digest {
+        // The same bytes once stored as partial (the active file, say) and
+        // now known complete (it ends with the server's stop event) are stored
+        // again as complete: a partial copy blocks restores past it.
+        if old.facts.blake3 == digest && !(old.partial() && !partial) {
             return Ok(Outcome::AlreadyArchived);
         }
         if !old.partial() && !partial {
@@ -259,20 +305,31 @@ pub struct Pushed {
 }
 
 /// Archives every binlog in `files` (the server's index, in order) not yet
-/// archived but the last (active) one, and that one too when asked. A file
-/// is complete only when its last event is whole and is a rotate or stop
-/// event; any other is stored as partial, to be superseded by a complete
-/// copy when one is pushed.
-pub fn push_binlogs(repo: &Indexed, name: &str, files: &[PathBuf], include_active: bool) -> Result<Vec<Pushed>> {
+/// archived. A file is complete when its last event is whole and is a
+/// rotate or stop event, whether or not it is the last in the index (a
+/// stopped server's last file ends with its stop event); the last file
+/// without one is the active file, skipped unless `include_active`; any
+/// other file without one is stored as partial, to be superseded by a
+/// complete copy when one is pushed. Files before the oldest base backup's
+/// (`retention_start`) are skipped unless `force`.
+pub fn push_binlogs(
+    repo: &Indexed,
+    name: &str,
+    files: &[PathBuf],
+    include_active: bool,
+    force: bool,
+) -> Result<Vec<Pushed>> {
     let existing = archived(repo.catalogue(), name, LogKind::Binlog)?;
+    let oldest = if force { None } else { retention_start(repo.catalogue(), name)? };
     let mut report = Vec::new();
     let last = files.len().saturating_sub(1);
     for (i, path) in files.iter().enumerate() {
         let active = i == last;
-        if active && !include_active {
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+        if before_binlog_start(oldest.as_ref(), &file) && !existing.iter().any(|l| l.file() == file) {
+            report.push(Pushed { file, outcome: Outcome::Skipped(Skip::BeforeRetention) });
             continue;
         }
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
         let len = match std::fs::metadata(path) {
             Ok(m) => m.len(),
             // Purged by the server after an earlier push: nothing to do.
@@ -299,7 +356,11 @@ pub fn push_binlogs(repo: &Indexed, name: &str, files: &[PathBuf], include_activ
         // a replica still fetching it), or the last file before a crash. Stored
         // as partial, a complete copy pushed later replaces it, where a
         // "complete" one would refuse it as a conflict.
-        let partial = active || !facts.closed || facts.truncated_tail;
+        let partial = !facts.closed || facts.truncated_tail;
+        if active && partial && !include_active {
+            report.push(Pushed { file, outcome: Outcome::Skipped(Skip::Active) });
+            continue;
+        }
         if !partial && !facts.checksums && facts.flavor == "mariadb" {
             verify_without_checksums(path)?;
         }
@@ -377,8 +438,20 @@ impl WalFile {
 
 /// Archives one WAL file (`archive_command`). A segment of another
 /// cluster than the name's (`cluster_of`) is refused: two clusters' WAL
-/// under one name would share file names and mix in a recovery.
-pub fn push_wal(repo: &Indexed, name: &str, wal: &WalFile) -> Result<Outcome> {
+/// under one name would share file names and mix in a recovery. A segment
+/// before the oldest base's start on its timeline (`retention_start`) is
+/// skipped unless `force`: it restores nothing.
+pub fn push_wal(repo: &Indexed, name: &str, wal: &WalFile, force: bool) -> Result<Outcome> {
+    if !force && wal.facts.kind == dedupe_ingest::facts::WalFileType::Segment {
+        let oldest = retention_start(repo.catalogue(), name)?;
+        if let (Some((file, tl)), Some(seg)) = (oldest.as_ref().and_then(|f| f.wal_start()), wal.facts.segment) {
+            let size = wal.facts.segment_size.unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE);
+            let start = crate::wal::segment_number(file, size);
+            if wal.facts.timeline == Some(tl) && start.is_some_and(|s| seg < s) {
+                return Ok(Outcome::Skipped(Skip::BeforeRetention));
+            }
+        }
+    }
     let all = archived(repo.catalogue(), name, LogKind::Wal)?;
     if let Some(theirs) = wal.facts.system_identifier.as_deref() {
         if let Some((ours, from)) = cluster_of(repo.catalogue(), name, &all)? {

@@ -28,6 +28,10 @@ pub(crate) enum Command {
         /// Also store the active file up to its current end (replaced once it is closed).
         #[arg(long)]
         include_active: bool,
+        /// Archive files older than the oldest backup kept too (by default
+        /// those are what `forget` dropped: not archived again).
+        #[arg(long)]
+        force: bool,
     },
     /// List the archived binlog files, with their time ranges and any gaps.
     List {
@@ -63,11 +67,12 @@ fn push(
     binlog_dir: Option<PathBuf>,
     index: Option<PathBuf>,
     include_active: bool,
+    force: bool,
 ) -> R<Vec<crate::report::Sample>> {
     let files = binlog_files(binlog_dir.as_deref(), index.as_deref())?;
     let repo = ctx.indexed_for_logs()?;
     crate::interrupt::say("the files archived so far stay archived: push again for the rest");
-    let pushed = push_binlogs(&repo, name, &files, include_active)?;
+    let pushed = push_binlogs(&repo, name, &files, include_active, force)?;
     let report: Vec<_> = pushed
         .iter()
         .map(|p| {
@@ -75,6 +80,7 @@ fn push(
                 Outcome::Stored { bytes, partial: true } => ("stored (partial)", bytes),
                 Outcome::Stored { bytes, partial: false } => ("stored", bytes),
                 Outcome::AlreadyArchived => ("already archived", 0),
+                Outcome::Skipped(why) => (why.as_str(), 0),
             };
             json!({"file": p.file, "status": status, "bytes": bytes})
         })
@@ -96,8 +102,8 @@ fn push(
 
 pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
-        Command::Push { name, binlog_dir, index, include_active } => {
-            let pushed = push(ctx, &name, binlog_dir, index, include_active);
+        Command::Push { name, binlog_dir, index, include_active, force } => {
+            let pushed = push(ctx, &name, binlog_dir, index, include_active, force);
             ctx.report("binlog push", &name, pushed)
         }
         Command::List { name } => list(ctx, &name),
@@ -178,6 +184,13 @@ fn list(ctx: &Ctx, name: &str) -> R {
             r["end_position"],
             r["last_gtid"].as_str().unwrap_or("-"),
             if r["partial"] == true { "  (partial: no rotate or stop event at its end yet)" } else { "" }
+        ));
+    }
+    // The retention's low-water mark: what `forget` dropped stays out.
+    let oldest = dedupe_recovery::archive::retention_start(repo.catalogue(), name)?;
+    if let Some((file, _)) = oldest.as_ref().and_then(|f| f.binlog_start()) {
+        ctx.say(format!(
+            "binlogs before {file} (where the oldest backup kept starts) are not archived again: `binlog push --force` does"
         ));
     }
     Ok(())

@@ -14,6 +14,10 @@ pub(crate) enum Command {
         name: String,
         /// The WAL file to archive (PostgreSQL's %p).
         path: PathBuf,
+        /// Archive a segment older than the oldest base backup kept too (by
+        /// default it is skipped, with success: it restores nothing).
+        #[arg(long)]
+        force: bool,
     },
     /// Fetch one WAL file: `restore_command = 'dedupe wal fetch --name NAME %f %p'`;
     /// exits non-zero when it is not archived.
@@ -29,7 +33,7 @@ pub(crate) enum Command {
 }
 
 /// `wal push`: one WAL file, as PostgreSQL's archive_command.
-fn push(ctx: &Ctx, name: &str, path: &std::path::Path) -> R<Vec<crate::report::Sample>> {
+fn push(ctx: &Ctx, name: &str, path: &std::path::Path, force: bool) -> R<Vec<crate::report::Sample>> {
     let wal = WalFile::read(path, ctx.pg_bin.as_deref())?;
     let repo = ctx.indexed_for_logs()?;
     if dedupe_recovery::archive::commit_times_lost(repo.catalogue(), name, &wal)? {
@@ -40,17 +44,18 @@ fn push(ctx: &Ctx, name: &str, path: &std::path::Path) -> R<Vec<crate::report::S
         );
     }
     crate::interrupt::say("the WAL file may not be archived: PostgreSQL retries the archive_command");
-    let outcome = push_wal(&repo, name, &wal)?;
+    let outcome = push_wal(&repo, name, &wal, force)?;
     if ctx.json {
         let (stored, bytes) = match outcome {
             Outcome::Stored { bytes, .. } => (true, bytes),
-            Outcome::AlreadyArchived => (false, 0),
+            Outcome::AlreadyArchived | Outcome::Skipped(_) => (false, 0),
         };
         outln!("{}", serde_json::json!({"file": wal.file, "stored": stored, "new_bytes": bytes}));
     }
     match outcome {
         Outcome::Stored { bytes, .. } => ctx.say(format!("{}: stored ({})", wal.file, human(bytes))),
         Outcome::AlreadyArchived => ctx.say(format!("{}: already archived", wal.file)),
+        Outcome::Skipped(why) => ctx.say(format!("{}: {}", wal.file, why.as_str())),
     }
     // Only when asked: it lists every archived file of the name.
     Ok(if ctx.metrics_file.is_some() {
@@ -62,8 +67,8 @@ fn push(ctx: &Ctx, name: &str, path: &std::path::Path) -> R<Vec<crate::report::S
 
 pub(crate) fn run(ctx: &Ctx, command: Command) -> R {
     match command {
-        Command::Push { name, path } => {
-            let pushed = push(ctx, &name, &path);
+        Command::Push { name, path, force } => {
+            let pushed = push(ctx, &name, &path, force);
             ctx.report("wal push", &name, pushed)
         }
         Command::Fetch { name, file, path } => {
