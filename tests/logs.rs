@@ -168,3 +168,41 @@ fn concurrent_pushes_into_one_repository_all_land() {
         assert!(std::fs::read(&dest).unwrap() == std::fs::read(p).unwrap(), "{name}");
     }
 }
+
+#[test]
+fn wal_before_the_oldest_base_is_not_archived_again() {
+    let repo = Repo::new();
+    // A base backup (a tar with pg_basebackup's label) that starts in segment 5.
+    let base = repo.scratch("base");
+    std::fs::create_dir_all(base.join("global")).unwrap();
+    std::fs::write(
+        base.join("backup_label"),
+        "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\nCHECKPOINT LOCATION: 0/5000060\n\
+         BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIMELINE: 1\n",
+    )
+    .unwrap();
+    std::fs::write(base.join("PG_VERSION"), "15\n").unwrap();
+    let tar = std::process::Command::new("tar").arg("-cf").arg("-").arg("-C").arg(&base).arg(".").output().unwrap();
+    assert!(tar.status.success());
+    repo.backup_bytes("pg", &tar.stdout);
+
+    let dir = repo.scratch("pg_wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let push = |file: &str, extra: &[&str]| {
+        let p = dir.join(file);
+        std::fs::write(&p, Prng::new(file.len() as u64).bytes(1 << 20)).unwrap();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["wal".as_ref(), "push".as_ref(), "--name".as_ref(), "pg".as_ref()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        args.push(p.as_os_str());
+        repo.json(&args)
+    };
+    // Older than the base: restores nothing, skipped (PostgreSQL may recycle it).
+    assert_eq!(push("000000010000000000000003", &[])["stored"], false);
+    assert_eq!(push("000000010000000000000005", &[])["stored"], true);
+    // Another timeline is not measured against this one.
+    assert_eq!(push("000000020000000000000003", &[])["stored"], true);
+    assert_eq!(push("000000010000000000000004", &["--force"])["stored"], true);
+    let out =
+        repo.cmd(["wal", "fetch", "--name", "pg", "000000010000000000000003"]).arg(repo.scratch("x")).output().unwrap();
+    assert_eq!(out.status.code(), Some(MISSING), "the skipped segment was not stored");
+}
