@@ -15,6 +15,9 @@ need mariabackup || missing+=(mariadb-backup)
 # Reference readers for tests/ingest_property.rs: mbstream (above), mariadb-binlog, GNU tar.
 need mariadb-binlog || missing+=(mariadb-client)
 need tar || missing+=(tar)
+# Producers' own compression (tests/stream.rs, tests/postgres.rs): the tools DBAs pipe through.
+need zstd || missing+=(zstd)
+need xz || missing+=(xz-utils)
 # `dedupe mount` (tests/mount.rs): FUSE's mount helper.
 need fusermount3 || missing+=(fuse3)
 # `backup --snapshot btrfs` (tests/snapshot_btrfs.rs): a btrfs on a loop device.

@@ -136,3 +136,54 @@ fn filename_names_the_stream_inside_the_snapshot() {
     assert_eq!(ls[0]["path"], "dump.sql");
     assert_eq!(ls[0]["size"], 25);
 }
+
+/// A dump as a DBA pipes it (`mysqldump | gzip`, `| zstd`, `| xz`): `cmd` run over `data`.
+fn compressed_with(cmd: &str, data: &[u8]) -> Vec<u8> {
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let owned = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&owned));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(out.status.success(), "{cmd}");
+    out.stdout
+}
+
+#[test]
+fn compressed_dumps_are_stored_decompressed_and_dedup_as_plain_ones() {
+    let mut dump = b"-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\n".to_vec();
+    dump.extend(Prng::new(9).bytes(6 << 20).iter().map(|b| b"abcdefghij,()'\n"[(*b % 15) as usize]));
+    for (cmd, name) in [("gzip -c", "gzip"), ("zstd -c -q", "zstd"), ("xz -c -1", "xz")] {
+        let repo = Repo::new();
+        let packed = compressed_with(cmd, &dump);
+        let first = repo.backup_bytes("db", &packed);
+        // Stored as the dump it is: recognised as one, restored decompressed.
+        let snaps = repo.json(&["snapshots"]);
+        assert_eq!(snaps[0]["metadata"]["compression"], name, "{snaps}");
+        assert_eq!(snaps[0]["metadata"]["format"], "mysqldump", "{snaps}");
+        assert!(repo.ok(&["restore", "latest", "--stdout"]) == dump, "{name}");
+        // The same dump compressed again (a new night, nothing changed) costs nothing.
+        let again = repo.backup_bytes("db", &compressed_with(cmd, &dump));
+        assert!(
+            again["new_bytes_stored"].as_u64().unwrap() < first["new_bytes_stored"].as_u64().unwrap() / 50,
+            "{name}: {again}"
+        );
+        // A flipped byte in the compressed body: damaged input, nothing committed.
+        let mut damaged = packed.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x21;
+        let mut child = repo.spawn_backup("db");
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(&damaged);
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(17), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 2, "{name}: nothing committed");
+    }
+}

@@ -40,6 +40,9 @@ pub struct SnapshotFacts {
     pub format: Option<String>,
     /// The producer `backup --command` ran.
     pub command: Option<String>,
+    /// The whole-stream compression taken off the input (`decompress`):
+    /// `gzip`, `zstd`, `lz4`, `xz`; the snapshot holds the stream decompressed.
+    pub compression: Option<String>,
     pub database: Option<Database>,
     pub mysql: Option<MysqlFacts>,
     pub postgresql: Option<PgFacts>,
@@ -161,6 +164,7 @@ impl SnapshotFacts {
         SnapshotFacts {
             format: field(md, "format"),
             command: field(md, "command"),
+            compression: field(md, "compression"),
             database: field(md, "database"),
             mysql: field(md, "mysql"),
             postgresql: field(md, "postgresql"),

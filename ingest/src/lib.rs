@@ -6,6 +6,7 @@
 //! byte stream. Nothing here knows about packs or keys.
 
 pub mod binlog;
+pub mod decompress;
 pub mod dir;
 pub mod facts;
 pub mod meta;

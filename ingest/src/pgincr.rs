@@ -143,7 +143,7 @@ impl Header {
             return Err(bad("its block numbers are not ascending".into()));
         }
         let pad = len - 12 - 4 * count as u64;
-        std::io::copy(&mut r.take(pad), &mut std::io::sink()).map_err(|e| Error::Input(e.to_string()))?;
+        std::io::copy(&mut r.take(pad), &mut std::io::sink()).map_err(|e| Error::reading(&e))?;
         Ok(Header { blocks, truncation, len })
     }
 

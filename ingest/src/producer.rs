@@ -82,6 +82,19 @@ pub fn what_failed(log: &[u8]) -> String {
     why.join(" | ")
 }
 
+/// The error the producer's stream ends in when the producer failed:
+/// readers that wrap the stream (a decompressor) pass it on as it is.
+#[derive(Debug)]
+pub struct Failed(pub String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
 /// The last non-empty line of a log, for a one-line error.
 pub fn last_line(log: &[u8]) -> String {
     String::from_utf8_lossy(log).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
@@ -106,7 +119,8 @@ impl Read for ProducerOutput {
         if status.success() {
             Ok(0)
         } else {
-            Err(io::Error::other(format!("the producer `{}` failed ({status}): {}", self.command, last_line(&rep.log))))
+            let m = format!("the producer `{}` failed ({status}): {}", self.command, last_line(&rep.log));
+            Err(io::Error::other(Failed(m)))
         }
     }
 }

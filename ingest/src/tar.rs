@@ -329,7 +329,7 @@ fn walk(
     }
     // Read what follows the end-of-archive blocks to the end: a producer's
     // exit status is known only then, and a failed one must commit nothing.
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| Error::Input(e.to_string()))?;
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).map_err(|e| Error::reading(&e))?;
     Ok(())
 }
 
@@ -382,6 +382,11 @@ impl Read for EofWatch {
 fn tar_err(e: io::Error) -> Error {
     // The tar crate says what is wrong with a header only in its messages.
     let message = e.to_string();
+    if e.kind() == io::ErrorKind::InvalidData {
+        // Bytes that are not what they claim: a decompressor's verdict on the
+        // stream under the tar (`decompress`), or the tar crate's own.
+        return Error::Damaged(message);
+    }
     if e.kind() == io::ErrorKind::UnexpectedEof || message.contains("failed to read entire block") {
         Error::Truncated(format!("the tar stream ends early ({e})"))
     } else if message.contains("checksum mismatch") || message.contains("when getting cksum") {

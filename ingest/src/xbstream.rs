@@ -101,7 +101,7 @@ impl XbstreamSource {
                 Ok(0) => return Err(Error::Truncated("the xbstream ends in the middle of a chunk".into())),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Input(e.to_string())),
+                Err(e) => return Err(Error::reading(&e)),
             }
         }
         Ok(true)
@@ -214,7 +214,7 @@ impl XbstreamSource {
                 match (&mut self.input).take(len).read_to_end(&mut payload) {
                     Ok(n) if n as u64 == len => {}
                     Ok(_) => return Err(Error::Truncated("the xbstream ends in the middle of a chunk".into())),
-                    Err(e) => return Err(Error::Input(e.to_string())),
+                    Err(e) => return Err(Error::reading(&e)),
                 }
                 let mut h = crc32fast::Hasher::new();
                 h.update(&map);

@@ -717,7 +717,7 @@ fn read_source(
             Body::Stream(reader) => {
                 push(Item::Start(key, node, chunking), &mut batch)?;
                 for chunk in Chunker::new(reader, chunking) {
-                    let chunk = chunk.map_err(|e| Error::Input(e.to_string()))?;
+                    let chunk = chunk.map_err(|e| Error::reading(&e))?;
                     push(Item::Chunk(key, chunk.into(), None, None), &mut batch)?;
                 }
                 push(Item::End(key), &mut batch)?;

@@ -60,6 +60,17 @@ impl Error {
         Error::Io { context: context.into(), source }
     }
 
+    /// A failed read of a backup's input: data a decoder found damaged
+    /// (`InvalidData`) is damaged input, a stream that ended early
+    /// truncated, anything else a failed input.
+    pub fn reading(e: &io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::InvalidData => Error::Damaged(e.to_string()),
+            io::ErrorKind::UnexpectedEof => Error::Truncated(e.to_string()),
+            _ => Error::Input(e.to_string()),
+        }
+    }
+
     /// True when the error means the disk (or bucket) has no room left.
     pub fn is_storage_full(&self) -> bool {
         let raw = match self {

@@ -168,11 +168,31 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
                 }
                 None => (Box::new(std::io::stdin()), "stdin".into()),
             };
-            let (head, input) = sniff::peek(input).map_err(|e| {
-                // A producer that fails before writing much fails here, while the format is sniffed.
-                producer_failed(ctx, &name, producer.as_ref())
-                    .unwrap_or_else(|| Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}")))
-            })?;
+            let peek = |input| {
+                sniff::peek(input).map_err(|e| {
+                    // A producer that fails before writing much fails here, while the format is sniffed.
+                    producer_failed(ctx, &name, producer.as_ref()).unwrap_or_else(
+                        || match dedupe_store::Error::reading(&e) {
+                            dedupe_store::Error::Input(_) => {
+                                Failure::new(exit::INPUT_FAILED, format!("reading the input failed: {e}"))
+                            }
+                            other => refused(ctx, &name, &other, None),
+                        },
+                    )
+                })
+            };
+            let (mut head, mut input) = peek(input)?;
+            // A producer's own compression comes off first (`decompress`), so
+            // what it compressed is demuxed, deduplicated and delta'd as ever.
+            if let (Some(c), "auto" | "tar" | "xbstream") =
+                (dedupe_ingest::decompress::Compression::of(&head), a.format.as_str())
+            {
+                let decoded = dedupe_ingest::decompress::decoder(c, input).map_err(|e| {
+                    Failure::new(exit::DAMAGED_INPUT, format!("the {} stream cannot be read: {e}", c.name()))
+                })?;
+                (head, input) = peek(decoded)?;
+                facts.compression = Some(c.name().into());
+            }
             let format = match a.format.as_str() {
                 // Empty is only ever stored as it is: an empty file.
                 _ if head.is_empty() && a.allow_empty => Ok(Format::Raw),
@@ -244,7 +264,15 @@ fn backup(ctx: &Ctx, a: Args) -> R<Vec<Sample>> {
             return Err(f);
         }
     }
-    let result = result?;
+    // Damage found under a producer's compression is the compressed stream's.
+    let compression = facts.compression.clone();
+    let result = result.map_err(|e| {
+        let mut f = Failure::from(e);
+        if let (Some(c), exit::DAMAGED_INPUT | exit::TRUNCATED) = (&compression, f.code) {
+            f.message = format!("{} (read from the {c}-compressed stream)", f.message);
+        }
+        f
+    })?;
     crate::interrupt::say(format!("snapshot {} was committed", short(&result.snapshot_id)));
     removed?;
     let m = &result.manifest;

@@ -79,6 +79,7 @@ pub fn maria_base(time: Timestamp, file: &str, position: u64) -> Obj {
         SnapshotFacts {
             format: Some("xbstream".into()),
             command: Some("mariabackup --backup --stream=xbstream".into()),
+            compression: None,
             database: Some(Database::Mariadb),
             mysql: Some(MysqlFacts {
                 binlog_file: Some(file.into()),
@@ -112,6 +113,7 @@ pub fn pg_base(time: Timestamp, start_file: &str, timeline: u64) -> Obj {
         SnapshotFacts {
             format: Some("tar".into()),
             command: Some("pg_basebackup -Ft -D -".into()),
+            compression: None,
             database: Some(Database::Postgresql),
             mysql: None,
             postgresql: Some(PgFacts {
