@@ -205,4 +205,17 @@ fn wal_before_the_oldest_base_is_not_archived_again() {
     let out =
         repo.cmd(["wal", "fetch", "--name", "pg", "000000010000000000000003"]).arg(repo.scratch("x")).output().unwrap();
     assert_eq!(out.status.code(), Some(MISSING), "the skipped segment was not stored");
+
+    // No pg_waldump reads these bytes: said once, when the commit times stop
+    // being known, not with every segment after.
+    let warned = |name: &str, file: &str| {
+        let p = dir.join(file);
+        std::fs::write(&p, Prng::new(7).bytes(1 << 20)).unwrap();
+        let out = repo.run(&["wal".as_ref(), "push".as_ref(), "--name".as_ref(), name.as_ref(), p.as_os_str()]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).contains("warning: no pg_waldump here reads")
+    };
+    assert!(!warned("pg", "000000010000000000000006"), "the segment before had no commit times either");
+    assert!(warned("pg-other", "000000010000000000000007"), "the first of a name is said");
+    assert!(!warned("pg-other", "000000010000000000000008"));
 }

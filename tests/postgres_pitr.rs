@@ -698,6 +698,8 @@ fn wal_of_another_cluster_is_refused_under_the_same_name() {
     let source = s.source(&format!("{} %p", s.wal_push()), &[]);
     source.insert(1);
     s.base_backup(&source);
+    // WAL after the backup's own switch, or there is no segment to end.
+    source.insert(2);
     source.switch_and_wait_archived();
     let sysid = |server: &Server| server.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
     let ours = sysid(&source);

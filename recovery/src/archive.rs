@@ -442,16 +442,6 @@ impl WalFile {
 /// before the oldest base's start on its timeline (`retention_start`) is
 /// skipped unless `force`: it restores nothing.
 pub fn push_wal(repo: &Indexed, name: &str, wal: &WalFile, force: bool) -> Result<Outcome> {
-    if !force && wal.facts.kind == dedupe_ingest::facts::WalFileType::Segment {
-        let oldest = retention_start(repo.catalogue(), name)?;
-        if let (Some((file, tl)), Some(seg)) = (oldest.as_ref().and_then(|f| f.wal_start()), wal.facts.segment) {
-            let size = wal.facts.segment_size.unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE);
-            let start = crate::wal::segment_number(file, size);
-            if wal.facts.timeline == Some(tl) && start.is_some_and(|s| seg < s) {
-                return Ok(Outcome::Skipped(Skip::BeforeRetention));
-            }
-        }
-    }
     let all = archived(repo.catalogue(), name, LogKind::Wal)?;
     if let Some(theirs) = wal.facts.system_identifier.as_deref() {
         if let Some((ours, from)) = cluster_of(repo.catalogue(), name, &all)? {
@@ -461,6 +451,16 @@ pub fn push_wal(repo: &Indexed, name: &str, wal: &WalFile, force: bool) -> Resul
                      archive another cluster under its own --name (a copy of {name} must not archive at all: archive_mode = off)",
                     wal.file
                 )));
+            }
+        }
+    }
+    if !force && wal.facts.kind == dedupe_ingest::facts::WalFileType::Segment {
+        let oldest = retention_start(repo.catalogue(), name)?;
+        if let (Some((file, tl)), Some(seg)) = (oldest.as_ref().and_then(|f| f.wal_start()), wal.facts.segment) {
+            let size = wal.facts.segment_size.unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE);
+            let start = crate::wal::segment_number(file, size);
+            if wal.facts.timeline == Some(tl) && start.is_some_and(|s| seg < s) {
+                return Ok(Outcome::Skipped(Skip::BeforeRetention));
             }
         }
     }

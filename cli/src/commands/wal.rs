@@ -36,15 +36,16 @@ pub(crate) enum Command {
 fn push(ctx: &Ctx, name: &str, path: &std::path::Path, force: bool) -> R<Vec<crate::report::Sample>> {
     let wal = WalFile::read(path, ctx.pg_bin.as_deref())?;
     let repo = ctx.indexed_for_logs()?;
-    if dedupe_recovery::archive::commit_times_lost(repo.catalogue(), name, &wal)? {
+    let lost = dedupe_recovery::archive::commit_times_lost(repo.catalogue(), name, &wal)?;
+    crate::interrupt::say("the WAL file may not be archived: PostgreSQL retries the archive_command");
+    let outcome = push_wal(&repo, name, &wal, force)?;
+    if lost && matches!(outcome, Outcome::Stored { .. }) {
         eprintln!(
             "dedupe: warning: no pg_waldump here reads {} (install the server's own version, or pass --pg-bin / set DEDUPE_PG_BIN): \
              without its commit times, `restore --until` places a time in it only by when it was archived",
             wal.file
         );
     }
-    crate::interrupt::say("the WAL file may not be archived: PostgreSQL retries the archive_command");
-    let outcome = push_wal(&repo, name, &wal, force)?;
     if ctx.json {
         let (stored, bytes) = match outcome {
             Outcome::Stored { bytes, .. } => (true, bytes),
