@@ -56,6 +56,11 @@ pub(crate) fn run(ctx: &Ctx, name: Option<&str>) -> R {
             None if facts.is_incremental() => format!("{} incremental, base missing", facts.format()),
             None => facts.format().to_string(),
         };
+        // What the producer compressed, stored decompressed.
+        let kind = match &facts.compression {
+            Some(c) => format!("{kind}.{c}"),
+            None => kind,
+        };
         outln!(
             "{:<10} {:<23} {:<16} {:>11} {:>11}  {:<10} {}",
             short(id),
