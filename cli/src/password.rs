@@ -30,7 +30,7 @@ impl PasswordSource<'_> {
             return Ok(trim_newline(s));
         }
         if let Some(c) = self.command {
-            let out = Command::new("sh")
+            let out = dedupe_ingest::secrets::scrub(&mut Command::new("sh"))
                 .arg("-c")
                 .arg(c)
                 .stderr(std::process::Stdio::inherit())

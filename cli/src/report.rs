@@ -181,7 +181,7 @@ pub(crate) fn outcome(
         }
     }
     if let (Some(cmd), Some((code, message))) = (on_failure, failure) {
-        let st = std::process::Command::new("sh")
+        let st = dedupe_ingest::secrets::scrub(&mut std::process::Command::new("sh"))
             .args(["-c", cmd])
             .env("DEDUPE_COMMAND", what)
             .env("DEDUPE_NAME", name)

@@ -13,6 +13,7 @@ pub mod meta;
 pub mod pages;
 pub mod pgincr;
 pub mod producer;
+pub mod secrets;
 pub mod sink;
 pub mod sniff;
 pub mod stream;

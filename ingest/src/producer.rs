@@ -30,7 +30,7 @@ pub struct ProducerOutput {
 }
 
 pub fn spawn(command: &str) -> io::Result<(ProducerOutput, Shared)> {
-    let mut child = Command::new("sh")
+    let mut child = crate::secrets::scrub(&mut Command::new("sh"))
         .arg("-c")
         .arg(command)
         .stdin(Stdio::null())

@@ -379,7 +379,7 @@ pub fn push_binlogs(
 /// checksums unless turned off), it is archived on this parser's word.
 fn verify_without_checksums(path: &Path) -> Result<()> {
     let Ok(tool) = crate::tool::require(&["mariadb-binlog"]) else { return Ok(()) };
-    let out = std::process::Command::new(&tool)
+    let out = dedupe_ingest::secrets::scrub(&mut std::process::Command::new(&tool))
         .arg(path)
         .stdout(std::process::Stdio::null())
         .output()

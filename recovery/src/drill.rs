@@ -105,13 +105,24 @@ pub struct Server {
     /// PostgreSQL's binaries (of the data's version) and who runs them.
     pg_bin: PathBuf,
     as_postgres: bool,
+    /// Whether the server keeps the storage credentials: a point-in-time
+    /// drill's, whose `restore_command` is dedupe reading the archive.
+    keeps_storage: bool,
 }
 
 impl Server {
     /// Starts the right server on `datadir`; `run` is a new directory for
     /// its socket and log. Waits until it answers (PostgreSQL: promoted, when it was recovering to a target).
-    /// `pg` are PostgreSQL's programs for the data (`pgbin::for_datadir`).
-    pub fn start(database: Database, datadir: &Path, run: &Path, pg: Option<&crate::pgbin::PgBin>) -> Result<Server> {
+    /// `pg` are PostgreSQL's programs for the data (`pgbin::for_datadir`);
+    /// `restores` says it fetches archived WAL (`restore_command`), and so
+    /// keeps the storage credentials (never a password: `secrets`).
+    pub fn start(
+        database: Database,
+        datadir: &Path,
+        run: &Path,
+        pg: Option<&crate::pgbin::PgBin>,
+        restores: bool,
+    ) -> Result<Server> {
         std::fs::create_dir_all(run).map_err(|e| Error::Storage(format!("cannot create {}: {e}", run.display())))?;
         let port = free_port()?;
         let log = run.join("server.log");
@@ -124,6 +135,7 @@ impl Server {
             child: None,
             pg_bin: pg.map(|p| p.dir.clone()).unwrap_or_default(),
             as_postgres: false,
+            keeps_storage: restores,
         };
         match database {
             Database::Postgresql => s.start_pg()?,
@@ -143,7 +155,7 @@ impl Server {
                 runas = "mysql".into();
             }
         }
-        let child = Command::new(&bin)
+        let child = dedupe_ingest::secrets::scrub(&mut Command::new(&bin))
             .arg("--no-defaults")
             .arg(format!("--user={runas}"))
             .arg(format!("--datadir={}", self.datadir.display()))
@@ -182,7 +194,7 @@ impl Server {
     /// The MariaDB client on this server's socket with `args`; its output, or its error.
     pub fn mysql(&self, args: &[&str]) -> std::result::Result<String, String> {
         let client = crate::tool::require(&["mariadb", "mysql"]).map_err(|e| e.to_string())?;
-        let out = Command::new(&client)
+        let out = dedupe_ingest::secrets::scrub(&mut Command::new(&client))
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.run.join("sock").display()))
             .args(["-uroot", "--batch", "--skip-column-names"])
@@ -195,16 +207,30 @@ impl Server {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// A command for this server's PostgreSQL tool `tool`, as the server's user.
+    /// A command for this server's PostgreSQL tool `tool`, as the server's
+    /// user, without dedupe's secrets (`secrets`).
     fn pg(&self, tool: &str) -> Command {
+        let mut c = self.pg_keeping_storage(tool);
+        dedupe_ingest::secrets::scrub(&mut c);
+        c
+    }
+
+    /// The same keeping the storage credentials when the server restores
+    /// (`keeps_storage`): its `restore_command` is dedupe reading the archive.
+    fn pg_keeping_storage(&self, tool: &str) -> Command {
         let program = self.pg_bin.join(tool);
-        if self.as_postgres {
+        let mut c = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
             Command::new(program)
+        };
+        dedupe_ingest::secrets::scrub_passwords(&mut c);
+        if !self.keeps_storage {
+            dedupe_ingest::secrets::scrub(&mut c);
         }
+        c
     }
 
     fn start_pg(&mut self) -> Result<()> {
@@ -224,7 +250,7 @@ impl Server {
         let opts =
             format!("-c listen_addresses='' -c port={} -k {} -c archive_mode=off", self.port, self.run.display());
         let out = self
-            .pg("pg_ctl")
+            .pg_keeping_storage("pg_ctl")
             .arg("-D")
             .arg(&self.datadir)
             .arg("-l")
@@ -370,6 +396,7 @@ impl Server {
 pub fn client_for(server: &Server) -> Result<Command> {
     let client = crate::tool::require(&["mariadb", "mysql"])?;
     let mut c = Command::new(client);
+    dedupe_ingest::secrets::scrub(&mut c);
     c.arg("--no-defaults").arg(format!("--socket={}", server.run.join("sock").display())).arg("-uroot");
     Ok(c)
 }

@@ -60,7 +60,7 @@ pub struct FsSnapshot {
 pub const TAG: &str = ".dedupe-snapshot";
 
 fn run(args: &[String]) -> Result<String> {
-    let out = Command::new(&args[0])
+    let out = dedupe_ingest::secrets::scrub(&mut Command::new(&args[0]))
         .args(&args[1..])
         .output()
         .map_err(|e| Error::Tool(format!("cannot run {} (is it installed?): {e}", args[0])))?;

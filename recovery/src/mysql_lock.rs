@@ -59,6 +59,7 @@ impl MysqlLock {
     pub fn acquire(conn: &MysqlConn) -> Result<(MysqlLock, Coordinates)> {
         let client = crate::tool::require(&["mariadb", "mysql"])?;
         let mut cmd = Command::new(&client);
+        dedupe_ingest::secrets::scrub(&mut cmd);
         cmd.args(conn.args()).args(["--batch", "--skip-column-names", "--unbuffered", "--raw"]);
         let session = Session::start(cmd, "the snapshot lock")?;
         let mut lock = MysqlLock { session, mariadb: false, locked_at: Instant::now() };

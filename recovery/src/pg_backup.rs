@@ -45,6 +45,7 @@ impl PgBackup {
             })
             .ok_or_else(|| Error::Tool("psql is not installed".into()))?;
         let mut cmd = Command::new(&psql);
+        dedupe_ingest::secrets::scrub(&mut cmd);
         cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
         if let Some(c) = conn {
             cmd.args(["-d", c]);

@@ -45,7 +45,7 @@ fn parse_major(v: &str) -> Option<u32> {
 
 /// The major version a PostgreSQL program says it is: `pg_ctl (PostgreSQL) 18.6`.
 pub fn version_of(program: &Path) -> Option<u32> {
-    let out = Command::new(program).arg("--version").output().ok()?;
+    let out = dedupe_ingest::secrets::scrub(&mut Command::new(program)).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v = text.split_whitespace().find(|w| w.as_bytes().first().is_some_and(u8::is_ascii_digit))?;
     parse_major(v)

@@ -65,7 +65,7 @@ pub fn replay_binlogs(
         Ok::<_, Error>(paths)
     });
     let status = fetched.and_then(|paths| {
-        std::process::Command::new(&bin)
+        dedupe_ingest::secrets::scrub(&mut std::process::Command::new(&bin))
             .arg(format!("--start-position={start_pos}"))
             .args(stop_args)
             .args(&paths)

@@ -22,7 +22,7 @@ pub fn require(names: &[&str]) -> Result<String> {
 
 /// Runs `tool` to completion; a failure names the command and its last line of stderr.
 pub fn run(tool: &str, args: &[String]) -> Result<()> {
-    let out = Command::new(tool)
+    let out = dedupe_ingest::secrets::scrub(&mut Command::new(tool))
         .args(args)
         .output()
         .map_err(|e| Error::Tool(format!("cannot run {tool} (is it installed?): {e}")))?;

@@ -104,7 +104,7 @@ fn commit_times_of(path: &Path, pg_bin: Option<&Path>) -> Option<Option<(i64, i6
         // pg_waldump prints times in its local zone with the zone's abbreviation
         // (CEST, IST, AEST...), which is no zone name: in UTC it says "UTC".
         // (It exits 1 at the end of an ordinary segment: the output is what counts.)
-        let out = std::process::Command::new(tool)
+        let out = dedupe_ingest::secrets::scrub(&mut std::process::Command::new(tool))
             .arg(path)
             .env("TZ", "UTC")
             .stderr(std::process::Stdio::null())

@@ -216,7 +216,7 @@ fn drill(
         _ => None,
     };
     let started = Instant::now();
-    let server = match Server::start(database, &data, &run, pg.as_ref()) {
+    let server = match Server::start(database, &data, &run, pg.as_ref(), plan.is_some()) {
         Ok(s) => s,
         Err(e) => return Ok((report, Some(Failed(format!("the server did not start on the restored backup: {e}"))))),
     };
