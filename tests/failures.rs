@@ -413,3 +413,43 @@ fn a_damaged_index_object_does_not_stop_backups_and_repair_brings_it_back() {
     repo.json(&["repair", "index"]);
     assert!(repo.ok(&["restore", "latest", "--stdout"]) == data);
 }
+
+#[test]
+fn the_password_file_is_its_first_line_and_an_empty_one_is_refused() {
+    let repo = Repo::uninitialised();
+    let dir = repo.scratch("pw");
+    std::fs::create_dir_all(&dir).unwrap();
+    let private =
+        |p: &std::path::Path| std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    private(&empty);
+    let out = repo.cmd(["init", "--password-file"]).arg(&empty).env_remove("DEDUPE_PASSWORD").output().unwrap();
+    assert_eq!(out.status.code(), Some(USAGE), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("empty"));
+    let two = dir.join("two");
+    std::fs::write(&two, "first line\nsecond line\n").unwrap();
+    private(&two);
+    let out = repo.cmd(["init", "--password-file"]).arg(&two).env_remove("DEDUPE_PASSWORD").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = repo.cmd(["snapshots"]).env("DEDUPE_PASSWORD", "first line").output().unwrap();
+    assert!(out.status.success(), "the password is the first line: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_tar_member_outside_the_backup_is_damaged_input() {
+    let repo = Repo::new();
+    let file = repo.scratch("abs");
+    std::fs::write(&file, b"rows").unwrap();
+    // GNU tar keeps the leading / with -P: a member named by an absolute path.
+    let tar = std::process::Command::new("tar").arg("-cPf").arg("-").arg(&file).output().unwrap();
+    assert!(tar.status.success());
+    let mut child = repo.spawn_backup("t");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = std::io::Write::write_all(&mut stdin, &tar.stdout);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(17), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(one_line_error(&out).contains("would leave the backup directory"));
+    assert!(repo.json(&["snapshots"]).as_array().unwrap().is_empty());
+}

@@ -27,7 +27,8 @@ impl PasswordSource<'_> {
             let s = std::fs::read_to_string(f)
                 .map_err(|e| Failure::usage(format!("cannot read the password file {}: {e}", f.display())))?;
             warn_if_world_readable(f);
-            return Ok(trim_newline(s));
+            // The first line, as --password-file says.
+            return Ok(trim_newline(s.lines().next().unwrap_or_default().to_string()));
         }
         if let Some(c) = self.command {
             let out = dedupe_ingest::secrets::scrub(&mut Command::new("sh"))

@@ -120,7 +120,7 @@ fn node_path(raw: &std::path::Path) -> Result<Option<String>> {
         return Ok(None);
     }
     if s.starts_with('/') || s.split('/').any(|c| c == "..") {
-        return Err(Error::Input(format!("tar member {s:?} would leave the backup directory")));
+        return Err(Error::Damaged(format!("tar member {s:?} would leave the backup directory")));
     }
     Ok(Some(s.to_string()))
 }

@@ -28,6 +28,12 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> R {
     } else {
         new_password(None, "DEDUPE_PASSWORD")?
     };
+    // An empty password file (or command output) is a mistake, not a password.
+    if password.is_empty() {
+        return Err(Failure::usage(
+            "the password is empty: put the password on the first line of the file (or have the command print it)",
+        ));
+    }
     if let Location::Local(dir) = &ctx.location {
         use std::os::unix::fs::PermissionsExt;
         let failed = |e: std::io::Error| Failure::new(exit::STORAGE, format!("cannot create {}: {e}", dir.display()));
