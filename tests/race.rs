@@ -171,7 +171,10 @@ impl World {
     /// FLUSH BINARY LOGS) and pushes it. The index lists only the last two
     /// files, as after the server purged the older ones.
     fn push_binlog(&self, n: u64) -> Result<(), String> {
-        std::fs::write(self.binlog_dir.join(binlog_name(n + 1)), binlog_bytes(n + 1)).unwrap();
+        // The server closes file n and writes the next, still open: n is
+        // archived complete, the active one is left alone.
+        std::fs::write(self.binlog_dir.join(binlog_name(n)), binlog_bytes(n)).unwrap();
+        std::fs::write(self.binlog_dir.join(binlog_name(n + 1)), fixture("mysql-bin.000002.active")).unwrap();
         let index = format!("./{}\n./{}\n", binlog_name(n), binlog_name(n + 1));
         std::fs::write(self.binlog_dir.join("mysql-bin.index"), index).unwrap();
         self.binlogs.begin(n);

@@ -112,7 +112,9 @@ fn names_keep_latest_apart() {
     repo.backup_bytes("alpha", b"alpha's data");
     repo.backup_bytes("beta", b"beta's data");
     assert_eq!(repo.ok(&["restore", "latest", "--name", "alpha", "--stdout"]), b"alpha's data");
-    assert_eq!(repo.ok(&["restore", "latest", "--stdout"]), b"beta's data");
+    assert_eq!(repo.ok(&["restore", "latest", "--name", "beta", "--stdout"]), b"beta's data");
+    // Without a name, whose latest is never guessed.
+    assert_eq!(repo.run(&["restore", "latest", "--stdout"]).status.code(), Some(2));
     let snaps = repo.json(&["snapshots"]);
     let names: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alpha", "beta"]);

@@ -187,14 +187,16 @@ fn text_and_random_bytes_are_still_stored_raw() {
     assert!(snaps.as_array().unwrap().iter().all(|s| s["metadata"]["format"] == "raw"), "{snaps}");
     assert_eq!(snaps.as_array().unwrap().len(), inputs.len());
 
-    // From a producer, raw output is said so, with what it looks like.
+    // From a producer, raw output is said so, with what it looks like
+    // (under the compression it was in, which comes off first).
     let out = repo.cmd(["backup", "--name", "gz", "--command", "echo rows | gzip"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("the output of `echo rows | gzip` is no xbstream, tar or dump (gzip-compressed data"),
+        err.contains("the output of `echo rows | gzip` is no xbstream, tar or dump (text starting \"rows\")"),
         "{err}"
     );
+    assert_eq!(repo.json(&["snapshots", "--name", "gz"])[0]["metadata"]["compression"], "gzip");
     let out = repo.cmd(["--json", "backup", "--name", "text", "--command", "echo rows"]).output().unwrap();
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["warnings"][0].as_str().unwrap().contains("(text starting \"rows\")"), "{summary}");
@@ -215,8 +217,8 @@ fn a_closed_binlog_cut_short_is_archived_partial_and_replaced_by_its_complete_co
         let dir = repo.scratch("binlogs");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("mysql-bin.000001"), &full[..cut]).unwrap();
-        // 000002 follows in the index: 000001 is not the active file.
-        std::fs::write(dir.join("mysql-bin.000002"), binlog_fixture("mysql-bin.000002")).unwrap();
+        // 000002 follows in the index, still open: 000001 is not the active file.
+        std::fs::write(dir.join("mysql-bin.000002"), binlog_fixture("mysql-bin.000002.active")).unwrap();
         std::fs::write(dir.join("mysql-bin.index"), "./mysql-bin.000001\n./mysql-bin.000002\n").unwrap();
         let push = || {
             repo.json(&[
@@ -231,8 +233,9 @@ fn a_closed_binlog_cut_short_is_archived_partial_and_replaced_by_its_complete_co
         let list = || repo.json(&["binlog", "list", "--name", "db"]);
 
         let pushed = push();
-        assert_eq!(pushed.as_array().unwrap().len(), 1, "cut at {cut}: {pushed}");
+        assert_eq!(pushed.as_array().unwrap().len(), 2, "cut at {cut}: {pushed}");
         assert_eq!(pushed[0]["file"], "mysql-bin.000001");
+        assert!(pushed[1]["status"].as_str().unwrap().starts_with("skipped: the active file"), "{pushed}");
         assert_eq!(pushed[0]["status"], "stored (partial)", "cut at {cut}: {pushed}");
         assert_eq!(pushed[0]["bytes"], cut);
         let rows = list();
