@@ -106,11 +106,16 @@ struct Incremental {
 /// The whole content of a (small) member.
 fn read_whole(entry: &mut dyn Read, size: u64, path: &str) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; size as usize];
-    entry.read_exact(&mut buf).map_err(|e| match e.kind() {
+    fill(entry, &mut buf, path)?;
+    Ok(buf)
+}
+
+/// `buf` filled from member `path`; its end comes too early as truncation.
+fn fill(entry: &mut dyn Read, buf: &mut [u8], path: &str) -> Result<()> {
+    entry.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::Truncated(format!("the tar stream ends inside {path}")),
         _ => tar_err(e),
-    })?;
-    Ok(buf)
+    })
 }
 
 fn node_path(raw: &std::path::Path) -> Result<Option<String>> {
@@ -228,12 +233,7 @@ fn walk(
                     while at < end {
                         let len = ((end - at) as usize).min(PIECE);
                         let mut buf = pool.take(len);
-                        entry.read_exact(&mut buf).map_err(|e| match e.kind() {
-                            io::ErrorKind::UnexpectedEof => {
-                                Error::Truncated(format!("the tar stream ends inside {path}"))
-                            }
-                            _ => tar_err(e),
-                        })?;
+                        fill(&mut entry, &mut buf, &path)?;
                         send(Event::Piece { key: k, offset: at, data: pool.share(buf) })?;
                         at += len as u64;
                     }

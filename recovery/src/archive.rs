@@ -155,7 +155,7 @@ fn archive(
         // The same bytes once stored as partial (the active file, say) and
         // now known complete (it ends with the server's stop event) are stored
         // again as complete: a partial copy blocks restores past it.
-        if old.facts.blake3 == digest && !(old.partial() && !partial) {
+        if old.facts.blake3 == digest && (partial || !old.partial()) {
             return Ok(Outcome::AlreadyArchived);
         }
         if !old.partial() && !partial {

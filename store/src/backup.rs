@@ -578,8 +578,8 @@ fn read_source(
     let mut bases: HashMap<String, Parent> = HashMap::new();
     let made = |k: u64, level: Option<i32>, made: Vec<(u64, crate::derive::Made)>| {
         made.into_iter().map(move |(len, m)| match m {
-            crate::derive::Made::Record(id, _) if id == HOLE => Item::Hole(k, len),
-            crate::derive::Made::Record(id, len) => Item::Known(k, id, len, level),
+            crate::derive::Made::Record(id) if id == HOLE => Item::Hole(k, len),
+            crate::derive::Made::Record(id) => Item::Known(k, id, len, level),
             crate::derive::Made::Slot(slot) => Item::Derived(k, slot, level),
         })
     };
@@ -607,8 +607,7 @@ fn read_source(
                 let Chunking::Fixed { size: slot, level } = chunking else {
                     return Err(Error::Invalid(format!("{}: a derived file is cut in fixed-size blocks", node.path)));
                 };
-                let walk =
-                    crate::derive::Walk::new(Some(base.records_of(repo, &from.path)?), size, from.keep, slot as u64);
+                let walk = crate::derive::Walk::new(base.records_of(repo, &from.path)?, size, from.keep, slot as u64);
                 derived.insert(key, (next_key, 0, walk, level));
                 push(Item::StartDerived(next_key, node), &mut batch)?;
                 next_key += 1;

@@ -85,15 +85,15 @@ impl Slot {
 /// What the reader makes of one slot.
 pub(crate) enum Made {
     /// Exactly a record of the base: its id (or a hole).
-    Record(Id, u64),
+    Record(Id),
     /// To be made by a worker.
     Slot(Slot),
 }
 
 /// The reader's walk over one derived file.
 pub(crate) struct Walk {
-    /// The base file's records, walked forward; `None` when it has none.
-    blocks: Option<ParentBlocks>,
+    /// The base file's records, walked forward.
+    blocks: ParentBlocks,
     /// The bytes of the base that count.
     base_end: u64,
     slot: u64,
@@ -105,7 +105,7 @@ pub(crate) struct Walk {
 
 impl Walk {
     /// `blocks` are the base file's (`base_size` bytes), `slot` the chunk size.
-    pub(crate) fn new(blocks: Option<ParentBlocks>, base_size: u64, keep: u64, slot: u64) -> Walk {
+    pub(crate) fn new(blocks: ParentBlocks, base_size: u64, keep: u64, slot: u64) -> Walk {
         Walk { blocks, base_end: keep.min(base_size), slot: slot.max(1), next: 0, over: Vec::new() }
     }
 
@@ -146,16 +146,16 @@ impl Walk {
         self.next += len;
         let over: Vec<(u64, bytes::Bytes)> = self.over.drain(..).map(|(at, b)| (at - start, b)).collect();
         let base_end = self.base_end.saturating_sub(start).min(len);
-        let base = match (&mut self.blocks, base_end) {
-            (Some(b), 1..) => b.covering(repo, start, start + base_end)?,
-            _ => Vec::new(),
+        let base = match base_end {
+            0 => Vec::new(),
+            _ => self.blocks.covering(repo, start, start + base_end)?,
         };
         let exact = match base.as_slice() {
             [(id, at, n)] if *at == start && *n == len => Some(*id),
             _ => None,
         };
         if let (Some(id), true, true) = (exact, over.is_empty(), base_end == len) {
-            return Ok((len, Made::Record(id, len)));
+            return Ok((len, Made::Record(id)));
         }
         let parent = exact.filter(|id| *id != HOLE);
         Ok((len, Made::Slot(Slot { len, base, start, base_end, over, parent })))
